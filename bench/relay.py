@@ -1,0 +1,505 @@
+#!/usr/bin/env python3
+"""Load generator for the duoduel relay: N lobby pairs exchange timestamped binary frames.
+
+usage: python bench/relay.py (--url ws://127.0.0.1:PORT/ws --server-pid PID | --spawn-server [--server-args "..."])
+                             --pairs N --seconds T [--frame-bytes 1920] [--rate 50] [--procs P] [--cpu 1]
+
+Prints one JSON object of measured figures. Every frame is a frame.js header followed by a payload whose first
+16 bytes are (client id u32, sequence u32, send time u64 = time.monotonic_ns(), system-wide on Linux), so each
+receiver measures relay latency and checks that the frame came from the partner it discovered by a hello frame.
+"""
+
+from __future__ import annotations
+
+import argparse, asyncio, base64, hashlib, ipaddress, json, multiprocessing as mp, os, resource, shlex, signal, socket, struct
+import subprocess, sys, tempfile, time, traceback, urllib.request
+from array import array
+from dataclasses import dataclass, field
+from pathlib import Path
+from urllib.parse import urlsplit, urlunsplit
+
+
+HEADER = struct.Struct("<BBHId")  # frame.js: version, codec (0 = PCM16), seq u16, sample rate, capture time (ms)
+BENCH = struct.Struct("<IIQ")  # start of payload: client id, seq (0 = hello), send time (monotonic ns)
+CONNECT_TIMEOUT = 15.0
+DRAIN_SECONDS = 3.0
+HANDSHAKES_IN_FLIGHT = 64  # stay under the listen backlog (100) so no SYN is dropped and retried after 1 s
+SERVER_SCRIPT = Path(__file__).resolve().parent.parent / "duoduel.py"
+
+
+@dataclass
+class Client:
+    """One WebSocket client and what it saw."""
+
+    cid: int
+    ws: Wire | None = None
+    partner: int | None = None
+    settled: asyncio.Event = field(default_factory=asyncio.Event)  # paired (hello received) or failed
+    sent: int = 0
+    received: int = 0
+    last_seq: int = 0
+
+
+@dataclass
+class Tally:
+    """Everything one generator process measured; sent back to the parent."""
+
+    connect_failures: dict[str, int] = field(default_factory=dict)
+    unpaired: int = 0
+    sent: int = 0
+    received: int = 0
+    misrouted: int = 0
+    out_of_order: int = 0
+    closed_by_server: dict[str, int] = field(default_factory=dict)
+    texts: dict[str, int] = field(default_factory=dict)
+    latency_ns: array = field(default_factory=lambda: array("q"))
+    lag_ns: array = field(default_factory=lambda: array("q"))
+    cpu_s: float = 0.0
+    wall_s: float = 0.0
+    drained: bool = True
+    stopping: bool = False
+    error: str = ""
+
+
+def bump(counts: dict[str, int], key: str) -> None:
+    """Count one occurrence of key."""
+    counts[key] = counts.get(key, 0) + 1
+
+
+def check_loopback(url: str) -> None:
+    """Refuse any URL whose host is not a loopback address: traffic must not leave this machine."""
+    parts = urlsplit(url)
+    if parts.scheme != "ws" or not parts.hostname:
+        sys.exit(f"relay.py: need a ws:// URL, got {url!r}")
+    addrs = {info[4][0] for info in socket.getaddrinfo(parts.hostname, parts.port or 80, type=socket.SOCK_STREAM)}
+    if not all(ipaddress.ip_address(a.split("%")[0]).is_loopback for a in addrs):
+        sys.exit(f"relay.py: refusing non-loopback host {parts.hostname!r} ({sorted(addrs)})")
+
+
+def on_binary(c: Client, msg: bytes, now: int, tally: Tally) -> None:
+    """Account one binary frame: the first one is the partner's hello, the rest carry latency samples."""
+    cid, seq, sent_ns = BENCH.unpack_from(msg, HEADER.size)
+    if c.partner is None:
+        c.partner = cid
+        c.settled.set()
+    elif cid != c.partner:
+        tally.misrouted += 1
+    elif seq:
+        tally.out_of_order += seq <= c.last_seq
+        c.last_seq = seq
+        c.received += 1
+        tally.latency_ns.append(now - sent_ns)
+
+
+class Wire(asyncio.Protocol):
+    """A minimal RFC 6455 client connection for one Client.
+
+    A full client library costs about as much CPU per frame as the server does, so on a two-core machine the
+    generator would saturate first. This one masks with a zero key (valid: the key is only required to be
+    unpredictable to protect proxies, and there are none on loopback) and parses the server's unmasked frames.
+    """
+
+    def __init__(self, c: Client, tally: Tally, request: bytes, accept: bytes) -> None:
+        self.c, self.tally, self.request, self.accept = c, tally, request, accept
+        self.buf, self.transport = bytearray(), None
+        self.opened = asyncio.get_running_loop().create_future()
+        self.lost = asyncio.get_running_loop().create_future()
+        self.writable = asyncio.Event()
+        self.writable.set()
+        self.close_code: int | None = None
+
+    def connection_made(self, transport: asyncio.Transport) -> None:
+        self.transport = transport
+        transport.write(self.request)
+
+    def pause_writing(self) -> None:
+        self.writable.clear()
+
+    def resume_writing(self) -> None:
+        self.writable.set()
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        if not self.opened.done():
+            self.opened.set_exception(ConnectionError("closed during the handshake"))
+        if self.close_code is None and not self.tally.stopping:
+            bump(self.tally.closed_by_server, "1006")  # TCP closed without a close frame
+        self.lost.set_result(None)
+        self.c.settled.set()
+
+    def send(self, opcode: int, data: bytes) -> None:
+        """Write one masked frame (zero masking key: the payload goes out as is)."""
+        n = len(data)
+        head = struct.pack("!BB", 0x80 | opcode, 0x80 | n) if n < 126 else struct.pack("!BBH", 0x80 | opcode, 0xFE, n)
+        self.transport.write(head + b"\0\0\0\0" + data)
+
+    def data_received(self, data: bytes) -> None:
+        self.buf += data
+        if not self.opened.done():
+            if (end := self.buf.find(b"\r\n\r\n")) < 0:
+                return
+            head, self.buf = bytes(self.buf[:end]), self.buf[end + 4:]
+            status = head.split(b" ", 2)[1].decode()
+            if status != "101" or self.accept not in head:
+                self.opened.set_exception(ConnectionError(f"HTTP {status}"))
+                self.transport.close()
+                return
+            self.opened.set_result(None)
+        pos, buf = 0, self.buf
+        while len(buf) - pos >= 2:
+            opcode, n, at = buf[pos] & 0x0F, buf[pos + 1] & 0x7F, pos + 2
+            if n >= 126:
+                at += 2 if n == 126 else 8
+                if len(buf) < at:
+                    break
+                n = int.from_bytes(buf[pos + 2:at], "big")
+            if len(buf) < at + n:
+                break
+            self.on_frame(opcode, bytes(buf[at:at + n]))
+            pos = at + n
+        del buf[:pos]
+
+    def on_frame(self, opcode: int, payload: bytes) -> None:
+        """Dispatch one complete frame from the server (it never fragments its messages)."""
+        if opcode == 0x2:
+            on_binary(self.c, payload, time.monotonic_ns(), self.tally)
+        elif opcode == 0x1:
+            kind = json.loads(payload).get("type", "?")
+            bump(self.tally.texts, kind)
+            if kind == "connected":
+                self.send(0x2, HEADER.pack(1, 0, 0, 48000, time.time() * 1000) + BENCH.pack(self.c.cid, 0, 0))
+        elif opcode == 0x8:
+            self.close_code = int.from_bytes(payload[:2], "big") if len(payload) >= 2 else 1005
+            if not self.tally.stopping:
+                bump(self.tally.closed_by_server, str(self.close_code))
+                self.send(0x8, payload[:2])
+            self.transport.close()
+        elif opcode == 0x9:
+            self.send(0xA, payload)
+        else:
+            bump(self.tally.texts, f"unexpected opcode {opcode}")
+
+
+async def open_wire(c: Client, url: str, gate: asyncio.Semaphore, tally: Tally) -> Wire | None:
+    """Open c's connection and complete the handshake; count a failure by kind and return None."""
+    parts = urlsplit(url)
+    key = base64.b64encode(os.urandom(16))
+    accept = base64.b64encode(hashlib.sha1(key + b"258EAFA5-E914-47DA-95CA-C5AB0DC85B11").digest())
+    request = (f"GET {parts.path or '/'}{'?' + parts.query if parts.query else ''} HTTP/1.1\r\n"
+               f"Host: {parts.netloc}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+               f"Sec-WebSocket-Key: {key.decode()}\r\nSec-WebSocket-Version: 13\r\n"
+               f"Origin: http://{parts.netloc}\r\n\r\n").encode()  # the Origin a same-origin page sends
+    loop = asyncio.get_running_loop()
+    try:
+        async with gate:
+            _, wire = await asyncio.wait_for(loop.create_connection(
+                lambda: Wire(c, tally, request, accept), parts.hostname, parts.port or 80), CONNECT_TIMEOUT)
+            await asyncio.wait_for(wire.opened, CONNECT_TIMEOUT)
+        c.ws = wire
+        return wire
+    except Exception as exc:  # a failure is a figure to report, not a crash
+        bump(tally.connect_failures, str(exc) if str(exc).startswith("HTTP") else type(exc).__name__)
+        c.settled.set()
+        return None
+
+
+async def send_frames(c: Client, t0: int, end: int, period: int, phase: int, size: int, tally: Tally) -> None:
+    """Send one frame per period on absolute deadlines (no drift) from t0 + phase until end."""
+    buf = bytearray(os.urandom(HEADER.size + size))  # random, so nothing downstream can shortcut it
+    deadline, seq = t0 + phase, 0
+    while deadline < end:
+        delay = deadline - time.monotonic_ns()
+        if delay > 0:
+            await asyncio.sleep(delay / 1e9)
+        seq += 1
+        now = time.monotonic_ns()
+        tally.lag_ns.append(now - deadline)
+        HEADER.pack_into(buf, 0, 1, 0, seq & 0xFFFF, 48000, time.time() * 1000)
+        BENCH.pack_into(buf, HEADER.size, c.cid, seq, now)
+        await c.ws.writable.wait()  # backpressure: the kernel buffer is full, as websockets' send() would wait
+        if c.ws.lost.done():
+            return
+        c.ws.send(0x2, buf)
+        c.sent += 1
+        deadline += period
+
+
+async def run_worker(first: int, pairs: int, args: argparse.Namespace, pipe) -> Tally:
+    """One generator process: connect its pairs when told, send for the window, drain, report, close."""
+    tally = Tally()
+    await asyncio.to_thread(pipe.recv)  # our turn to connect: the previous process's clients are all paired
+    clients = {first + i: Client(first + i) for i in range(2 * pairs)}
+    gate = asyncio.Semaphore(HANDSHAKES_IN_FLIGHT)
+    tasks = [asyncio.create_task(open_wire(c, args.url, gate, tally)) for c in clients.values()]
+    settles = [asyncio.create_task(c.settled.wait()) for c in clients.values()]
+    await asyncio.wait(settles, timeout=CONNECT_TIMEOUT + 2 * pairs / HANDSHAKES_IN_FLIGHT)
+    ours = [c for c in clients.values() if c.partner in clients and clients[c.partner].partner == c.cid]
+    tally.unpaired = len(clients) - len(ours)
+    pipe.send(("ready", len(ours)))
+    t0 = await asyncio.to_thread(pipe.recv)
+    await asyncio.sleep(max(0, t0 - time.monotonic_ns()) / 1e9)
+    cpu0, wall0 = time.process_time(), time.monotonic()
+    period, end = round(1e9 / args.rate), t0 + round(args.seconds * 1e9)
+    spread = max(1, 2 * args.pairs)
+    await asyncio.gather(*(send_frames(c, t0, end, period, c.cid * period // spread, args.frame_bytes, tally)
+                           for c in ours))
+    tally.sent = sum(c.sent for c in ours)
+    drain_end, last = time.monotonic() + DRAIN_SECONDS, (-1, time.monotonic())
+    while (got := sum(c.received for c in ours)) < tally.sent and time.monotonic() < drain_end:
+        last = (got, time.monotonic()) if got != last[0] else last
+        if time.monotonic() - last[1] > 0.5:
+            break  # nothing for 500 ms: the rest was dropped, not delayed
+        await asyncio.sleep(0.01)
+    tally.received = sum(c.received for c in ours)
+    tally.drained = tally.received >= tally.sent
+    tally.cpu_s, tally.wall_s = time.process_time() - cpu0, time.monotonic() - wall0
+    tally.stopping = True
+    pipe.send(("result", tally))
+    await asyncio.to_thread(pipe.recv)  # parent has read the server's figures: now closing is not measured
+    wires = [c.ws for c in clients.values() if c.ws]
+    for wire in wires:
+        wire.send(0x8, (1000).to_bytes(2, "big"))
+    await asyncio.wait([w.lost for w in wires], timeout=5)
+    for wire in wires:
+        wire.transport.close()
+    return tally
+
+
+def worker_main(first: int, pairs: int, args: argparse.Namespace, pipe) -> None:
+    """Process entry: raise the fd limit, run run_worker on uvloop if installed, report a crash as a result."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+    try:
+        import uvloop
+        factory = uvloop.new_event_loop
+    except ImportError:
+        factory = None
+    try:
+        with asyncio.Runner(loop_factory=factory) as runner:
+            runner.run(run_worker(first, pairs, args, pipe))
+    except Exception:
+        pipe.send(("error", traceback.format_exc()))
+
+
+def server_cpu(pid: int) -> float:
+    """CPU seconds (utime+stime, reaped children included) of pid and its live descendants, from /proc."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    total = sum(int(x) for x in fields[11:15]) / os.sysconf("SC_CLK_TCK")
+    for task in Path(f"/proc/{pid}/task").iterdir():
+        for child in (task / "children").read_text().split():
+            total += server_cpu(int(child))
+    return total
+
+
+def core_busy_s() -> dict[int, float]:
+    """Busy seconds (all but idle and iowait) of every core since boot, from /proc/stat."""
+    out = {}
+    for line in Path("/proc/stat").read_text().splitlines():
+        name, *ticks = line.split()
+        if name.startswith("cpu") and name != "cpu":
+            out[int(name[3:])] = (sum(map(int, ticks[:8])) - int(ticks[3]) - int(ticks[4])) / os.sysconf("SC_CLK_TCK")
+    return out
+
+
+def server_mem_mb(pid: int) -> dict[str, float]:
+    """VmRSS and VmHWM (peak RSS) of pid in MiB, from /proc/PID/status."""
+    status = dict(line.split(":", 1) for line in Path(f"/proc/{pid}/status").read_text().splitlines())
+    return {k: round(int(status[k].split()[0]) / 1024, 1) for k in ("VmRSS", "VmHWM")}
+
+
+def server_dropped(url: str) -> int | None:
+    """duoduel's frames_dropped_total counter from its /metrics page on the same loopback port, else None."""
+    opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))  # never via a proxy
+    try:
+        with opener.open(f"http://{urlsplit(url).netloc}/metrics", timeout=2) as response:
+            for line in response.read().decode().splitlines():
+                if line.startswith("duoduel_frames_dropped_total "):
+                    return int(float(line.split()[1]))
+    except (OSError, ValueError):
+        pass
+    return None
+
+
+def spawn_server(args: argparse.Namespace) -> tuple[subprocess.Popen, str]:
+    """Start the server pinned to core 0 on a free loopback port; return it and its lobby URL once it listens."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    cmd = ["taskset", "-c", "0", sys.executable, str(args.server_script), "--host", "127.0.0.1",
+           "--port", str(port), "--log-level", "warning", *shlex.split(args.server_args)]
+    args.server_log = tempfile.TemporaryFile()
+    proc = subprocess.Popen(cmd, stdout=args.server_log, stderr=subprocess.STDOUT)
+    for _ in range(100):
+        if proc.poll() is not None:
+            args.server_log.seek(0)
+            sys.exit(f"relay.py: server exited {proc.returncode}: {args.server_log.read()[-2000:].decode()}")
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=1).close()
+            return proc, f"ws://127.0.0.1:{port}{urlsplit(args.url or '/ws').path or '/ws'}"
+        except OSError:
+            time.sleep(0.1)
+    proc.kill()
+    sys.exit("relay.py: server did not listen within 10 s")
+
+
+def stop_server(proc: subprocess.Popen, args: argparse.Namespace, notes: list[str]) -> None:
+    """SIGTERM the spawned server, kill it if it lingers, and note anything it logged."""
+    if proc.poll() is not None:
+        notes.append(f"server exited early with {proc.returncode}")
+    proc.send_signal(signal.SIGTERM)
+    try:
+        proc.wait(timeout=5)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        notes.append("server ignored SIGTERM for 5 s: killed")
+    args.server_log.seek(0)
+    lines = args.server_log.read().decode(errors="replace").splitlines()
+    if lines:
+        notes.append(f"server logged {len(lines)} lines, last: {lines[-1][:300]}")
+
+
+def percentiles_ms(values: list[int]) -> dict[str, float]:
+    """Nearest-rank p50/p99/max of nanosecond samples, in milliseconds."""
+    values = sorted(values)
+    if not values:
+        return {"p50": None, "p99": None, "max": None}
+    pick = lambda q: round(values[min(len(values) - 1, int(q * len(values)))] / 1e6, 3)  # noqa: E731
+    return {"p50": pick(0.5), "p99": pick(0.99), "max": round(values[-1] / 1e6, 3)}
+
+
+def merge(tallies: list[Tally], key: str) -> dict[str, int]:
+    """Sum one dict-of-counts field over all processes."""
+    out: dict[str, int] = {}
+    for t in tallies:
+        for k, v in getattr(t, key).items():
+            out[k] = out.get(k, 0) + v
+    return out
+
+
+def run(args: argparse.Namespace) -> dict:
+    """Check the URL, start the server if asked, measure, and make sure a spawned server does not outlive us."""
+    notes: list[str] = []
+    if args.url:
+        check_loopback(args.url)
+    proc, pid = None, args.server_pid
+    if args.spawn_server:
+        proc, args.url = spawn_server(args)
+        pid = proc.pid
+    try:
+        return measure(args, proc, pid, notes)
+    finally:
+        if proc and proc.poll() is None:
+            proc.kill()
+
+
+def measure(args: argparse.Namespace, proc: subprocess.Popen | None, pid: int | None, notes: list[str]) -> dict:
+    """Spawn the generator processes, connect them one after another, run the window, and build the report."""
+    cpus = set(args.cpu)
+    os.sched_setaffinity(0, cpus)  # the children inherit it
+    nprocs = max(1, min(args.procs or len(cpus), args.pairs))
+    shares = [args.pairs // nprocs + (i < args.pairs % nprocs) for i in range(nprocs)]
+    ctx, workers = mp.get_context("fork"), []
+    for i, share in enumerate(shares):
+        here, there = ctx.Pipe()
+        p = ctx.Process(target=worker_main, args=(2 * sum(shares[:i]), share, args, there), daemon=True)
+        p.start()
+        workers.append((p, here))
+    paired = 0
+    for p, pipe in workers:  # one process at a time, so that no pair straddles two processes
+        pipe.send("connect")
+        msg = pipe.recv() if pipe.poll(CONNECT_TIMEOUT * 4 + args.pairs / 10) else ("error", "connect timeout")
+        if msg[0] != "ready":
+            sys.exit(f"relay.py: generator process failed while connecting: {msg[1]}")
+        paired += msg[1] // 2
+    t0 = time.monotonic_ns() + 500_000_000
+    for _, pipe in workers:
+        pipe.send(t0)
+    time.sleep((t0 - time.monotonic_ns()) / 1e9)
+    cpu0, wall0, dropped0 = server_cpu(pid) if pid else 0.0, time.monotonic(), server_dropped(args.url)
+    busy0 = core_busy_s()
+    tallies = []
+    for _, pipe in workers:
+        msg = pipe.recv() if pipe.poll(args.seconds + DRAIN_SECONDS + 30) else ("error", "no result in time")
+        if msg[0] != "result":
+            sys.exit(f"relay.py: generator process failed: {msg[1]}")
+        tallies.append(msg[1])
+    window = time.monotonic() - wall0
+    busy = {k: round((v - busy0[k]) / window, 3) for k, v in core_busy_s().items()}
+    cpu = server_cpu(pid) - cpu0 if pid else None
+    mem = server_mem_mb(pid) if pid else {"VmRSS": None, "VmHWM": None}
+    dropped1 = server_dropped(args.url)
+    dropped = dropped1 - dropped0 if dropped0 is not None and dropped1 is not None else None
+    if pid and os.sched_getaffinity(pid) != {0}:
+        notes.append(f"server affinity is {sorted(os.sched_getaffinity(pid))}, not core 0")
+    for p, pipe in workers:
+        pipe.send("close")
+        p.join(timeout=10)
+    if proc:
+        stop_server(proc, args, notes)
+    sent, received = sum(t.sent for t in tallies), sum(t.received for t in tallies)
+    gen = [t.cpu_s / t.wall_s for t in tallies if t.wall_s > args.seconds / 2]
+    closed, texts, failures = merge(tallies, "closed_by_server"), merge(tallies, "texts"), merge(tallies, "connect_failures")
+    lag = percentiles_ms([x for t in tallies for x in t.lag_ns])
+    if paired < args.pairs:
+        notes.append(f"only {paired} of {args.pairs} pairs formed; unpaired clients: {sum(t.unpaired for t in tallies)}")
+    if failures:
+        notes.append(f"connect failures by kind: {failures}")
+    if closed:
+        notes.append(f"server closed connections during the run, by close code: {closed}")
+    if texts.get("disconnected") or texts.get("error"):
+        notes.append(f"unexpected control messages: {texts}")
+    if not all(t.drained for t in tallies):
+        notes.append(f"{sent - received} frames never arrived (server says it dropped {dropped})")
+    other = busy.get(0, 0) - (cpu or 0) / window
+    if other > 0.1:
+        notes.append(f"other processes kept core 0 (the server's) ~{other:.0%} busy: server figures are disturbed")
+    if max(gen, default=0) > 0.85:
+        notes.append("a generator process used >85% of a core: figures may be limited by the generator")
+    if (lag["p99"] or 0) > 1000 / args.rate / 2:
+        notes.append(f"sends ran late (p99 {lag['p99']} ms behind deadline): generator or send backpressure")
+    return {
+        "pairs": paired, "pairs_requested": args.pairs, "seconds": args.seconds, "frame_bytes": args.frame_bytes,
+        "message_bytes": HEADER.size + args.frame_bytes, "rate": args.rate,
+        "frames_sent": sent, "frames_received": received,
+        "loss": round(1 - received / sent, 6) if sent else None,
+        "misrouted": sum(t.misrouted for t in tallies), "out_of_order": sum(t.out_of_order for t in tallies),
+        "latency_ms": percentiles_ms([x for t in tallies for x in t.latency_ns]), "send_lag_ms": lag,
+        "server_frames_dropped": dropped, "window_s": round(window, 3), "server_cpu_s": round(cpu, 3) if cpu is not None else None,
+        "server_cpu_us_per_relayed_frame": round(cpu * 1e6 / received, 2) if cpu is not None and received else None,
+        "server_rss_mb": mem["VmRSS"], "server_peak_rss_mb": mem["VmHWM"],
+        "generator_cpu": {"procs": len(tallies), "cpus": sorted(cpus), "per_proc": [round(g, 3) for g in gen],
+                          "total_cores": round(sum(t.cpu_s for t in tallies) / window, 3)},
+        "core_busy": busy, "connect_failures": sum(failures.values()), "closed_by_server": closed, "notes": notes,
+    }
+
+
+def cpu_list(text: str) -> list[int]:
+    """Parse a CPU list such as '1', '1,3' or '1-3'."""
+    out: list[int] = []
+    for part in text.split(","):
+        lo, _, hi = part.partition("-")
+        out.extend(range(int(lo), int(hi or lo) + 1))
+    return out
+
+
+if __name__ == "__main__":
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--url", help="lobby URL, ws://127.0.0.1:PORT/ws (loopback only)")
+    parser.add_argument("--pairs", type=int, required=True)
+    parser.add_argument("--seconds", type=float, required=True)
+    parser.add_argument("--frame-bytes", type=int, default=1920, help="payload bytes after the 16-byte header")
+    parser.add_argument("--rate", type=float, default=50, help="frames per second per client")
+    parser.add_argument("--procs", type=int, default=0, help="generator processes (default: one per --cpu)")
+    parser.add_argument("--cpu", type=cpu_list, default=[1], help="CPU list for the generator (default 1)")
+    parser.add_argument("--server-pid", type=int, help="server process to read /proc figures from")
+    parser.add_argument("--spawn-server", action="store_true", help="start the server on core 0 and a free port")
+    parser.add_argument("--server-args", default="", help="extra arguments for the spawned server")
+    parser.add_argument("--server-script", type=Path, default=SERVER_SCRIPT, help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if not BENCH.size <= args.frame_bytes <= 65535 - HEADER.size or args.pairs < 1 or args.seconds <= 0 or args.rate <= 0:
+        parser.error(f"need {BENCH.size} <= --frame-bytes <= {65535 - HEADER.size}, --pairs >= 1, --seconds > 0, --rate > 0")
+    if not args.url and not args.spawn_server:
+        parser.error("give --url (and --server-pid) or --spawn-server")
+    try:
+        print(json.dumps(run(args), indent=1))
+    except KeyboardInterrupt:
+        sys.exit(130)

@@ -1,0 +1,665 @@
+#!/usr/bin/env python
+"""duoduel: two people open the same page, press Start, and talk.
+
+One websockets server does everything: it serves the page from static/, pairs
+the clients that connect to /ws (or to /ws?room=NAME, a private room) through a
+waiting slot guarded by a lock, and relays their binary audio frames to each
+other. Text frames are JSON control messages; see README.md for the protocol.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import email.utils
+import errno
+import hashlib
+import http
+import json
+import logging
+import posixpath
+import re
+import signal
+import socket
+import ssl
+import sys
+import urllib.parse
+from collections import Counter
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from websockets.asyncio.server import Server, ServerConnection, serve
+from websockets.datastructures import Headers
+from websockets.exceptions import ConnectionClosed
+from websockets.http11 import Request, Response
+from websockets.protocol import State
+
+__all__ = ["Config", "Lobby", "main", "make_server", "run"]
+
+STATIC_DIR = Path(__file__).resolve().parent / "static"
+
+# An explicit map, not mimetypes alone: on some systems mimetypes says
+# text/plain for .js, and browsers then refuse to run module scripts.
+CONTENT_TYPES = {
+    ".html": "text/html; charset=utf-8",
+    ".css": "text/css; charset=utf-8",
+    ".js": "text/javascript; charset=utf-8",
+    ".mjs": "text/javascript; charset=utf-8",
+    ".json": "application/json",
+    ".svg": "image/svg+xml",
+    ".png": "image/png",
+    ".ico": "image/x-icon",
+    ".webmanifest": "application/manifest+json",
+    ".txt": "text/plain; charset=utf-8",
+    ".wav": "audio/wav",
+}
+
+ROOM_NAME = re.compile(r"[A-Za-z0-9_-]{1,64}")
+BAD_ROOM_NAME = "bad room name: use 1 to 64 letters, digits, '-' or '_'"
+# A Host header we are willing to echo into the Content-Security-Policy.
+SAFE_HOST = re.compile(r"[A-Za-z0-9.\-]+(:[0-9]{1,5})?|\[[0-9A-Fa-f:.]+\](:[0-9]{1,5})?")
+
+# Audio frames are 20 ms: a few hundred bytes of Opus, 1920 bytes of PCM16 at
+# 48 kHz. Anything near this limit is not audio; websockets closes with 1009.
+MAX_MESSAGE_BYTES = 64 * 1024
+# An audio client sends 50 frames a second plus a ping every few seconds.
+MAX_MESSAGES_PER_SECOND = 250
+# Drop audio for a partner whose unsent backlog exceeds this many frames
+# (about 100 ms): old audio is worth less than none.
+AUDIO_BACKLOG_FRAMES = 5
+# Linux grows a loopback socket's send buffer to megabytes (seconds of audio)
+# unless told otherwise; the kernel doubles this value.
+SOCKET_SEND_BUFFER = 8 * 1024
+# A partner that has not been able to take audio for this long is gone.
+STALL_TIMEOUT = 5.0
+# Control messages must never wait for a slow reader; audio is bounded far
+# below this by AUDIO_BACKLOG_FRAMES, so only a stalled client ever gets here.
+WRITE_LIMIT = 1024 * 1024
+
+WAITING = json.dumps({"type": "waiting"})
+CONNECTED = json.dumps({"type": "connected"})
+DISCONNECTED = json.dumps({"type": "disconnected"})
+ROOM_FULL = json.dumps({"type": "error", "reason": "room full"})
+
+log = logging.getLogger("duoduel")
+
+
+class StartupError(Exception):
+    """A reason the server cannot start, for one line on stderr."""
+
+
+@dataclass(eq=False)
+class Client:
+    """One connected page: its socket, where it waits, and who it talks to."""
+
+    websocket: ServerConnection
+    room: str | None
+    name: str
+    partner: Client | None = None
+    stalled_since: float | None = None
+    messages: int = 0
+    window_start: float = 0.0
+
+
+@dataclass
+class Metrics:
+    """Counters for /metrics; plain integers, cheap to bump on the hot path."""
+
+    connections: int = 0
+    pairs: int = 0
+    frames_relayed: int = 0
+    bytes_relayed: int = 0
+    frames_dropped: int = 0
+    rejections: Counter[str] = field(default_factory=Counter)
+    closes: Counter[str] = field(default_factory=Counter)
+
+
+@dataclass
+class Lobby:
+    """Who is connected, who waits (one slot per room; None is the lobby), who talks."""
+
+    lock: asyncio.Lock = field(default_factory=asyncio.Lock)
+    waiting: dict[str | None, Client] = field(default_factory=dict)
+    rooms: dict[str, set[Client]] = field(default_factory=dict)
+    clients: set[Client] = field(default_factory=set)
+    metrics: Metrics = field(default_factory=Metrics)
+
+
+@dataclass(frozen=True)
+class Config:
+    """What the command line decides."""
+
+    host: str = "localhost"
+    port: int = 8080
+    static_dir: Path = STATIC_DIR
+    tls: ssl.SSLContext | None = None
+    allowed_origins: frozenset[str] = frozenset()
+    max_clients: int = 1000
+
+
+# Sending.
+
+
+def send_now(websocket: ServerConnection, message: str | bytes) -> bool:
+    """Queue one message on the socket at once; return False if it is closing.
+
+    websockets' send() waits for a slow reader to drain its buffer. Nothing
+    here may wait for another client: a frozen partner would stall its sender,
+    and pairing sends under the lobby lock so that notices keep their order.
+    """
+    if websocket.protocol.state is not State.OPEN:
+        return False
+    if isinstance(message, str):
+        websocket.protocol.send_text(message.encode())
+    else:
+        websocket.protocol.send_binary(message)
+    websocket.send_data()
+    return True
+
+
+def send_error(client: Client, reason: str) -> None:
+    """Tell a client that its control message was not understood."""
+    send_now(client.websocket, json.dumps({"type": "error", "reason": reason}))
+
+
+# Pairing. Every change of who waits and who talks happens under lobby.lock,
+# with the notices sent (never awaited) inside it, so they cannot cross.
+
+
+def pair_or_wait(lobby: Lobby, client: Client) -> None:
+    """Pair the client with whoever waits in its room, or make it the one who waits."""
+    waiter = lobby.waiting.pop(client.room, None)
+    # A waiter whose socket is closing is about to run leave(): never pair with it.
+    if waiter is None or waiter is client or waiter.websocket.state is not State.OPEN:
+        lobby.waiting[client.room] = client
+        send_now(client.websocket, WAITING)
+        return
+    client.partner, waiter.partner = waiter, client
+    lobby.metrics.pairs += 1
+    send_now(waiter.websocket, CONNECTED)
+    send_now(client.websocket, CONNECTED)
+    log.info("%s paired with %s%s", client.name, waiter.name, where(client))
+
+
+def unpair(lobby: Lobby, client: Client) -> Client | None:
+    """End the client's call or its wait; return the partner it had, told it left."""
+    if lobby.waiting.get(client.room) is client:
+        del lobby.waiting[client.room]
+    partner, client.partner = client.partner, None
+    if partner is not None:
+        partner.partner = None
+        send_now(partner.websocket, DISCONNECTED)
+    return partner
+
+
+async def join(lobby: Lobby, client: Client) -> bool:
+    """Enter the client's room (or the lobby); return False if the room is full."""
+    async with lobby.lock:
+        if client.room is not None:
+            members = lobby.rooms.setdefault(client.room, set())
+            if len(members) >= 2:
+                return False
+            members.add(client)
+        lobby.clients.add(client)
+        pair_or_wait(lobby, client)
+    return True
+
+
+async def next_partner(lobby: Lobby, client: Client) -> None:
+    """End the current call, if any, and look for someone else at once."""
+    async with lobby.lock:
+        unpair(lobby, client)
+        pair_or_wait(lobby, client)
+
+
+async def leave(lobby: Lobby, client: Client) -> None:
+    """Forget a client that has gone; a partner in a private room waits there again."""
+    async with lobby.lock:
+        lobby.clients.discard(client)
+        partner = unpair(lobby, client)
+        if client.room is not None:
+            members = lobby.rooms.get(client.room, set())
+            members.discard(client)
+            if not members:
+                lobby.rooms.pop(client.room, None)
+            elif partner is not None and partner.websocket.state is State.OPEN:
+                pair_or_wait(lobby, partner)
+
+
+def where(client: Client) -> str:
+    """Name the client's room for a log line."""
+    return "" if client.room is None else f" in room {client.room}"
+
+
+# The relay's hot path: no await, no allocation beyond websockets' framing,
+# no logging, no lock.
+
+
+def relay(lobby: Lobby, client: Client, frame: bytes) -> None:
+    """Forward an audio frame to the partner, or drop it if the partner lags behind."""
+    partner = client.partner
+    if partner is None:
+        return
+    websocket = partner.websocket
+    if websocket.transport.get_write_buffer_size() > AUDIO_BACKLOG_FRAMES * len(frame):
+        drop(lobby, partner)
+    elif send_now(websocket, frame):
+        partner.stalled_since = None
+        lobby.metrics.frames_relayed += 1
+        lobby.metrics.bytes_relayed += len(frame)
+
+
+def drop(lobby: Lobby, receiver: Client) -> None:
+    """Count a frame dropped for a slow receiver; close one stalled for too long."""
+    lobby.metrics.frames_dropped += 1
+    now = asyncio.get_running_loop().time()
+    if receiver.stalled_since is None:
+        receiver.stalled_since = now
+    elif now - receiver.stalled_since > STALL_TIMEOUT:
+        receiver.stalled_since = now  # close once, not once per frame
+        lobby.metrics.closes["stalled"] += 1
+        log.info("%s stalled: closing it", receiver.name)
+        # Don't wait for the close handshake here: this stalls the sender.
+        closing = asyncio.create_task(
+            receiver.websocket.close(1011, "receiver stalled")
+        )
+        closing.add_done_callback(lambda task: task.exception())
+
+
+# Control messages.
+
+
+async def control(lobby: Lobby, client: Client, text: str) -> None:
+    """Act on one JSON control message from the client."""
+    try:
+        message = json.loads(text)
+    except ValueError:
+        return send_error(client, "malformed JSON: send an object such as {\"type\": \"next\"}")
+    if not isinstance(message, dict) or not isinstance(message.get("type"), str):
+        return send_error(client, "expected a JSON object with a string \"type\"")
+    kind = message["type"]
+    if kind == "next":
+        await next_partner(lobby, client)
+    elif kind == "ping":
+        t = message.get("t")
+        if not isinstance(t, (int, float)) or isinstance(t, bool):
+            return send_error(client, "ping needs a number \"t\"")
+        send_now(client.websocket, json.dumps({"type": "pong", "t": t}))
+    else:
+        send_error(client, f"unknown message type {kind[:40]!r}")
+
+
+def too_many_messages(client: Client) -> bool:
+    """Count a message; tell whether the client sends far faster than audio needs."""
+    client.messages += 1
+    if client.messages <= MAX_MESSAGES_PER_SECOND:
+        return False
+    # Only every MAX_MESSAGES_PER_SECOND messages: look at the clock.
+    now = asyncio.get_running_loop().time()
+    if now - client.window_start < 1.0:
+        return True
+    client.messages, client.window_start = 0, now
+    return False
+
+
+# The connection handler.
+
+
+async def handler(websocket: ServerConnection, lobby: Lobby) -> None:
+    """Handle a connection from a page: pair it, then relay and obey it until it leaves."""
+    room = room_of(websocket.request.path)
+    client = Client(websocket, room, websocket.id.hex[:8], window_start=asyncio.get_running_loop().time())
+    limit_kernel_buffer(websocket)
+    address = websocket.remote_address[0] if websocket.remote_address else "?"
+    log.info("%s connected from %s%s", client.name, address, where(client))
+    if not await join(lobby, client):
+        log.info("%s refused: room %s is full", client.name, room)
+        lobby.metrics.rejections["room_full"] += 1
+        send_now(websocket, ROOM_FULL)
+        await websocket.close(1008, "room full")
+        return
+    lobby.metrics.connections += 1
+    try:
+        async for message in websocket:
+            if too_many_messages(client):
+                lobby.metrics.closes["rate"] += 1
+                await websocket.close(1008, "too many messages")
+                break
+            if isinstance(message, bytes):
+                relay(lobby, client, message)
+            else:
+                await control(lobby, client, message)
+    except ConnectionClosed:
+        pass
+    finally:
+        await leave(lobby, client)
+        code = websocket.close_code if websocket.close_code is not None else 1006
+        log.info("%s disconnected (%s)", client.name, code)
+
+
+def limit_kernel_buffer(websocket: ServerConnection) -> None:
+    """Keep the kernel from buffering seconds of audio for a slow reader."""
+    sock = websocket.transport.get_extra_info("socket")
+    if sock is not None:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, SOCKET_SEND_BUFFER)
+
+
+def room_of(path: str) -> str | None:
+    """Return the room a /ws URL asks for, None for the lobby; the name is checked already."""
+    query = urllib.parse.parse_qs(urllib.parse.urlsplit(path).query)
+    return query.get("room", [None])[0]
+
+
+# HTTP: the page, health, metrics, and the gate in front of /ws.
+
+
+def resolve_static(static_dir: Path, url_path: str) -> Path | None:
+    """Map a URL path to a file inside static_dir, or None if there is no such file.
+
+    The path arrives raw (websockets does not decode it). Like Go's file server,
+    refuse any '..' segment outright; like CPython's, resolve symlinks before
+    checking that the file is inside the tree (gh-81054).
+    """
+    path = urllib.parse.unquote(url_path, errors="strict")
+    if "\0" in path or "\\" in path or not path.startswith("/"):
+        return None
+    if any(segment == ".." for segment in path.split("/")):
+        return None
+    if path == "/" or ROOM_PAGE.fullmatch(path):
+        path = "/index.html"
+    relative = posixpath.normpath(path).lstrip("/")
+    # A file followed by "/" is not that file (CPython Issue17324).
+    if path.endswith("/") or relative.startswith(".") or "/." in relative:
+        return None
+    root = static_dir.resolve()
+    try:
+        target = (root / relative).resolve()
+    except (OSError, RuntimeError):
+        return None
+    if not target.is_relative_to(root) or not target.is_file():
+        return None
+    return target
+
+
+ROOM_PAGE = re.compile(r"/r/[A-Za-z0-9_-]{1,64}")
+
+
+def make_process_request(lobby: Lobby, config: Config):
+    """Build the HTTP hook: serve pages, /healthz and /metrics, and guard /ws."""
+
+    def process_request(connection: ServerConnection, request: Request) -> Response | None:
+        """Answer an HTTP request, or return None to let /ws become a WebSocket."""
+        url = urllib.parse.urlsplit(request.path)
+        if url.path == "/ws":
+            return gate(connection, request, url.query)
+        if request.method not in ("GET", "HEAD"):
+            return reject(lobby, "method", http.HTTPStatus.METHOD_NOT_ALLOWED, "Only GET and HEAD are allowed.\n", [("Allow", "GET, HEAD")])
+        if url.path == "/healthz":
+            return health(request)
+        if url.path == "/metrics":
+            return respond(request, http.HTTPStatus.OK, metrics_text(lobby).encode(), "text/plain; version=0.0.4; charset=utf-8")
+        if url.path.startswith("/r/") and not ROOM_PAGE.fullmatch(url.path):
+            return reject(lobby, "bad_room", http.HTTPStatus.BAD_REQUEST, BAD_ROOM_NAME + "\n")
+        try:
+            file = resolve_static(config.static_dir, url.path)
+        except UnicodeDecodeError:
+            file = None
+        if file is None:
+            return reject(lobby, "not_found", http.HTTPStatus.NOT_FOUND, "Not found.\n")
+        return static_file(request, file, config)
+
+    def gate(connection: ServerConnection, request: Request, query: str) -> Response | None:
+        """Let a WebSocket handshake through, or say why not."""
+        if request.method != "GET":
+            return reject(lobby, "method", http.HTTPStatus.METHOD_NOT_ALLOWED, "Only GET and HEAD are allowed.\n", [("Allow", "GET")])
+        origin = request.headers.get("Origin")
+        if origin is not None and not origin_allowed(origin, request.headers.get("Host"), config):
+            log.info("refused a handshake from origin %.100r", origin)
+            return reject(lobby, "origin", http.HTTPStatus.FORBIDDEN, "Cross-site WebSocket connections are not allowed.\n")
+        rooms = urllib.parse.parse_qs(query, keep_blank_values=True).get("room")
+        if rooms is not None and (len(rooms) != 1 or not ROOM_NAME.fullmatch(rooms[0])):
+            return reject(lobby, "bad_room", http.HTTPStatus.BAD_REQUEST, BAD_ROOM_NAME + "\n")
+        if len(lobby.clients) >= config.max_clients:
+            log.warning("refused a client: %d clients already (--max-clients)", len(lobby.clients))
+            return reject(lobby, "full", http.HTTPStatus.SERVICE_UNAVAILABLE, "The server is full. Try again in a minute.\n")
+        return None
+
+    def health(request: Request) -> Response:
+        """Say that the server is up and how busy it is."""
+        body = {
+            "up": True,
+            "clients": len(lobby.clients),
+            "waiting": len(lobby.waiting),
+            "pairs": sum(client.partner is not None for client in lobby.clients) // 2,
+            "rooms": len(lobby.rooms),
+        }
+        return respond(request, http.HTTPStatus.OK, json.dumps(body).encode(), "application/json")
+
+    return process_request
+
+
+def origin_allowed(origin: str, host: str | None, config: Config) -> bool:
+    """Accept the page's own origin (the one matching Host) and those allowed on the command line."""
+    if origin in config.allowed_origins:
+        return True
+    scheme = "https" if config.tls is not None else "http"
+    return host is not None and origin.lower() == f"{scheme}://{host}".lower()
+
+
+def static_file(request: Request, file: Path, config: Config) -> Response:
+    """Send a file from static/, or 304 when the browser's copy is current."""
+    content_type = CONTENT_TYPES.get(file.suffix.lower())
+    if content_type is None:
+        return respond(request, http.HTTPStatus.NOT_FOUND, b"Not found.\n", "text/plain; charset=utf-8")
+    stat = file.stat()
+    etag = '"' + hashlib.blake2s(f"{stat.st_size}:{stat.st_mtime_ns}".encode(), digest_size=8).hexdigest() + '"'
+    headers = [
+        ("ETag", etag),
+        ("Last-Modified", email.utils.formatdate(stat.st_mtime, usegmt=True)),
+        ("Cache-Control", "no-cache"),
+        *security_headers(request, config),
+    ]
+    if etag in request.headers.get("If-None-Match", ""):
+        return respond(request, http.HTTPStatus.NOT_MODIFIED, b"", None, headers)
+    return respond(request, http.HTTPStatus.OK, file.read_bytes(), content_type, headers)
+
+
+def security_headers(request: Request, config: Config) -> list[tuple[str, str]]:
+    """Headers that keep the page from running anything but its own scripts."""
+    host = request.headers.get("Host", "")
+    sockets = f" ws://{host} wss://{host}" if SAFE_HOST.fullmatch(host) else ""
+    policy = (
+        "default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data: blob:; "
+        f"media-src 'self' blob:; connect-src 'self'{sockets}; base-uri 'none'; "
+        "form-action 'none'; frame-ancestors 'none'"
+    )
+    return [
+        ("Content-Security-Policy", policy),
+        ("X-Content-Type-Options", "nosniff"),
+        ("Referrer-Policy", "no-referrer"),
+        ("Permissions-Policy", "microphone=(self)"),
+    ]
+
+
+def respond(
+    request: Request,
+    status: http.HTTPStatus,
+    body: bytes,
+    content_type: str | None,
+    extra: list[tuple[str, str]] = [],
+) -> Response:
+    """Build a complete HTTP response; HEAD gets the headers without the body."""
+    headers = Headers([("Date", email.utils.formatdate(usegmt=True)), ("Connection", "close")])
+    if status is not http.HTTPStatus.NOT_MODIFIED:
+        headers["Content-Length"] = str(len(body))
+    if content_type is not None:
+        headers["Content-Type"] = content_type
+    for name, value in extra:
+        headers[name] = value
+    if request.method == "HEAD" or status is http.HTTPStatus.NOT_MODIFIED:
+        body = b""
+    return Response(status.value, status.phrase, headers, body)
+
+
+def reject(
+    lobby: Lobby,
+    reason: str,
+    status: http.HTTPStatus,
+    text: str,
+    extra: list[tuple[str, str]] = [],
+) -> Response:
+    """Refuse a request with a one-line plain-text explanation, and count it."""
+    lobby.metrics.rejections[reason] += 1
+    headers = Headers([
+        ("Date", email.utils.formatdate(usegmt=True)),
+        ("Connection", "close"),
+        ("Content-Length", str(len(text.encode()))),
+        ("Content-Type", "text/plain; charset=utf-8"),
+        ("X-Content-Type-Options", "nosniff"),
+        *extra,
+    ])
+    return Response(status.value, status.phrase, headers, text.encode())
+
+
+def metrics_text(lobby: Lobby) -> str:
+    """Render the counters in the Prometheus text format."""
+    m = lobby.metrics
+    pairs = sum(client.partner is not None for client in lobby.clients) // 2
+    lines: list[str] = []
+
+    def metric(name: str, kind: str, help: str, samples: list[tuple[str, int]]) -> None:
+        lines.append(f"# HELP duoduel_{name} {help}")
+        lines.append(f"# TYPE duoduel_{name} {kind}")
+        lines.extend(f"duoduel_{name}{labels} {value}" for labels, value in samples)
+
+    metric("clients", "gauge", "Connected WebSocket clients.", [("", len(lobby.clients))])
+    metric("waiting", "gauge", "Clients waiting for a partner.", [("", len(lobby.waiting))])
+    metric("pairs", "gauge", "Calls in progress.", [("", pairs)])
+    metric("rooms", "gauge", "Private rooms with someone in them.", [("", len(lobby.rooms))])
+    metric("connections_total", "counter", "WebSocket connections accepted.", [("", m.connections)])
+    metric("pairs_total", "counter", "Calls started.", [("", m.pairs)])
+    metric("frames_relayed_total", "counter", "Audio frames relayed.", [("", m.frames_relayed)])
+    metric("bytes_relayed_total", "counter", "Audio bytes relayed.", [("", m.bytes_relayed)])
+    metric("frames_dropped_total", "counter", "Audio frames dropped for slow receivers.", [("", m.frames_dropped)])
+    metric(
+        "rejections_total", "counter", "HTTP requests and handshakes refused, by reason.",
+        [(f'{{reason="{reason}"}}', count) for reason, count in sorted(m.rejections.items())],
+    )
+    metric(
+        "closes_total", "counter", "Connections closed by the server, by reason.",
+        [(f'{{reason="{reason}"}}', count) for reason, count in sorted(m.closes.items())],
+    )
+    return "\n".join(lines) + "\n"
+
+
+# Start-up and shutdown.
+
+
+def make_server(config: Config) -> serve:
+    """Build the server (an async context manager), with a lobby of its own."""
+    lobby = Lobby()
+    return serve(
+        lambda websocket: handler(websocket, lobby),
+        config.host,
+        config.port,
+        process_request=make_process_request(lobby, config),
+        ssl=config.tls,
+        compression=None,  # Opus does not compress; deflate would cost memory and CPU per frame
+        max_size=MAX_MESSAGE_BYTES,
+        write_limit=WRITE_LIMIT,
+        open_timeout=10,
+        close_timeout=3,
+        ping_interval=20,
+        ping_timeout=20,
+    )
+
+
+async def run(config: Config) -> None:
+    """Serve until SIGINT or SIGTERM, then close every call with 1001 and return."""
+    async with make_server(config) as server:
+        loop = asyncio.get_running_loop()
+        for signum in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(signum, server.close)
+        scheme = "https" if config.tls is not None else "http"
+        for sock in server.sockets:
+            host, port = sock.getsockname()[:2]
+            log.info("duoduel listening on %s://%s:%d/", scheme, f"[{host}]" if ":" in host else host, port)
+        await server.wait_closed()
+    log.info("duoduel stopped")
+
+
+def tls_context(cert: Path, key: Path | None) -> ssl.SSLContext:
+    """Load the certificate and key; the key defaults to key.pem beside the certificate."""
+    if key is None:
+        beside = cert.with_name("key.pem")
+        key = beside if beside.exists() else cert
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    for path in (cert, key):
+        if not path.is_file():
+            raise StartupError(f"cannot read {path}: no such file. Make a certificate with ./gen_cert.sh")
+    try:
+        context.load_cert_chain(cert, key)
+    except (OSError, ssl.SSLError) as exc:
+        raise StartupError(
+            f"cannot load the certificate {cert} with the key {key} ({exc.__class__.__name__}: "
+            f"{getattr(exc, 'strerror', None) or exc}). Make a new pair with ./gen_cert.sh --force"
+        ) from None
+    return context
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    """Read the command line."""
+    parser = argparse.ArgumentParser(description="duoduel: a two-person voice-chat server.")
+    parser.add_argument("--host", default="localhost", help="address to listen on (default: localhost; 0.0.0.0 for the LAN)")
+    parser.add_argument("--port", type=int, default=None, help="port (default: 8080, or 8443 with --https)")
+    parser.add_argument("--https", action="store_true", help="serve HTTPS and WSS (needed for the microphone on other machines)")
+    parser.add_argument("--cert", type=Path, default=Path("cert/cert.pem"), help="certificate for --https (default: cert/cert.pem)")
+    parser.add_argument("--key", type=Path, default=None, help="private key (default: key.pem beside the certificate, else the certificate file)")
+    parser.add_argument("--static", type=Path, default=STATIC_DIR, help="folder of the page (default: static/ beside duoduel.py)")
+    parser.add_argument("--allow-origin", action="append", default=[], metavar="ORIGIN", help="also accept WebSockets from this origin, e.g. https://example.org (repeatable)")
+    parser.add_argument("--max-clients", type=int, default=1000, help="refuse new clients with HTTP 503 past this many (default: 1000)")
+    parser.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"], help="default: info")
+    return parser.parse_args(argv)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Parse the command line and serve until stopped; exit 2 with one line if it cannot start."""
+    try:
+        start(parse_args(argv))
+    except StartupError as exc:
+        print(f"duoduel: {exc}", file=sys.stderr)
+        return 2
+    return 0
+
+
+def start(args: argparse.Namespace) -> None:
+    """Configure logging, TLS and the event loop, then serve."""
+    logging.basicConfig(format="%(asctime)s %(levelname)s %(message)s", level=args.log_level.upper())
+    # websockets logs every refused handshake and dropped socket at INFO.
+    logging.getLogger("websockets").setLevel(logging.DEBUG if args.log_level == "debug" else logging.WARNING)
+    if not args.static.is_dir():
+        raise StartupError(f"{args.static} is not a folder: pass the page's folder with --static")
+    config = Config(
+        host=args.host,
+        port=args.port if args.port is not None else (8443 if args.https else 8080),
+        static_dir=args.static,
+        tls=tls_context(args.cert, args.key) if args.https else None,
+        allowed_origins=frozenset(origin.rstrip("/") for origin in args.allow_origin),
+        max_clients=args.max_clients,
+    )
+    try:
+        import uvloop  # optional: a faster event loop, when installed
+    except ImportError:
+        runner = asyncio.run
+    else:
+        runner = uvloop.run
+    try:
+        runner(run(config))
+    except OSError as exc:
+        if exc.errno == errno.EADDRINUSE:
+            raise StartupError(f"port {config.port} is already in use on {config.host}: stop the other server or pick another with --port") from None
+        raise StartupError(f"cannot listen on {config.host}:{config.port}: {exc.strerror or exc}") from None
+
+
+if __name__ == "__main__":
+    sys.exit(main())

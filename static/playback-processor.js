@@ -1,0 +1,59 @@
+// AudioWorkletProcessor 'playback-processor': the partner's voice. Decoded, resampled Float32 frames
+// arrive over the port; a JitterBuffer turns them into a steady stream of 128-sample quanta.
+//
+// Messages in:  {type: 'frame', seq: 0..65535, samples: Float32Array (at the context rate)}
+//               {type: 'reset'} (new partner)
+// Messages out: {type: 'stats', rms, peak, ...JitterBuffer stats} every PLAYBACK_STATS_INTERVAL_S
+import { FRAME_MS, PLAYBACK_STATS_INTERVAL_S } from './constants.js';
+import { JitterBuffer } from './jitter-buffer.js';
+
+class PlaybackProcessor extends AudioWorkletProcessor {
+  constructor() {
+    super();
+    this._buffer = new JitterBuffer({ sampleRate, frameMs: FRAME_MS });
+    this._sumSquares = 0;
+    this._levelSamples = 0;
+    this._peak = 0;
+    this._lastPost = 0;
+    this.port.onmessage = (event) => {
+      const data = event.data;
+      if (!data) return;
+      if (data.type === 'frame' && data.samples instanceof Float32Array) {
+        // Arrival on the audio clock: the clock that consumes the samples is the one that matters.
+        this._buffer.push(data.seq, data.samples, currentTime * 1000);
+      } else if (data.type === 'reset') {
+        this._buffer.reset();
+      }
+    };
+  }
+
+  process(inputs, outputs) {
+    const output = outputs[0];
+    if (!output || output.length === 0) return true;
+    const channel = output[0];
+    this._buffer.pull(channel);
+    for (let c = 1; c < output.length; c++) output[c].set(channel);
+    for (let i = 0; i < channel.length; i++) {
+      const v = channel[i];
+      this._sumSquares += v * v;
+      const a = v < 0 ? -v : v;
+      if (a > this._peak) this._peak = a;
+    }
+    this._levelSamples += channel.length;
+    if (currentTime - this._lastPost >= PLAYBACK_STATS_INTERVAL_S) {
+      // Throttled: the only allocation on this thread, four times a second.
+      const stats = this._buffer.stats();
+      stats.type = 'stats';
+      stats.rms = Math.sqrt(this._sumSquares / this._levelSamples);
+      stats.peak = this._peak;
+      this.port.postMessage(stats);
+      this._lastPost = currentTime;
+      this._sumSquares = 0;
+      this._levelSamples = 0;
+      this._peak = 0;
+    }
+    return true;
+  }
+}
+
+registerProcessor('playback-processor', PlaybackProcessor);

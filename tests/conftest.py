@@ -1,0 +1,183 @@
+"""Fixtures: a real duoduel server on an ephemeral port, real clients, raw HTTP."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import re
+import signal
+import subprocess
+import sys
+from collections.abc import AsyncIterator, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+from websockets.asyncio.client import ClientConnection, connect
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+import duoduel  # noqa: E402
+
+
+@dataclass
+class Running:
+    """A server under test: where to reach it."""
+
+    host: str
+    port: int
+    scheme: str = "http"
+
+    @property
+    def origin(self) -> str:
+        return f"{self.scheme}://{self.host}:{self.port}"
+
+    def ws_url(self, query: str = "") -> str:
+        ws = "wss" if self.scheme == "https" else "ws"
+        return f"{ws}://{self.host}:{self.port}/ws{query}"
+
+
+@pytest.fixture
+def config() -> duoduel.Config:
+    """The configuration the server fixture starts with; tests may override this fixture."""
+    return duoduel.Config(host="127.0.0.1", port=0)
+
+
+@pytest.fixture
+async def server(config: duoduel.Config) -> AsyncIterator[Running]:
+    """Start duoduel in this event loop on an ephemeral port."""
+    async with duoduel.make_server(config) as ws_server:
+        port = ws_server.sockets[0].getsockname()[1]
+        yield Running(config.host, port)
+
+
+async def receive_json(websocket: ClientConnection, timeout: float = 5) -> dict:
+    """Read the next message, which must be a JSON control message."""
+    message = await asyncio.wait_for(websocket.recv(), timeout)
+    assert isinstance(message, str), f"expected a control message, got {message!r:.80}"
+    return json.loads(message)
+
+
+async def join(running: Running, query: str = "", **kwargs) -> tuple[ClientConnection, dict]:
+    """Connect a client and return it with the first message the server sent it."""
+    websocket = await connect(running.ws_url(query), **kwargs)
+    return websocket, await receive_json(websocket)
+
+
+async def join_pair(running: Running, query: str = "") -> tuple[ClientConnection, ClientConnection]:
+    """Connect two clients that end up paired with each other."""
+    first, told = await join(running, query)
+    assert told == {"type": "waiting"}
+    second, told = await join(running, query)
+    assert told == {"type": "connected"}
+    assert await receive_json(first) == {"type": "connected"}
+    return first, second
+
+
+async def round_trip(websocket: ClientConnection, t: float = 1) -> list:
+    """Ping through the server; return what arrived before the pong (everything sent to us before it)."""
+    await websocket.send(json.dumps({"type": "ping", "t": t}))
+    before = []
+    while True:
+        message = await asyncio.wait_for(websocket.recv(), 5)
+        if isinstance(message, str) and json.loads(message) == {"type": "pong", "t": t}:
+            return before
+        before.append(message)
+
+
+@dataclass
+class HTTPReply:
+    status: int
+    headers: dict[str, str]
+    body: bytes
+
+
+async def http_request(
+    running: Running,
+    target: str,
+    method: str = "GET",
+    headers: dict[str, str] | None = None,
+    ssl=None,
+) -> HTTPReply:
+    """Send one raw HTTP/1.1 request, the path exactly as given, and read the reply."""
+    reader, writer = await asyncio.open_connection(running.host, running.port, ssl=ssl)
+    lines = [f"{method} {target} HTTP/1.1", f"Host: {running.host}:{running.port}"]
+    lines += [f"{name}: {value}" for name, value in (headers or {}).items()]
+    writer.write(("\r\n".join(lines) + "\r\n\r\n").encode("latin-1"))
+    await writer.drain()
+    raw = await asyncio.wait_for(reader.read(), 5)
+    writer.close()
+    head, _, body = raw.partition(b"\r\n\r\n")
+    status_line, *header_lines = head.decode("latin-1").split("\r\n")
+    reply_headers = {}
+    for line in header_lines:
+        name, _, value = line.partition(":")
+        reply_headers[name.strip().lower()] = value.strip()
+    return HTTPReply(int(status_line.split()[1]), reply_headers, body)
+
+
+async def health(running: Running) -> dict:
+    """What /healthz says now."""
+    reply = await http_request(running, "/healthz")
+    assert reply.status == 200
+    return json.loads(reply.body)
+
+
+async def settle(running: Running, **expected: int) -> dict:
+    """Wait until /healthz shows the expected counts (the server notices a close asynchronously)."""
+    for _ in range(200):
+        state = await health(running)
+        if all(state[key] == value for key, value in expected.items()):
+            return state
+        await asyncio.sleep(0.01)
+    raise AssertionError(f"server state stayed {state}, expected {expected}")
+
+
+@dataclass
+class Process:
+    """duoduel.py running as a command, as a user starts it."""
+
+    popen: subprocess.Popen
+    port: int
+    scheme: str
+
+    @property
+    def running(self) -> Running:
+        return Running("127.0.0.1", self.port, self.scheme)
+
+
+LISTENING = re.compile(r"listening on (https?)://[^ ]*:(\d+)/")
+
+
+@pytest.fixture
+def start_process() -> Iterator:
+    """Start duoduel.py as a subprocess on an ephemeral port; stop whatever is left at the end."""
+    started: list[subprocess.Popen] = []
+
+    def start(*args: str) -> Process:
+        popen = subprocess.Popen(
+            [sys.executable, str(ROOT / "duoduel.py"), "--host", "127.0.0.1", "--port", "0", *args],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+            cwd=ROOT,
+        )
+        started.append(popen)
+        for line in popen.stdout:
+            if match := LISTENING.search(line):
+                return Process(popen, int(match[2]), match[1])
+        raise AssertionError(f"duoduel did not start: exit {popen.wait()}")
+
+    yield start
+    for popen in started:
+        if popen.poll() is None:
+            popen.send_signal(signal.SIGKILL)
+        popen.wait()
+        popen.stdout.close()
+
+
+def run_command(*args: str, **kwargs) -> subprocess.CompletedProcess:
+    """Run a command in the repository and capture what it prints."""
+    return subprocess.run(args, cwd=ROOT, capture_output=True, text=True, timeout=30, env=os.environ, **kwargs)

@@ -1,0 +1,349 @@
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+
+import { JitterBuffer, seqDelta } from '../../static/jitter-buffer.js';
+
+const RATE = 48000;
+const FRAME = 960; // 20 ms
+const QUANTUM = 128;
+const QUANTUM_MS = (QUANTUM / RATE) * 1000;
+
+/** Continuous 440 Hz sine: frame k holds source samples k*FRAME .. k*FRAME+FRAME-1. */
+function sineSample(index) {
+  return 0.5 * Math.sin((2 * Math.PI * 440 * index) / RATE);
+}
+
+function sineFrame(k) {
+  const frame = new Float32Array(FRAME);
+  for (let i = 0; i < FRAME; i++) frame[i] = sineSample(k * FRAME + i);
+  return frame;
+}
+
+/** A frame whose every sample is a value that identifies it. */
+function markerValue(k) {
+  return Math.fround(((k % 400) + 10) / 500);
+}
+
+function markerFrame(k) {
+  return new Float32Array(FRAME).fill(markerValue(k));
+}
+
+/**
+ * The frames a sender produces, with their arrival times at the receiver.
+ * @param {number} count frames sent
+ * @param {object} options periodMs: sender's frame period in receiver time (drift), delay(k): network delay
+ *   of frame k in ms (null = lost), content(k): the frame's samples, firstSeq: sequence number of frame 0
+ */
+function send(count, { periodMs = 20, delay = () => 30, content = sineFrame, firstSeq = 0 } = {}) {
+  const events = [];
+  for (let k = 0; k < count; k++) {
+    const d = delay(k);
+    if (d === null) continue;
+    events.push({ k, seq: (firstSeq + k) & 0xffff, arrivalMs: k * periodMs + d, samples: content(k) });
+  }
+  return events.sort((a, b) => a.arrivalMs - b.arrivalMs || a.k - b.k);
+}
+
+/**
+ * Run the audio clock: one pull of 128 samples every 128/48000 s, delivering frames as they arrive.
+ * @returns {Float32Array} everything played; play.stats holds the buffer's stats at statsAtMs (default:
+ *   when the last frame arrives, before the end of the stream starves the buffer)
+ */
+function play(buffer, events, durationMs, { onQuantum, keep = true, statsAtMs } = {}) {
+  const statsAt = statsAtMs ?? (events.length ? events.at(-1).arrivalMs : 0);
+  play.stats = null;
+  const pulls = Math.ceil((durationMs / 1000) * RATE / QUANTUM);
+  const out = keep ? new Float32Array(pulls * QUANTUM) : null;
+  const quantum = new Float32Array(QUANTUM);
+  let next = 0;
+  for (let p = 0; p < pulls; p++) {
+    const now = p * QUANTUM_MS;
+    while (next < events.length && events[next].arrivalMs <= now) {
+      const e = events[next++];
+      buffer.push(e.seq, e.samples, e.arrivalMs);
+    }
+    quantum.fill(NaN);
+    buffer.pull(quantum);
+    for (let i = 0; i < QUANTUM; i++) assert.ok(!Number.isNaN(quantum[i]), 'pull() left a sample unwritten');
+    if (keep) out.set(quantum, p * QUANTUM);
+    if (play.stats === null && now >= statsAt) play.stats = buffer.stats();
+    if (onQuantum) onQuantum(now, buffer);
+  }
+  if (play.stats === null) play.stats = buffer.stats();
+  return out;
+}
+
+/** Marker values as they first appear in long runs, in playback order. */
+function markersInOrder(out) {
+  const seen = [];
+  let runValue = NaN;
+  let runLength = 0;
+  for (let i = 0; i <= out.length; i++) {
+    const v = i < out.length ? out[i] : NaN;
+    if (v === runValue) {
+      runLength++;
+      continue;
+    }
+    if (runLength >= 64 && runValue !== 0 && !seen.includes(runValue)) seen.push(runValue);
+    runValue = v;
+    runLength = 1;
+  }
+  return seen;
+}
+
+function firstNonZero(out) {
+  return out.findIndex((v) => v !== 0);
+}
+
+function maxStep(out, from = 1) {
+  let worst = 0;
+  for (let i = Math.max(1, from); i < out.length; i++) worst = Math.max(worst, Math.abs(out[i] - out[i - 1]));
+  return worst;
+}
+
+test('compares 16-bit sequence numbers across the wrap', () => {
+  assert.equal(seqDelta(0, 65535), 1);
+  assert.equal(seqDelta(65535, 0), -1);
+  assert.equal(seqDelta(10, 5), 5);
+  assert.equal(seqDelta(5, 10), -5);
+});
+
+test('plays in-order frames back to back, sample for sample', () => {
+  const buffer = new JitterBuffer({ sampleRate: RATE });
+  const out = play(buffer, send(100), 2100);
+  const start = firstNonZero(out) - 1; // the sine starts at 0
+  assert.ok(start > 0);
+  // After the short fade-in, the output is the sender's stream, unchanged and without gaps.
+  for (let j = 200; j < 90 * FRAME; j++) assert.equal(out[start + j], Math.fround(sineSample(j)), `sample ${j}`);
+  const stats = play.stats;
+  assert.equal(stats.lost, 0);
+  assert.equal(stats.underruns, 0);
+  assert.equal(stats.drops, 0);
+  assert.equal(stats.inserts, 0);
+});
+
+test('keeps the delay near one frame on a quiet network', () => {
+  const buffer = new JitterBuffer({ sampleRate: RATE });
+  const delays = [];
+  play(buffer, send(500), 10000, { keep: false, onQuantum: (now, b) => { if (now > 1000) delays.push(b.delayMs); } });
+  const stats = play.stats;
+  assert.ok(Math.max(...delays) < 30, `delay up to ${Math.max(...delays)} ms`);
+  assert.ok(Math.min(...delays) >= 20);
+  assert.ok(stats.targetMs < 25);
+  assert.equal(stats.underruns, 0);
+  assert.equal(stats.lost, 0);
+});
+
+test('starts again cleanly when the sequence number wraps', () => {
+  const buffer = new JitterBuffer({ sampleRate: RATE });
+  const out = play(buffer, send(60, { firstSeq: 65520, content: markerFrame }), 1300);
+  const expected = Array.from({ length: 60 }, (_, k) => markerValue(k));
+  assert.deepEqual(markersInOrder(out), expected);
+  assert.equal(buffer.stats().lost, 0);
+});
+
+test('plays reordered frames in sequence order', () => {
+  const buffer = new JitterBuffer({ sampleRate: RATE });
+  // After a quiet second, every fifth frame is overtaken by the one after it. The first time, the
+  // buffer (one quantum of headroom on a quiet network) has to conceal it; then it has learnt the
+  // lateness and waits.
+  const delay = (k) => (k >= 50 && k % 5 === 3 ? 30 + 25 : 30);
+  const out = play(buffer, send(100, { delay, content: markerFrame }), 2100);
+  const played = markersInOrder(out);
+  const expected = Array.from({ length: 100 }, (_, k) => markerValue(k)).filter((v) => v !== markerValue(53));
+  assert.deepEqual(played.slice(0, 99), expected.slice(0, 99));
+  const stats = play.stats;
+  assert.equal(stats.lost, 1);
+  assert.equal(stats.late, 1);
+});
+
+test('ignores duplicate frames', () => {
+  const buffer = new JitterBuffer({ sampleRate: RATE });
+  const events = send(40, { content: markerFrame });
+  // Frames 10 and 20 arrive twice: once at once, once a little later (while still queued or after playing).
+  const copies = [10, 20].map((k) => ({ ...events[k], arrivalMs: events[k].arrivalMs + (k === 10 ? 0.5 : 60) }));
+  const all = [...events, ...copies].sort((a, b) => a.arrivalMs - b.arrivalMs);
+  const out = play(buffer, all, 1000);
+  assert.deepEqual(markersInOrder(out), Array.from({ length: 40 }, (_, k) => markerValue(k)));
+  const stats = play.stats;
+  assert.equal(stats.duplicates, 2);
+  assert.equal(stats.lost, 0);
+});
+
+test('conceals a lost frame by fading the last one out, without a gap or a click', () => {
+  const buffer = new JitterBuffer({ sampleRate: RATE });
+  const out = play(buffer, send(60, { delay: (k) => (k === 25 ? null : 30) }), 1300);
+  const stats = play.stats;
+  assert.equal(stats.lost, 1);
+  assert.equal(stats.concealed, 1);
+  assert.equal(stats.underruns, 0);
+  // Concealment continues the waveform: no jump bigger than a 440 Hz sine's own slope allows (+ margin).
+  const slope = (2 * Math.PI * 440 * 0.5) / RATE;
+  assert.ok(maxStep(out, firstNonZero(out) + 200) < slope * 4, `step ${maxStep(out)}`);
+});
+
+test('fades a longer loss to silence within 60 ms, then stays silent', () => {
+  const buffer = new JitterBuffer({ sampleRate: RATE });
+  const constant = () => new Float32Array(FRAME).fill(0.5);
+  const lostFrames = new Set([30, 31, 32, 33, 34, 35, 36, 37]); // 160 ms
+  const out = play(buffer, send(80, { delay: (k) => (lostFrames.has(k) ? null : 30), content: constant }), 1800);
+  const start = firstNonZero(out);
+  // The last full-level sample before the loss, then the fade, then silence.
+  let lastFull = start + 100;
+  while (out[lastFull + 1] === 0.5) lastFull++;
+  let silent = lastFull;
+  while (out[silent] !== 0) silent++;
+  const fadeMs = ((silent - lastFull) / RATE) * 1000;
+  assert.ok(fadeMs > 40 && fadeMs <= 61, `fade took ${fadeMs} ms`);
+  for (let i = lastFull; i < silent; i++) assert.ok(out[i + 1] <= out[i], 'concealment fades monotonically');
+  let resumed = silent;
+  while (out[resumed] === 0) resumed++;
+  assert.ok(((resumed - silent) / RATE) * 1000 > 80, 'silence after the fade');
+  assert.equal(out[resumed + 200], 0.5, 'audio comes back');
+  assert.ok(maxStep(out, start + 200) < 0.01, 'no click anywhere');
+  const stats = play.stats;
+  assert.equal(stats.lost, 8);
+  assert.equal(stats.concealed, 3);
+});
+
+test('discards a frame that arrives after its turn has passed', () => {
+  const buffer = new JitterBuffer({ sampleRate: RATE });
+  const out = play(buffer, send(50, { delay: (k) => (k === 20 ? 300 : 30), content: markerFrame }), 1400);
+  const stats = play.stats;
+  assert.equal(stats.late, 1);
+  assert.equal(stats.lost, 1);
+  assert.ok(!markersInOrder(out).includes(markerValue(20)));
+  const rest = Array.from({ length: 50 }, (_, k) => markerValue(k)).filter((v) => v !== markerValue(20));
+  assert.deepEqual(markersInOrder(out), rest);
+});
+
+test('raises the target on a jittery network and keeps the audio flowing', () => {
+  const buffer = new JitterBuffer({ sampleRate: RATE });
+  let seed = 1;
+  const random = () => ((seed = (seed * 16807) % 2147483647) / 2147483647);
+  const out = play(buffer, send(1500, { delay: () => 30 + random() * 40, content: markerFrame }), 30500);
+  const stats = play.stats;
+  assert.ok(stats.targetMs > 55, `target ${stats.targetMs}`);
+  assert.ok(stats.targetMs < 90, `target ${stats.targetMs}`);
+  assert.ok(stats.delayMs < stats.targetMs + 15, `delay ${stats.delayMs}`);
+  assert.ok(stats.lost <= 15, `${stats.lost} lost`);
+  assert.ok(stats.underruns <= 2, `${stats.underruns} underruns`);
+  assert.ok(out.length > 0);
+});
+
+test('lets the target decay slowly once the jitter is gone', () => {
+  const buffer = new JitterBuffer({ sampleRate: RATE });
+  let seed = 7;
+  const random = () => ((seed = (seed * 16807) % 2147483647) / 2147483647);
+  const jitteryUntil = 250; // frames: 5 s of up to 60 ms jitter, then a quiet network
+  const events = send(2000, { delay: (k) => (k < jitteryUntil ? 30 + random() * 60 : 30) });
+  const samples = [];
+  play(buffer, events, 40000, { keep: false, onQuantum: (now, b) => samples.push([now, b.targetMs, b.delayMs]) });
+  const at = (ms) => samples.find(([now]) => now >= ms);
+  const jittery = at(5000)[1];
+  assert.ok(jittery > 60);
+  assert.ok(at(6000)[1] > jittery * 0.6, 'a second later the target is still high');
+  assert.ok(at(39000)[1] < 25, 'half a minute later it is back near one frame');
+  assert.ok(at(39000)[2] < 30, `delay ${at(39000)[2]} back near one frame`);
+});
+
+test('drops samples after a burst so the delay stays bounded', () => {
+  const buffer = new JitterBuffer({ sampleRate: RATE });
+  // The network stalls for 600 ms at 2 s, then delivers everything at once.
+  const delay = (k) => (k >= 100 && k < 130 ? 30 + (130 - k) * 20 : 30);
+  const delays = [];
+  play(buffer, send(1500, { delay }), 30000, { keep: false, onQuantum: (now, b) => delays.push([now, b.delayMs]) });
+  const stats = play.stats;
+  const worst = Math.max(...delays.map(([, d]) => d));
+  assert.ok(worst < 300, `delay reached ${worst} ms`);
+  assert.ok(stats.drops > 0);
+  assert.ok(delays.at(-1)[1] < 30, `delay ${delays.at(-1)[1]} ms at the end`);
+});
+
+test('keeps the delay bounded when frames come in regular bursts', () => {
+  const buffer = new JitterBuffer({ sampleRate: RATE });
+  // Groups of five frames released together every 100 ms.
+  const delay = (k) => 30 + (4 - (k % 5)) * 20;
+  const delays = [];
+  play(buffer, send(1000, { delay }), 20000, { keep: false, onQuantum: (now, b) => { if (now > 3000) delays.push(b.delayMs); } });
+  const stats = play.stats;
+  assert.ok(Math.max(...delays) < 140, `delay up to ${Math.max(...delays)} ms`);
+  assert.ok(stats.underruns <= 1, `${stats.underruns} underruns`);
+  assert.ok(stats.lost <= 5, `${stats.lost} lost`);
+});
+
+for (const [name, periodMs] of [['faster', 20 / 1.01], ['slower', 20 * 1.01]]) {
+  test(`stays bounded over ten minutes when the sender's clock is 1% ${name}`, () => {
+    const buffer = new JitterBuffer({ sampleRate: RATE });
+    const minutes = 10;
+    const count = Math.floor((minutes * 60000) / periodMs);
+    let worst = 0;
+    let best = Infinity;
+    play(buffer, send(count, { periodMs, content: () => new Float32Array(FRAME).fill(0.25) }), minutes * 60000, {
+      keep: false,
+      onQuantum: (now, b) => {
+        if (now < 1000 || !b.stats().playing) return;
+        worst = Math.max(worst, b.levelSamples() / RATE * 1000);
+        best = Math.min(best, b.delayMs);
+      },
+    });
+    const stats = play.stats;
+    assert.ok(worst < 50, `buffered up to ${worst} ms`);
+    assert.ok(best > 15, `delay down to ${best} ms`);
+    assert.ok(stats.delayMs < 35, `delay ${stats.delayMs} ms`);
+    assert.ok(stats.underruns <= 3, `${stats.underruns} underruns`);
+    if (name === 'faster') assert.ok(stats.droppedMs > 5000, `dropped ${stats.droppedMs} ms`);
+    else assert.ok(stats.insertedMs > 5000, `inserted ${stats.insertedMs} ms`);
+  });
+}
+
+test('restarts after the sender goes quiet for a while', () => {
+  const buffer = new JitterBuffer({ sampleRate: RATE });
+  // The partner mutes from frame 50 to 200 (3 s): its sequence numbers go on, nothing is sent.
+  const out = play(buffer, send(300, { delay: (k) => (k >= 50 && k < 200 ? null : 30), content: markerFrame }), 6500);
+  const played = markersInOrder(out);
+  assert.deepEqual(played.slice(0, 50), Array.from({ length: 50 }, (_, k) => markerValue(k)));
+  assert.equal(played[50], markerValue(200));
+  const stats = play.stats;
+  assert.ok(stats.delayMs < 30, `delay ${stats.delayMs}`);
+});
+
+test('reset forgets the previous partner', () => {
+  const buffer = new JitterBuffer({ sampleRate: RATE });
+  play(buffer, send(50, { firstSeq: 1000 }), 1100);
+  buffer.reset();
+  const stats = buffer.stats();
+  assert.equal(stats.received, 0);
+  assert.equal(stats.playing, false);
+  const out = play(buffer, send(50, { content: markerFrame }), 1100);
+  assert.deepEqual(markersInOrder(out), Array.from({ length: 50 }, (_, k) => markerValue(k)));
+});
+
+test('outputs silence before the first frame and never leaves a sample unwritten', () => {
+  const buffer = new JitterBuffer({ sampleRate: RATE });
+  const out = new Float32Array(QUANTUM).fill(NaN);
+  buffer.pull(out);
+  assert.ok(out.every((v) => v === 0));
+});
+
+test('works at 44.1 kHz with frames of varying length', () => {
+  const rate = 44100;
+  const buffer = new JitterBuffer({ sampleRate: rate });
+  const quantum = new Float32Array(QUANTUM);
+  let pushed = 0;
+  let pulledTime = 0;
+  for (let k = 0; k < 500; k++) {
+    const length = k % 2 ? 881 : 883; // a resampler's output wobbles around 882
+    buffer.push(k, new Float32Array(length).fill(0.1), k * 20 + 30);
+    pushed += length;
+    while (pulledTime < (k + 1) * 20 + 30) {
+      buffer.pull(quantum);
+      pulledTime += (QUANTUM / rate) * 1000;
+    }
+  }
+  const stats = play.stats;
+  assert.equal(stats.underruns, 0);
+  assert.equal(stats.lost, 0);
+  assert.ok(stats.delayMs < 30);
+  assert.ok(pushed > 0);
+});

@@ -1,0 +1,141 @@
+"""duoduel.py as a person runs it: the command line, HTTPS with gen_cert.sh, errors, shutdown."""
+
+from __future__ import annotations
+
+import asyncio
+import signal
+import socket
+import ssl
+import sys
+from pathlib import Path
+
+from websockets.asyncio.client import connect
+from websockets.exceptions import ConnectionClosed
+
+from conftest import ROOT, http_request, join, join_pair, receive_json, run_command
+
+
+async def test_sigterm_closes_every_call_with_1001_and_exits_0(start_process):
+    """On SIGTERM every client is told the server is going away, and the process exits cleanly."""
+    process = start_process()
+    first, second = await join_pair(process.running)
+    waiter, _ = await join(process.running)
+    process.popen.send_signal(signal.SIGTERM)
+    for websocket in (first, second, waiter):
+        try:
+            await asyncio.wait_for(websocket.recv(), 5)
+        except ConnectionClosed:
+            pass
+        assert websocket.close_code == 1001
+    assert await asyncio.to_thread(process.popen.wait, 10) == 0
+
+
+async def test_sigint_exits_0_without_a_traceback(start_process):
+    """Ctrl-C in a terminal stops the server quietly."""
+    process = start_process()
+    process.popen.send_signal(signal.SIGINT)
+    assert await asyncio.to_thread(process.popen.wait, 10) == 0
+    output = process.popen.stdout.read()
+    assert "Traceback" not in output
+    assert "duoduel stopped" in output
+
+
+def gen_cert(folder: Path, *args: str):
+    return run_command("bash", str(ROOT / "gen_cert.sh"), *args, str(folder))
+
+
+async def test_https_and_wss_with_a_certificate_gen_cert_made(start_process, tmp_path):
+    """./gen_cert.sh, then --https --cert: the page and the pairing work over TLS."""
+    made = gen_cert(tmp_path)
+    assert made.returncode == 0, made.stderr
+    cert = tmp_path / "cert.pem"
+    assert (tmp_path / "key.pem").is_file()
+    process = start_process("--https", "--cert", str(cert))  # the key is found beside it
+    assert process.scheme == "https"
+    trust = ssl.create_default_context(cafile=cert)  # verifies the chain and the name 127.0.0.1
+    reply = await http_request(process.running, "/", ssl=trust)
+    assert reply.status == 200 and b"<html" in reply.body.lower()
+    first, _ = await join(process.running, ssl=trust)
+    second, told = await join(process.running, ssl=trust)
+    assert told == {"type": "connected"}
+    assert await receive_json(first) == {"type": "connected"}
+    await first.send(b"over tls")
+    assert await second.recv() == b"over tls"
+    await first.close()
+    await second.close()
+
+
+def test_gen_cert_names_localhost_and_keeps_existing_files(tmp_path):
+    """The certificate covers localhost and 127.0.0.1; a second run keeps it unless --force."""
+    assert gen_cert(tmp_path).returncode == 0
+    text = run_command("openssl", "x509", "-in", str(tmp_path / "cert.pem"), "-noout", "-ext", "subjectAltName").stdout
+    assert "DNS:localhost" in text and "IP Address:127.0.0.1" in text
+    before = (tmp_path / "cert.pem").read_bytes()
+    again = gen_cert(tmp_path)
+    assert again.returncode == 0 and "--force" in again.stderr
+    assert (tmp_path / "cert.pem").read_bytes() == before
+    assert gen_cert(tmp_path, "--force").returncode == 0
+    assert (tmp_path / "cert.pem").read_bytes() != before
+
+
+def test_key_may_be_in_the_certificate_file(tmp_path):
+    """A single PEM holding both certificate and key works as --cert alone."""
+    assert gen_cert(tmp_path).returncode == 0
+    both = tmp_path / "both" / "server.pem"
+    both.parent.mkdir()
+    both.write_bytes((tmp_path / "cert.pem").read_bytes() + (tmp_path / "key.pem").read_bytes())
+    context = __import__("duoduel").tls_context(both, None)
+    assert isinstance(context, ssl.SSLContext)
+
+
+def test_missing_certificate_is_one_line_and_exit_2(tmp_path):
+    """No traceback: one line naming the file and how to make one."""
+    result = run_command(sys.executable, "duoduel.py", "--https", "--cert", str(tmp_path / "nope.pem"))
+    assert result.returncode == 2
+    assert result.stderr.strip().splitlines() == [
+        f"duoduel: cannot read {tmp_path / 'nope.pem'}: no such file. Make a certificate with ./gen_cert.sh"
+    ]
+
+
+def test_unreadable_certificate_is_one_line_and_exit_2(tmp_path):
+    """A file that is not a certificate gets one line too."""
+    bad = tmp_path / "cert.pem"
+    bad.write_text("not a certificate\n")
+    result = run_command(sys.executable, "duoduel.py", "--https", "--cert", str(bad))
+    assert result.returncode == 2
+    [line] = result.stderr.strip().splitlines()
+    assert line.startswith(f"duoduel: cannot load the certificate {bad}") and "./gen_cert.sh" in line
+
+
+def test_port_in_use_is_one_line_and_exit_2():
+    """Starting on a busy port says so in one line."""
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        port = busy.getsockname()[1]
+        result = run_command(sys.executable, "duoduel.py", "--host", "127.0.0.1", "--port", str(port))
+    assert result.returncode == 2
+    assert result.stderr.strip().splitlines() == [
+        f"duoduel: port {port} is already in use on 127.0.0.1: stop the other server or pick another with --port"
+    ]
+
+
+def test_help_lists_the_flags():
+    result = run_command(sys.executable, "duoduel.py", "--help")
+    assert result.returncode == 0
+    for flag in ("--host", "--port", "--https", "--cert", "--key", "--static", "--allow-origin", "--max-clients", "--log-level"):
+        assert flag in result.stdout
+
+
+async def test_log_lines_name_the_client_and_its_address(start_process):
+    """The operator sees connect, pair and disconnect lines with a short id and the peer address."""
+    process = start_process()
+    first, second = await join_pair(process.running)
+    await first.close()
+    await second.close()
+    process.popen.send_signal(signal.SIGTERM)
+    await asyncio.to_thread(process.popen.wait, 10)
+    output = process.popen.stdout.read()
+    assert output.count("connected from 127.0.0.1") == 2
+    assert output.count(" paired with ") == 1
+    assert output.count(" disconnected (1000)") == 2
