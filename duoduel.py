@@ -135,6 +135,7 @@ class Config:
     tls: ssl.SSLContext | None = None
     allowed_origins: frozenset[str] = frozenset()
     max_clients: int = 1000
+    handshake_timeout: float = 10.0
 
 
 # Sending.
@@ -567,7 +568,7 @@ def make_server(config: Config) -> serve:
         compression=None,  # Opus does not compress; deflate would cost memory and CPU per frame
         max_size=MAX_MESSAGE_BYTES,
         write_limit=WRITE_LIMIT,
-        open_timeout=10,
+        open_timeout=config.handshake_timeout,
         close_timeout=3,
         ping_interval=20,
         ping_timeout=20,

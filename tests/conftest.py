@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import os
 import re
@@ -45,12 +46,19 @@ def config() -> duoduel.Config:
     return duoduel.Config(host="127.0.0.1", port=0)
 
 
-@pytest.fixture
-async def server(config: duoduel.Config) -> AsyncIterator[Running]:
-    """Start duoduel in this event loop on an ephemeral port."""
+@contextlib.asynccontextmanager
+async def running_server(config: duoduel.Config) -> AsyncIterator[Running]:
+    """Run duoduel in this event loop on an ephemeral port."""
     async with duoduel.make_server(config) as ws_server:
         port = ws_server.sockets[0].getsockname()[1]
         yield Running(config.host, port)
+
+
+@pytest.fixture
+async def server(config: duoduel.Config) -> AsyncIterator[Running]:
+    """A server with the default limits."""
+    async with running_server(config) as running:
+        yield running
 
 
 async def receive_json(websocket: ClientConnection, timeout: float = 5) -> dict:
