@@ -69,9 +69,12 @@ MAX_MESSAGES_PER_SECOND = 250
 # Drop audio for a partner whose unsent backlog exceeds this many frames
 # (about 100 ms): old audio is worth less than none.
 AUDIO_BACKLOG_FRAMES = 5
-# Linux grows a loopback socket's send buffer to megabytes (seconds of audio)
-# unless told otherwise; the kernel doubles this value.
+# Linux grows a socket's buffers to megabytes (seconds of audio) unless told
+# otherwise; the kernel doubles these values. Small buffers keep a slow reader
+# from piling up audio in our send buffer, and an overloaded server from
+# piling up stale frames in its receive buffers: shed, don't queue.
 SOCKET_SEND_BUFFER = 8 * 1024
+SOCKET_RECEIVE_BUFFER = 16 * 1024
 # A partner that has not been able to take audio for this long is gone.
 STALL_TIMEOUT = 5.0
 # Control messages must never wait for a slow reader; audio is bounded far
@@ -350,7 +353,7 @@ async def handler(websocket: RelayConnection, lobby: Lobby) -> None:
     """Handle a connection from a page: pair it, then relay and obey it until it leaves."""
     room = room_of(websocket.request.path)
     client = Client(websocket, room, websocket.id.hex[:8], window_start=asyncio.get_running_loop().time())
-    limit_kernel_buffer(websocket)
+    limit_kernel_buffers(websocket)
     address = websocket.remote_address[0] if websocket.remote_address else "?"
     log.info("%s connected from %s%s", client.name, address, where(client))
     if not await join(lobby, client):
@@ -377,11 +380,12 @@ async def handler(websocket: RelayConnection, lobby: Lobby) -> None:
         log.info("%s disconnected (%s)", client.name, code)
 
 
-def limit_kernel_buffer(websocket: ServerConnection) -> None:
-    """Keep the kernel from buffering seconds of audio for a slow reader."""
+def limit_kernel_buffers(websocket: ServerConnection) -> None:
+    """Keep the kernel from buffering seconds of audio, either way."""
     sock = websocket.transport.get_extra_info("socket")
     if sock is not None:
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, SOCKET_SEND_BUFFER)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, SOCKET_RECEIVE_BUFFER)
 
 
 def room_of(path: str) -> str | None:
