@@ -18,6 +18,14 @@ const MAX_CODEC_QUEUE = 3; // frames waiting in an encoder/decoder before we dro
 const RATE_WINDOW_MS = 2000;
 const PARTNER_FFT_SIZE = 32768;
 const PENDING_LIMIT = 64;
+// The rates Opus encodes at natively. At any other context rate (44.1 kHz is common) we resample to
+// 48 kHz ourselves: the browser's encoder would otherwise resample through a FIFO that holds each
+// frame until the next one arrives, one frame (20 ms) of delay.
+const OPUS_RATES = [8000, 12000, 16000, 24000, 48000];
+const OPUS_FALLBACK_RATE = 48000;
+// Samples the encode FIFO starts with, ahead of the first resampled frame: the resampler's first
+// output is a sample short of a frame, and without these the FIFO would lag a whole frame behind.
+const ENCODE_FIFO_PRIME = 2;
 
 function insecureContextError() {
   const error = new Error('The microphone needs a secure page (https:// or http://localhost).');
@@ -41,6 +49,7 @@ async function chooseOpusConfig(sampleRate) {
   if (typeof AudioEncoder === 'undefined' || typeof AudioData === 'undefined') return null;
   const base = { codec: 'opus', sampleRate, numberOfChannels: 1, bitrate: OPUS_BITRATE };
   const candidates = [
+    { ...base, opus: { frameDuration: FRAME_US, complexity: 8, usedtx: false, application: 'voip', signal: 'voice' } },
     { ...base, opus: { frameDuration: FRAME_US, complexity: 8, usedtx: false } },
     { ...base, opus: { frameDuration: FRAME_US } },
   ];
@@ -112,7 +121,8 @@ export async function startAudio({ onFrame } = {}) {
     context.close().catch(() => {});
     throw error;
   }
-  const opusConfig = await chooseOpusConfig(context.sampleRate);
+  const opusRate = OPUS_RATES.includes(context.sampleRate) ? context.sampleRate : OPUS_FALLBACK_RATE;
+  const opusConfig = await chooseOpusConfig(opusRate);
   return new AudioSession(context, stream, opusConfig, onFrame);
 }
 
@@ -124,7 +134,7 @@ class AudioSession {
     this._closed = false;
     this._muted = false;
     this._seq = 0;
-    this._pending = new Map(); // seq -> {captureTime, muted} while a frame is in the encoder
+    this._pending = new Map(); // encode index -> {seq, captureTime, muted} while a frame is in the encoder
     this._out = new RateMeter();
     this._in = new RateMeter();
     this._micRms = 0;
@@ -139,6 +149,12 @@ class AudioSession {
     this._resampler = null;
 
     this._encoder = null;
+    this._encodeRate = 0;
+    this._encodeResampler = null; // context rate -> encode rate, when they differ
+    this._encodeFifo = null; // resampled samples not yet in a frame
+    this._encodeFifoLevel = 0;
+    this._encodeFifoTime = 0; // capture time (wall ms) of the FIFO's first sample
+    this._encodeFrames = 0; // frames handed to the encoder (their media timestamps)
     this.codec = 'pcm16';
     if (opusConfig) {
       try {
@@ -147,6 +163,12 @@ class AudioSession {
           error: () => this._fallBackToPcm(),
         });
         this._encoder.configure(opusConfig);
+        this._encodeRate = opusConfig.sampleRate;
+        if (this._encodeRate !== context.sampleRate) {
+          this._encodeResampler = new Resampler(context.sampleRate, this._encodeRate);
+          const frameLength = Math.round((this._encodeRate * FRAME_MS) / 1000);
+          this._encodeFifo = new Float32Array(4 * frameLength);
+        }
         this.codec = 'opus';
       } catch {
         this._fallBackToPcm();
@@ -209,8 +231,10 @@ class AudioSession {
     // gap in time, not a burst of late frames, when we unmute.
     const seq = this._seq++;
     const captureTime = this._captureWallTime(data.time, samples.length);
-    if (this._encoder) {
-      this._encodeOpus(seq, samples, captureTime);
+    if (this._encoder && this._encodeResampler) {
+      this._resampleAndEncode(samples, captureTime);
+    } else if (this._encoder) {
+      this._encodeOpus(seq, samples, captureTime, this.context.sampleRate);
     } else if (!this._muted) {
       this._send(encodeFrame({
         codec: CODEC_PCM16, seq, sampleRate: this.context.sampleRate, captureTime, payload: floatToPcm16(samples),
@@ -240,20 +264,64 @@ class AudioSession {
     return wall;
   }
 
-  _encodeOpus(seq, samples, captureTime) {
+  /**
+   * Resample a captured frame to the encoder's rate and encode every whole frame that is ready.
+   * The resampler keeps its state across frames, so frames follow the capture clock exactly (at
+   * 44.1 kHz, 882 samples in -> 960 out). The FIFO holds the remainder, a few samples at most, and
+   * each frame's capture time is that of its first sample, the FIFO's offset included.
+   */
+  _resampleAndEncode(samples, captureTime) {
+    const rate = this._encodeRate;
+    const msPerSample = 1000 / rate;
+    const frameLength = Math.round((rate * FRAME_MS) / 1000);
+    let fifo = this._encodeFifo;
+    if (this._encodeFrames === 0 && this._encodeFifoLevel === 0) {
+      // Prime with silence that ends where the stream starts (see ENCODE_FIFO_PRIME).
+      fifo.fill(0, 0, ENCODE_FIFO_PRIME);
+      this._encodeFifoLevel = ENCODE_FIFO_PRIME;
+    }
+    const resampled = this._encodeResampler.process(samples);
+    if (this._encodeFifoLevel + resampled.length > fifo.length) {
+      // Only if the encode rate is far from a whole number of samples per capture frame.
+      const bigger = new Float32Array(2 * (this._encodeFifoLevel + resampled.length));
+      bigger.set(fifo.subarray(0, this._encodeFifoLevel));
+      this._encodeFifo = fifo = bigger;
+    }
+    // The first resampled sample falls on the frame's first sample (to within one input sample):
+    // what the FIFO already holds came just before it.
+    this._encodeFifoTime = captureTime - this._encodeFifoLevel * msPerSample;
+    fifo.set(resampled, this._encodeFifoLevel);
+    this._encodeFifoLevel += resampled.length;
+    let start = 0;
+    while (this._encodeFifoLevel - start >= frameLength) {
+      const frameTime = this._encodeFifoTime + start * msPerSample;
+      // Sequence numbers follow the encoded frames, which follow the capture clock.
+      const seq = this._encodeFrames & 0xffff;
+      this._encodeOpus(seq, fifo.subarray(start, start + frameLength), frameTime, rate);
+      start += frameLength;
+    }
+    if (start > 0) {
+      fifo.copyWithin(0, start, this._encodeFifoLevel);
+      this._encodeFifoLevel -= start;
+      this._encodeFifoTime += start * msPerSample;
+    }
+  }
+
+  _encodeOpus(seq, samples, captureTime, sampleRate) {
     const encoder = this._encoder;
+    const index = this._encodeFrames++;
     if (encoder.state !== 'configured') return;
     if (encoder.encodeQueueSize > MAX_CODEC_QUEUE) return; // overloaded: drop rather than add delay
-    this._pending.set(seq, { captureTime, muted: this._muted });
+    this._pending.set(index, { seq, captureTime, muted: this._muted });
     if (this._pending.size > PENDING_LIMIT) this._pending.delete(this._pending.keys().next().value);
     let audio;
     try {
       audio = new AudioData({
         format: 'f32-planar',
-        sampleRate: this.context.sampleRate,
+        sampleRate,
         numberOfFrames: samples.length,
         numberOfChannels: 1,
-        timestamp: seq * FRAME_US,
+        timestamp: index * FRAME_US,
         data: samples,
       });
       encoder.encode(audio);
@@ -266,15 +334,16 @@ class AudioSession {
 
   _sendOpus(chunk) {
     if (this._closed) return;
-    const seq = Math.round(chunk.timestamp / FRAME_US);
-    const info = this._pending.get(seq);
-    this._pending.delete(seq);
+    const index = Math.round(chunk.timestamp / FRAME_US);
+    const info = this._pending.get(index);
+    this._pending.delete(index);
     if (!info || info.muted) return;
+    const seq = info.seq;
     const payload = new Uint8Array(chunk.byteLength);
     chunk.copyTo(payload);
     // captureTime is that of the frame's first sample, so the encoder's delay counts as latency.
     this._send(encodeFrame({
-      codec: CODEC_OPUS, seq, sampleRate: this.context.sampleRate, captureTime: info.captureTime, payload,
+      codec: CODEC_OPUS, seq, sampleRate: this._encodeRate, captureTime: info.captureTime, payload,
     }), info.captureTime);
   }
 
