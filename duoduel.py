@@ -77,6 +77,9 @@ SOCKET_SEND_BUFFER = 8 * 1024
 SOCKET_RECEIVE_BUFFER = 16 * 1024
 # A partner that has not been able to take audio for this long is gone.
 STALL_TIMEOUT = 5.0
+# One core relays about 200 calls (20,000 frames a second; see README.md):
+# past that, admit nobody rather than make every call late.
+MAX_CLIENTS = 400
 # Control messages must never wait for a slow reader; audio is bounded far
 # below this by AUDIO_BACKLOG_FRAMES, so only a stalled client ever gets here.
 WRITE_LIMIT = 1024 * 1024
@@ -140,7 +143,7 @@ class Config:
     static_dir: Path = STATIC_DIR
     tls: ssl.SSLContext | None = None
     allowed_origins: frozenset[str] = frozenset()
-    max_clients: int = 1000
+    max_clients: int = MAX_CLIENTS
     handshake_timeout: float = 10.0
 
 
@@ -662,7 +665,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--key", type=Path, default=None, help="private key (default: key.pem beside the certificate, else the certificate file)")
     parser.add_argument("--static", type=Path, default=STATIC_DIR, help="folder of the page (default: static/ beside duoduel.py)")
     parser.add_argument("--allow-origin", action="append", default=[], metavar="ORIGIN", help="also accept WebSockets from this origin, e.g. https://example.org (repeatable)")
-    parser.add_argument("--max-clients", type=int, default=1000, help="refuse new clients with HTTP 503 past this many (default: 1000)")
+    parser.add_argument("--max-clients", type=int, default=MAX_CLIENTS, help=f"refuse new clients with HTTP 503 past this many (default: {MAX_CLIENTS})")
     parser.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"], help="default: info")
     return parser.parse_args(argv)
 
