@@ -14,7 +14,6 @@ import asyncio
 import email.utils
 import errno
 import hashlib
-import http
 import json
 import logging
 import posixpath
@@ -26,10 +25,12 @@ import struct
 import sys
 import urllib.parse
 from collections import Counter
+from collections.abc import Sequence
 from dataclasses import dataclass, field
+from http import HTTPStatus
 from pathlib import Path
 
-from websockets.asyncio.server import Server, ServerConnection, serve
+from websockets.asyncio.server import ServerConnection, serve
 from websockets.datastructures import Headers
 from websockets.exceptions import ConnectionClosed
 from websockets.frames import Frame, Opcode
@@ -438,51 +439,58 @@ def make_process_request(lobby: Lobby, config: Config):
         """Answer an HTTP request, or return None to let /ws become a WebSocket."""
         url = urllib.parse.urlsplit(request.path)
         if url.path == "/ws":
-            return gate(connection, request, url.query)
+            return gate(request, url.query)
         if request.method not in ("GET", "HEAD"):
-            return reject(lobby, "method", http.HTTPStatus.METHOD_NOT_ALLOWED, "Only GET and HEAD are allowed.\n", [("Allow", "GET, HEAD")])
+            return refuse(request, "method", HTTPStatus.METHOD_NOT_ALLOWED, "Only GET and HEAD are allowed.", [("Allow", "GET, HEAD")])
         if url.path == "/healthz":
-            return health(request)
+            return respond(request, HTTPStatus.OK, json.dumps({"up": True, **census(lobby)}).encode(), "application/json")
         if url.path == "/metrics":
-            return respond(request, http.HTTPStatus.OK, metrics_text(lobby).encode(), "text/plain; version=0.0.4; charset=utf-8")
+            return respond(request, HTTPStatus.OK, metrics_text(lobby).encode(), "text/plain; version=0.0.4; charset=utf-8")
         if url.path.startswith("/r/") and not ROOM_PAGE.fullmatch(url.path):
-            return reject(lobby, "bad_room", http.HTTPStatus.BAD_REQUEST, BAD_ROOM_NAME + "\n")
+            return refuse(request, "bad_room", HTTPStatus.BAD_REQUEST, BAD_ROOM_NAME)
         try:
             file = resolve_static(config.static_dir, url.path)
         except UnicodeDecodeError:
             file = None
-        if file is None:
-            return reject(lobby, "not_found", http.HTTPStatus.NOT_FOUND, "Not found.\n")
-        return static_file(request, file, config)
+        if file is None or file.suffix.lower() not in CONTENT_TYPES:
+            return refuse(request, "not_found", HTTPStatus.NOT_FOUND, "Not found.")
+        return static_file(request, file)
 
-    def gate(connection: ServerConnection, request: Request, query: str) -> Response | None:
+    def gate(request: Request, query: str) -> Response | None:
         """Let a WebSocket handshake through, or say why not."""
         if request.method != "GET":
-            return reject(lobby, "method", http.HTTPStatus.METHOD_NOT_ALLOWED, "Only GET and HEAD are allowed.\n", [("Allow", "GET")])
+            return refuse(request, "method", HTTPStatus.METHOD_NOT_ALLOWED, "Only GET opens a WebSocket.", [("Allow", "GET")])
         origin = request.headers.get("Origin")
         if origin is not None and not origin_allowed(origin, request.headers.get("Host"), config):
             log.info("refused a handshake from origin %.100r", origin)
-            return reject(lobby, "origin", http.HTTPStatus.FORBIDDEN, "Cross-site WebSocket connections are not allowed.\n")
+            return refuse(request, "origin", HTTPStatus.FORBIDDEN, "Cross-site WebSocket connections are not allowed.")
         rooms = urllib.parse.parse_qs(query, keep_blank_values=True).get("room")
         if rooms is not None and (len(rooms) != 1 or not ROOM_NAME.fullmatch(rooms[0])):
-            return reject(lobby, "bad_room", http.HTTPStatus.BAD_REQUEST, BAD_ROOM_NAME + "\n")
+            return refuse(request, "bad_room", HTTPStatus.BAD_REQUEST, BAD_ROOM_NAME)
         if len(lobby.clients) >= config.max_clients:
             log.warning("refused a client: %d clients already (--max-clients)", len(lobby.clients))
-            return reject(lobby, "full", http.HTTPStatus.SERVICE_UNAVAILABLE, "The server is full. Try again in a minute.\n")
+            return refuse(request, "full", HTTPStatus.SERVICE_UNAVAILABLE, "The server is full. Try again in a minute.")
         return None
 
-    def health(request: Request) -> Response:
-        """Say that the server is up and how busy it is."""
-        body = {
-            "up": True,
-            "clients": len(lobby.clients),
-            "waiting": len(lobby.waiting),
-            "pairs": sum(client.partner is not None for client in lobby.clients) // 2,
-            "rooms": len(lobby.rooms),
-        }
-        return respond(request, http.HTTPStatus.OK, json.dumps(body).encode(), "application/json")
+    def refuse(
+        request: Request, reason: str, status: HTTPStatus, line: str, extra: Sequence[tuple[str, str]] = ()
+    ) -> Response:
+        """Answer with one line of plain text that says what is wrong, and count it by reason."""
+        lobby.metrics.rejections[reason] += 1
+        headers = [("X-Content-Type-Options", "nosniff"), *extra]
+        return respond(request, status, f"{line}\n".encode(), "text/plain; charset=utf-8", headers)
 
     return process_request
+
+
+def census(lobby: Lobby) -> dict[str, int]:
+    """How many clients are connected, waiting and talking, and in how many rooms."""
+    return {
+        "clients": len(lobby.clients),
+        "waiting": len(lobby.waiting),
+        "pairs": sum(client.partner is not None for client in lobby.clients) // 2,
+        "rooms": len(lobby.rooms),
+    }
 
 
 def origin_allowed(origin: str, host: str | None, config: Config) -> bool:
@@ -493,25 +501,22 @@ def origin_allowed(origin: str, host: str | None, config: Config) -> bool:
     return host is not None and origin.lower() == f"{scheme}://{host}".lower()
 
 
-def static_file(request: Request, file: Path, config: Config) -> Response:
+def static_file(request: Request, file: Path) -> Response:
     """Send a file from static/, or 304 when the browser's copy is current."""
-    content_type = CONTENT_TYPES.get(file.suffix.lower())
-    if content_type is None:
-        return respond(request, http.HTTPStatus.NOT_FOUND, b"Not found.\n", "text/plain; charset=utf-8")
     stat = file.stat()
     etag = '"' + hashlib.blake2s(f"{stat.st_size}:{stat.st_mtime_ns}".encode(), digest_size=8).hexdigest() + '"'
     headers = [
         ("ETag", etag),
         ("Last-Modified", email.utils.formatdate(stat.st_mtime, usegmt=True)),
         ("Cache-Control", "no-cache"),
-        *security_headers(request, config),
+        *security_headers(request),
     ]
     if etag in request.headers.get("If-None-Match", ""):
-        return respond(request, http.HTTPStatus.NOT_MODIFIED, b"", None, headers)
-    return respond(request, http.HTTPStatus.OK, file.read_bytes(), content_type, headers)
+        return respond(request, HTTPStatus.NOT_MODIFIED, b"", None, headers)
+    return respond(request, HTTPStatus.OK, file.read_bytes(), CONTENT_TYPES[file.suffix.lower()], headers)
 
 
-def security_headers(request: Request, config: Config) -> list[tuple[str, str]]:
+def security_headers(request: Request) -> list[tuple[str, str]]:
     """Headers that keep the page from running anything but its own scripts."""
     host = request.headers.get("Host", "")
     sockets = f" ws://{host} wss://{host}" if SAFE_HOST.fullmatch(host) else ""
@@ -530,48 +535,28 @@ def security_headers(request: Request, config: Config) -> list[tuple[str, str]]:
 
 def respond(
     request: Request,
-    status: http.HTTPStatus,
+    status: HTTPStatus,
     body: bytes,
     content_type: str | None,
-    extra: list[tuple[str, str]] = [],
+    extra: Sequence[tuple[str, str]] = (),
 ) -> Response:
     """Build a complete HTTP response; HEAD gets the headers without the body."""
     headers = Headers([("Date", email.utils.formatdate(usegmt=True)), ("Connection", "close")])
-    if status is not http.HTTPStatus.NOT_MODIFIED:
+    if status is not HTTPStatus.NOT_MODIFIED:
         headers["Content-Length"] = str(len(body))
     if content_type is not None:
         headers["Content-Type"] = content_type
     for name, value in extra:
         headers[name] = value
-    if request.method == "HEAD" or status is http.HTTPStatus.NOT_MODIFIED:
+    if request.method == "HEAD" or status is HTTPStatus.NOT_MODIFIED:
         body = b""
     return Response(status.value, status.phrase, headers, body)
-
-
-def reject(
-    lobby: Lobby,
-    reason: str,
-    status: http.HTTPStatus,
-    text: str,
-    extra: list[tuple[str, str]] = [],
-) -> Response:
-    """Refuse a request with a one-line plain-text explanation, and count it."""
-    lobby.metrics.rejections[reason] += 1
-    headers = Headers([
-        ("Date", email.utils.formatdate(usegmt=True)),
-        ("Connection", "close"),
-        ("Content-Length", str(len(text.encode()))),
-        ("Content-Type", "text/plain; charset=utf-8"),
-        ("X-Content-Type-Options", "nosniff"),
-        *extra,
-    ])
-    return Response(status.value, status.phrase, headers, text.encode())
 
 
 def metrics_text(lobby: Lobby) -> str:
     """Render the counters in the Prometheus text format."""
     m = lobby.metrics
-    pairs = sum(client.partner is not None for client in lobby.clients) // 2
+    now = census(lobby)
     lines: list[str] = []
 
     def metric(name: str, kind: str, help: str, samples: list[tuple[str, int]]) -> None:
@@ -579,10 +564,10 @@ def metrics_text(lobby: Lobby) -> str:
         lines.append(f"# TYPE duoduel_{name} {kind}")
         lines.extend(f"duoduel_{name}{labels} {value}" for labels, value in samples)
 
-    metric("clients", "gauge", "Connected WebSocket clients.", [("", len(lobby.clients))])
-    metric("waiting", "gauge", "Clients waiting for a partner.", [("", len(lobby.waiting))])
-    metric("pairs", "gauge", "Calls in progress.", [("", pairs)])
-    metric("rooms", "gauge", "Private rooms with someone in them.", [("", len(lobby.rooms))])
+    metric("clients", "gauge", "Connected WebSocket clients.", [("", now["clients"])])
+    metric("waiting", "gauge", "Clients waiting for a partner.", [("", now["waiting"])])
+    metric("pairs", "gauge", "Calls in progress.", [("", now["pairs"])])
+    metric("rooms", "gauge", "Private rooms with someone in them.", [("", now["rooms"])])
     metric("connections_total", "counter", "WebSocket connections accepted.", [("", m.connections)])
     metric("pairs_total", "counter", "Calls started.", [("", m.pairs)])
     metric("frames_relayed_total", "counter", "Audio frames relayed.", [("", m.frames_relayed)])

@@ -16,7 +16,7 @@ import subprocess, sys, tempfile, time, traceback, urllib.request
 from array import array
 from dataclasses import dataclass, field
 from pathlib import Path
-from urllib.parse import urlsplit, urlunsplit
+from urllib.parse import urlsplit
 
 
 HEADER = struct.Struct("<BBHId")  # frame.js: version, codec (0 = PCM16), seq u16, sample rate, capture time (ms)

@@ -9,7 +9,6 @@ import ssl
 import sys
 from pathlib import Path
 
-from websockets.asyncio.client import connect
 from websockets.exceptions import ConnectionClosed
 
 from conftest import ROOT, http_request, join, join_pair, receive_json, run_command

@@ -65,13 +65,17 @@ class Peer:
         self.alive = False
 
     async def round_trip(self, t: float) -> None:
-        """Wait until everything sent to this peer before now has been read."""
+        """Wait until the server has acted on all this peer sent, and the peer has read all it was sent."""
         if not self.alive:
             return
-        self.pongs[t] = done = asyncio.Event()
-        with contextlib.suppress(ConnectionClosed):
+        self.pongs[t] = answered = asyncio.Event()
+        try:
             await self.websocket.send(json.dumps({"type": "ping", "t": t}))
-            await asyncio.wait_for(done.wait(), 5)
+        except ConnectionClosed:
+            return
+        pong = asyncio.create_task(answered.wait())
+        await asyncio.wait([pong, self.reader], timeout=5, return_when=asyncio.FIRST_COMPLETED)
+        pong.cancel()
 
 
 operations = st.one_of(
@@ -112,12 +116,16 @@ async def play(running: Running, script: list[tuple]) -> list[Peer]:
 
 
 async def quiesce(running: Running, peers: list[Peer]) -> list[Peer]:
-    """Let the server notice every close, then flush every live peer twice."""
+    """Let the server act on everything sent and notice every close, then flush every live peer twice."""
+    for peer in peers:
+        await peer.round_trip(0)
     for _ in range(100):
         live = [peer for peer in peers if peer.alive and peer.websocket.state.name == "OPEN"]
         if (await health(running))["clients"] == len(live):
             break
         await asyncio.sleep(0.02)
+    else:
+        raise AssertionError("the server kept clients that had gone")
     for t in (1, 2):
         for peer in live:
             await peer.round_trip(t)

@@ -28,9 +28,9 @@ async def test_two_people_in_a_room_are_paired_with_each_other(server):
 async def test_rooms_and_the_lobby_never_cross(server):
     """Two rooms and the lobby at once: every frame stays inside its own pair."""
     pairs = {query: await join_pair(server, query) for query in ("", "?room=red", "?room=blue")}
-    for query, (first, second) in pairs.items():
+    for query, (first, _) in pairs.items():
         await first.send(f"from {query or 'lobby'}".encode())
-    for query, (first, second) in pairs.items():
+    for query, (_, second) in pairs.items():
         assert await second.recv() == f"from {query or 'lobby'}".encode()
     for first, second in pairs.values():
         assert await round_trip(first) == [] and await round_trip(second) == []
