@@ -81,9 +81,6 @@ STALL_TIMEOUT = 5.0
 # One core relays about 200 calls (20,000 frames a second; see README.md):
 # past that, admit nobody rather than make every call late.
 MAX_CLIENTS = 400
-# Control messages must never wait for a slow reader; audio is bounded far
-# below this by AUDIO_BACKLOG_FRAMES, so only a stalled client ever gets here.
-WRITE_LIMIT = 1024 * 1024
 
 WAITING = json.dumps({"type": "waiting"})
 CONNECTED = json.dumps({"type": "connected"})
@@ -598,7 +595,6 @@ def make_server(config: Config) -> serve:
         ssl=config.tls,
         compression=None,  # Opus does not compress; deflate would cost memory and CPU per frame
         max_size=MAX_MESSAGE_BYTES,
-        write_limit=WRITE_LIMIT,
         open_timeout=config.handshake_timeout,
         close_timeout=3,
         ping_interval=20,
