@@ -256,13 +256,18 @@ function connect() {
   });
 }
 
-function onClose(event) {
+/** The current socket is gone (or being dropped): stop its timers and end the call. */
+function forgetSocket() {
   ws = null;
   clearInterval(pingTimer);
   clearTimeout(autoNextTimer);
   rttMs = null;
   setPaired(false);
   els.next.disabled = true;
+}
+
+function onClose(event) {
+  forgetSocket();
   if (event.code === 1008 && event.reason === 'room full') roomFull = true;
   if (roomFull) {
     onRoomFull();
@@ -277,18 +282,12 @@ function onClose(event) {
 /** Drop the current socket (if any) and connect again at once, e.g. into another room. */
 function reconnectNow() {
   const old = ws;
-  ws = null;
-  clearTimeout(reconnectTimer);
-  clearTimeout(autoNextTimer);
-  clearInterval(pingTimer);
+  forgetSocket();
   roomFull = false;
   partnerLeft = false;
   attempt = 0;
-  rttMs = null;
-  setPaired(false);
-  els.next.disabled = true;
   if (old) old.close(1000, 'leaving');
-  connect();
+  connect(); // also cancels a pending reconnect
 }
 
 // Start.
@@ -352,7 +351,10 @@ function drawStats() {
     return;
   }
   const s = session.stats();
-  const mouthToEar = s.frameMs + rttMs / 2 + s.jitterMs + s.outputLatencyMs;
+  // jitterMs includes the frame now playing, whose filling captureToSendMs (ours, as a stand-in for the partner's)
+  // already counts together with the encoder: count that frame once.
+  const captureToSend = Math.max(s.captureToSendMs, s.frameMs);
+  const mouthToEar = captureToSend + rttMs / 2 + (s.jitterMs - s.frameMs) + s.outputLatencyMs;
   els.stats.textContent = [
     `RTT ${whole(rttMs)} ms`,
     `jitter buffer ${whole(s.jitterMs)} ms`,
@@ -415,13 +417,18 @@ async function copyRoomLink() {
   }
 }
 
-/** Move this page to another room (null: the lobby); reconnect if the call had started. */
-function goTo(name) {
-  history.pushState(null, '', name === null ? '/' : `/r/${name}`);
+/** Take up the room the page URL now names; reconnect if the call had started. */
+function followLocation() {
   roomFull = false;
   hideTryAgain();
   setRoomFromLocation();
   if (session) reconnectNow();
+}
+
+/** Move this page to another room (null: the lobby). */
+function goTo(name) {
+  history.pushState(null, '', name === null ? '/' : `/r/${name}`);
+  followLocation();
 }
 
 function createRoom() {
@@ -461,12 +468,7 @@ function init() {
     event.preventDefault();
     goTo(null);
   });
-  window.addEventListener('popstate', () => {
-    roomFull = false;
-    hideTryAgain();
-    setRoomFromLocation();
-    if (session) reconnectNow();
-  });
+  window.addEventListener('popstate', followLocation);
   document.addEventListener('keydown', onKeyDown);
   document.addEventListener('pointerdown', resumeAudio, { capture: true });
   document.addEventListener('visibilitychange', () => {

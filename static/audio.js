@@ -37,13 +37,6 @@ function wallNow() {
   return performance.timeOrigin + performance.now();
 }
 
-/** RMS (0..1) -> meter position (0..1) on a -60..0 dBFS scale. */
-function meterLevel(rms) {
-  if (!(rms > 0)) return 0;
-  const db = 20 * Math.log10(rms);
-  return Math.min(1, Math.max(0, (db + 60) / 60));
-}
-
 /** The best Opus encoder config this browser takes at this rate, or null (then we send PCM16). */
 async function chooseOpusConfig(sampleRate) {
   if (typeof AudioEncoder === 'undefined' || typeof AudioData === 'undefined') return null;
@@ -153,7 +146,6 @@ class AudioSession {
     this._encodeResampler = null; // context rate -> encode rate, when they differ
     this._encodeFifo = null; // resampled samples not yet in a frame
     this._encodeFifoLevel = 0;
-    this._encodeFifoTime = 0; // capture time (wall ms) of the FIFO's first sample
     this._encodeFrames = 0; // frames handed to the encoder (their media timestamps)
     this.codec = 'pcm16';
     if (opusConfig) {
@@ -289,12 +281,12 @@ class AudioSession {
     }
     // The first resampled sample falls on the frame's first sample (to within one input sample):
     // what the FIFO already holds came just before it.
-    this._encodeFifoTime = captureTime - this._encodeFifoLevel * msPerSample;
+    const fifoTime = captureTime - this._encodeFifoLevel * msPerSample;
     fifo.set(resampled, this._encodeFifoLevel);
     this._encodeFifoLevel += resampled.length;
     let start = 0;
     while (this._encodeFifoLevel - start >= frameLength) {
-      const frameTime = this._encodeFifoTime + start * msPerSample;
+      const frameTime = fifoTime + start * msPerSample;
       // Sequence numbers follow the encoded frames, which follow the capture clock.
       const seq = this._encodeFrames & 0xffff;
       this._encodeOpus(seq, fifo.subarray(start, start + frameLength), frameTime, rate);
@@ -303,7 +295,6 @@ class AudioSession {
     if (start > 0) {
       fifo.copyWithin(0, start, this._encodeFifoLevel);
       this._encodeFifoLevel -= start;
-      this._encodeFifoTime += start * msPerSample;
     }
   }
 
@@ -470,9 +461,9 @@ class AudioSession {
     this._playbackNode.port.postMessage({ type: 'reset' });
   }
 
-  /** Meter levels, 0..1. */
+  /** RMS levels, 0..1; the page maps them to its meters' decibel scale. */
   levels() {
-    return { mic: this._muted ? 0 : meterLevel(this._micRms), partner: meterLevel(this._partnerRms) };
+    return { mic: this._muted ? 0 : Math.min(1, this._micRms), partner: Math.min(1, this._partnerRms) };
   }
 
   stats() {

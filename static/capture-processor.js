@@ -3,9 +3,9 @@
 // sample. Also posts the mic level every CAPTURE_LEVEL_INTERVAL_S.
 //
 // Messages out: {type: 'frame', samples: Float32Array, time: seconds}
-//               {type: 'level', rms: 0..1, peak: 0..1}
+//               {type: 'level', rms: 0..1}
 // Messages in:  {type: 'recycle', buffer: ArrayBuffer} gives a posted frame's buffer back for reuse.
-import { CAPTURE_LEVEL_INTERVAL_S, FRAME_MS } from './constants.js';
+import { CAPTURE_LEVEL_INTERVAL_S, FRAME_MS, RENDER_QUANTUM } from './constants.js';
 
 const POOL_SIZE = 8;
 
@@ -20,7 +20,7 @@ class CaptureProcessor extends AudioWorkletProcessor {
     this._frameTime = 0;
     this._sumSquares = 0;
     this._levelSamples = 0;
-    this._peak = 0;
+    this._level = { type: 'level', rms: 0 }; // refilled for every post (postMessage copies it)
     this._lastLevelPost = 0;
     this.port.onmessage = (event) => {
       const data = event.data;
@@ -35,23 +35,21 @@ class CaptureProcessor extends AudioWorkletProcessor {
     // A disconnected input is [] (no channels): capture silence so the frame clock keeps going.
     const input = inputs[0];
     const channel = input && input.length > 0 ? input[0] : null;
-    const n = channel ? channel.length : 128;
+    const n = channel ? channel.length : RENDER_QUANTUM;
     for (let i = 0; i < n; i++) {
       if (this._filled === 0) this._frameTime = (currentFrame + i) / sampleRate;
       const v = channel ? channel[i] : 0;
       this._frame[this._filled++] = v;
       this._sumSquares += v * v;
-      const a = v < 0 ? -v : v;
-      if (a > this._peak) this._peak = a;
       if (this._filled === this._frameLength) this._postFrame();
     }
     this._levelSamples += n;
     if (currentTime - this._lastLevelPost >= CAPTURE_LEVEL_INTERVAL_S) {
-      this.port.postMessage({ type: 'level', rms: Math.sqrt(this._sumSquares / this._levelSamples), peak: this._peak });
+      this._level.rms = Math.sqrt(this._sumSquares / this._levelSamples);
+      this.port.postMessage(this._level);
       this._lastLevelPost = currentTime;
       this._sumSquares = 0;
       this._levelSamples = 0;
-      this._peak = 0;
     }
     return true;
   }

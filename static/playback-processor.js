@@ -3,7 +3,7 @@
 //
 // Messages in:  {type: 'frame', seq: 0..65535, samples: Float32Array (at the context rate)}
 //               {type: 'reset'} (new partner)
-// Messages out: {type: 'stats', rms, peak, ...JitterBuffer stats} every PLAYBACK_STATS_INTERVAL_S
+// Messages out: {type: 'stats', rms, ...JitterBuffer stats} every PLAYBACK_STATS_INTERVAL_S
 import { FRAME_MS, PLAYBACK_STATS_INTERVAL_S } from './constants.js';
 import { JitterBuffer } from './jitter-buffer.js';
 
@@ -13,7 +13,7 @@ class PlaybackProcessor extends AudioWorkletProcessor {
     this._buffer = new JitterBuffer({ sampleRate, frameMs: FRAME_MS });
     this._sumSquares = 0;
     this._levelSamples = 0;
-    this._peak = 0;
+    this._stats = { type: 'stats' }; // refilled for every post (postMessage copies it)
     this._lastPost = 0;
     this.port.onmessage = (event) => {
       const data = event.data;
@@ -36,21 +36,16 @@ class PlaybackProcessor extends AudioWorkletProcessor {
     for (let i = 0; i < channel.length; i++) {
       const v = channel[i];
       this._sumSquares += v * v;
-      const a = v < 0 ? -v : v;
-      if (a > this._peak) this._peak = a;
     }
     this._levelSamples += channel.length;
     if (currentTime - this._lastPost >= PLAYBACK_STATS_INTERVAL_S) {
-      // Throttled: the only allocation on this thread, four times a second.
-      const stats = this._buffer.stats();
-      stats.type = 'stats';
+      // Throttled: posting (a structured clone) is the only allocation here, four times a second.
+      const stats = this._buffer.stats(this._stats);
       stats.rms = Math.sqrt(this._sumSquares / this._levelSamples);
-      stats.peak = this._peak;
       this.port.postMessage(stats);
       this._lastPost = currentTime;
       this._sumSquares = 0;
       this._levelSamples = 0;
-      this._peak = 0;
     }
     return true;
   }

@@ -1,11 +1,11 @@
 // Where to connect: room names, page and WebSocket URLs, and the reconnect delay.
 // Pure functions (no DOM), so node's test runner can check them.
 
-export const ROOM_NAME_RE = /^[A-Za-z0-9_-]{1,64}$/;
-export const ROOM_NAME_HINT = 'a room name is 1 to 64 letters, digits, "-" or "_"';
+const ROOM_NAME_RE = /^[A-Za-z0-9_-]{1,64}$/;
+const ROOM_NAME_HINT = 'a room name is 1 to 64 letters, digits, "-" or "_"';
 
 // 16 random bytes = 128 bits: nobody guesses a private room.
-export const ROOM_NAME_BYTES = 16;
+const ROOM_NAME_BYTES = 16;
 
 const BASE64URL = 'ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_';
 
@@ -92,8 +92,8 @@ export function wsUrl(locationLike, room = null) {
   return `${base}?room=${room}`;
 }
 
-export const RECONNECT_MIN_MS = 500;
-export const RECONNECT_MAX_MS = 10000;
+const RECONNECT_MIN_MS = 500;
+const RECONNECT_MAX_MS = 10000;
 
 /**
  * Delay before reconnect attempt number `attempt` (0, 1, 2, ...): 0.5 s doubling up to 10 s,
