@@ -58,6 +58,7 @@ CONTENT_TYPES = {
 }
 
 ROOM_NAME = re.compile(r"[A-Za-z0-9_-]{1,64}")
+ROOM_PAGE = re.compile(r"/r/[A-Za-z0-9_-]{1,64}")
 BAD_ROOM_NAME = "bad room name: use 1 to 64 letters, digits, '-' or '_'"
 # A Host header we are willing to echo into the Content-Security-Policy.
 SAFE_HOST = re.compile(r"[A-Za-z0-9.\-]+(:[0-9]{1,5})?|\[[0-9A-Fa-f:.]+\](:[0-9]{1,5})?")
@@ -405,7 +406,10 @@ def resolve_static(static_dir: Path, url_path: str) -> Path | None:
     refuse any '..' segment outright; like CPython's, resolve symlinks before
     checking that the file is inside the tree (gh-81054).
     """
-    path = urllib.parse.unquote(url_path, errors="strict")
+    try:
+        path = urllib.parse.unquote(url_path, errors="strict")
+    except UnicodeDecodeError:
+        return None
     if "\0" in path or "\\" in path or not path.startswith("/"):
         return None
     if any(segment == ".." for segment in path.split("/")):
@@ -426,9 +430,6 @@ def resolve_static(static_dir: Path, url_path: str) -> Path | None:
     return target
 
 
-ROOM_PAGE = re.compile(r"/r/[A-Za-z0-9_-]{1,64}")
-
-
 def make_process_request(lobby: Lobby, config: Config):
     """Build the HTTP hook: serve pages, /healthz and /metrics, and guard /ws."""
 
@@ -445,10 +446,7 @@ def make_process_request(lobby: Lobby, config: Config):
             return respond(request, HTTPStatus.OK, metrics_text(lobby).encode(), "text/plain; version=0.0.4; charset=utf-8")
         if url.path.startswith("/r/") and not ROOM_PAGE.fullmatch(url.path):
             return refuse(request, "bad_room", HTTPStatus.BAD_REQUEST, BAD_ROOM_NAME)
-        try:
-            file = resolve_static(config.static_dir, url.path)
-        except UnicodeDecodeError:
-            file = None
+        file = resolve_static(config.static_dir, url.path)
         if file is None or file.suffix.lower() not in CONTENT_TYPES:
             return refuse(request, "not_found", HTTPStatus.NOT_FOUND, "Not found.")
         return static_file(request, file)
