@@ -383,6 +383,8 @@ function setRoomFromLocation() {
 
 function renderRoom() {
   const inRoom = room !== null;
+  // A room holds just the two of you: Next could only end the call, so it is a lobby button.
+  els.next.hidden = inRoom;
   // A full room's link is no use to anyone: offer a new room or the lobby instead.
   els.roomPanel.hidden = !inRoom || roomFull;
   els.roomIntro.hidden = inRoom && !roomFull;

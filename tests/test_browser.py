@@ -199,5 +199,6 @@ async def test_private_room_call_hears_each_other(open_page):
     for page in (ann, bob):
         assert await page.evaluate("() => window.duoduel.room") == "test-room-1"
         assert (await page.text_content("#room-link")).endswith("/r/test-room-1")
+        assert await page.is_hidden("#next"), "a room has nobody else to find"
     assert await wait_hearing(ann, "bob") == pytest.approx(TONES["bob"], abs=HZ_TOLERANCE)
     assert await wait_hearing(bob, "ann") == pytest.approx(TONES["ann"], abs=HZ_TOLERANCE)
