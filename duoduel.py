@@ -33,9 +33,13 @@ from pathlib import Path
 from websockets.asyncio.server import ServerConnection, serve
 from websockets.datastructures import Headers
 from websockets.exceptions import ConnectionClosed
-from websockets.frames import Frame, Opcode
 from websockets.http11 import Request, Response
 from websockets.protocol import State
+
+try:
+    from websockets.speedups import apply_mask
+except ImportError:  # websockets built without its C extension
+    from websockets.utils import apply_mask
 
 __all__ = ["Config", "Lobby", "main", "make_server", "run"]
 
@@ -259,24 +263,77 @@ def where(client: Client) -> str:
 
 
 class RelayConnection(ServerConnection):
-    """A connection that relays each binary frame as soon as it is parsed.
+    """A connection that relays complete binary frames straight from the socket.
 
-    recv() would hand every frame to the handler through a queue, a future and
-    a task switch: most of the server's CPU per frame, for nothing. Control
-    messages (text) still reach the handler through recv().
+    websockets parses frames with generators and hands each message to the
+    handler through a queue, a future and a task switch: most of the server's
+    CPU per audio frame. Here each complete, final, masked binary frame goes
+    straight to relay(); every other frame (text, ping, pong, close, fragments,
+    anything odd) is fed whole to websockets, which stays in step because it
+    only ever sees whole frames.
     """
 
     lobby: Lobby
     client: Client | None = None  # both set by the handler once the client has joined
+    framing: bool | None = None  # cut frames here? decided when the first frame bytes arrive
+    pending: bytes = b""  # the start of a frame still incomplete
+    fragmented: bool = False  # websockets is in the middle of a fragmented message
 
-    def process_event(self, event: Request | Frame) -> None:
+    def data_received(self, data: bytes) -> None:
+        if self.framing is None and self.protocol.state is State.OPEN:
+            # RFC 6455 4.1: a client sends no frame before the server's 101, so
+            # websockets holds no part of one now, unless the client broke that
+            # rule: then it keeps parsing this connection itself.
+            self.framing = not self.protocol.reader.buffer
+        if not self.framing:
+            return super().data_received(data)
+        buffer = self.pending + data if self.pending else data
+        start = 0
+        while self.framing and (end := self.cut_frame(buffer, start)) is not None:
+            start = end
+        rest = buffer[start:]
+        if self.framing:
+            self.pending = rest
+        elif rest:  # cut_frame gave up: websockets takes the rest, and fails the connection
+            self.pending = b""
+            super().data_received(rest)
+
+    def cut_frame(self, buffer: bytes, start: int) -> int | None:
+        """Handle the frame at buffer[start:]; return where it ends, or None if it is incomplete."""
+        available = len(buffer) - start
+        if available < 2:
+            return None
+        head, length = buffer[start], buffer[start + 1] & 0x7F
+        offset = start + 2
+        if length == 126:
+            if available < 4:
+                return None
+            length = int.from_bytes(buffer[offset : offset + 2], "big")
+            offset += 2
+        elif length == 127:
+            if available < 10:
+                return None
+            length = int.from_bytes(buffer[offset : offset + 8], "big")
+            offset += 8
+        if length > MAX_MESSAGE_BYTES or not buffer[start + 1] & 0x80:
+            self.framing = False  # oversize or unmasked: websockets fails the connection
+            return start
+        end = offset + 4 + length
+        if len(buffer) < end:
+            return None
         client = self.client
-        if client is None or event.opcode is not Opcode.BINARY or not event.fin:
-            return super().process_event(event)
-        if too_many_messages(client):
-            close_soon(self.lobby, client, 1008, "too many messages", "rate")
-        else:
-            relay(self.lobby, client, event.data)
+        # 0x82: FIN, no reserved bits, binary; and not inside a fragmented
+        # message, where websockets must see it to reject it.
+        if head == 0x82 and client is not None and not self.fragmented and self.protocol.state is State.OPEN:
+            if too_many_messages(client):
+                close_soon(self.lobby, client, 1008, "too many messages", "rate")
+            else:
+                relay(self.lobby, client, apply_mask(buffer[offset + 4 : end], buffer[offset : offset + 4]))
+            return end
+        if head & 0x0F in (0x0, 0x1, 0x2):  # a data frame: the message goes on unless FIN is set
+            self.fragmented = not head & 0x80
+        super().data_received(buffer[start:end])
+        return end
 
 
 def relay(lobby: Lobby, client: Client, frame: bytes) -> None:

@@ -1,0 +1,140 @@
+"""The relay cuts audio frames from the byte stream itself: whatever the packets, frames arrive whole and in order.
+
+A raw TCP client writes WebSocket frames byte for byte as it likes; its partner is an ordinary websockets client.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+
+import pytest
+
+from conftest import join, receive_json, round_trip
+
+MASK = bytes([0x37, 0xFA, 0x21, 0x3D])
+
+
+def client_frame(first_byte: int, payload: bytes, masked: bool = True) -> bytes:
+    """Encode one client-to-server frame (RFC 6455 5.2)."""
+    length = len(payload)
+    if length < 126:
+        header = bytes([first_byte, length | (0x80 if masked else 0)])
+    elif length < 65536:
+        header = bytes([first_byte, 126 | (0x80 if masked else 0)]) + length.to_bytes(2, "big")
+    else:
+        header = bytes([first_byte, 127 | (0x80 if masked else 0)]) + length.to_bytes(8, "big")
+    if not masked:
+        return header + payload
+    return header + MASK + bytes(byte ^ MASK[index % 4] for index, byte in enumerate(payload))
+
+
+BINARY, TEXT_START, CONTINUATION_END, BINARY_START = 0x82, 0x01, 0x80, 0x02
+
+
+async def raw_client(running):
+    """Open /ws by hand and read the 101; return the streams."""
+    reader, writer = await asyncio.open_connection(running.host, running.port)
+    writer.write(
+        (
+            f"GET /ws HTTP/1.1\r\nHost: {running.host}:{running.port}\r\nUpgrade: websocket\r\n"
+            "Connection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n"
+        ).encode()
+    )
+    head = await reader.readuntil(b"\r\n\r\n")
+    assert head.startswith(b"HTTP/1.1 101")
+    return reader, writer
+
+
+async def expect_close(reader, writer, code: int) -> None:
+    """Read the server's close frame, check its code, and answer it as a client does."""
+    first, payload = await asyncio.wait_for(read_server_frame(reader), 5)
+    assert (first, int.from_bytes(payload[:2], "big")) == (0x88, code)
+    writer.write(client_frame(0x88, payload[:2]))
+    writer.close()
+
+
+async def read_server_frame(reader) -> tuple[int, bytes]:
+    """Read one unmasked server frame: its first byte and payload."""
+    first, second = await reader.readexactly(2)
+    length = second & 0x7F
+    if length == 126:
+        length = int.from_bytes(await reader.readexactly(2), "big")
+    elif length == 127:
+        length = int.from_bytes(await reader.readexactly(8), "big")
+    return first, await reader.readexactly(length)
+
+
+@pytest.fixture
+async def raw_pair(server):
+    """A raw client paired with a websockets client."""
+    reader, writer = await raw_client(server)
+    assert await read_server_frame(reader) == (0x81, b'{"type": "waiting"}')
+    partner, told = await join(server)
+    assert told == {"type": "connected"}
+    assert await read_server_frame(reader) == (0x81, b'{"type": "connected"}')
+    yield reader, writer, partner
+    writer.close()
+    await partner.close()
+
+
+async def test_frames_split_across_packets_are_relayed_whole(raw_pair):
+    """A frame that arrives a few bytes at a time is relayed once it is complete, byte for byte."""
+    reader, writer, partner = raw_pair
+    payloads = [os.urandom(size) for size in (1920, 120, 125, 126, 65535)]
+    for payload in payloads:
+        encoded = client_frame(BINARY, payload)
+        for cut in range(0, len(encoded), 7):
+            writer.write(encoded[cut : cut + 7])
+            await writer.drain()
+    for payload in payloads:
+        assert await asyncio.wait_for(partner.recv(), 5) == payload
+
+
+async def test_frames_batched_in_one_packet_are_all_relayed_in_order(raw_pair):
+    """Many frames in one write, control messages between them: every one is handled, in order."""
+    reader, writer, partner = raw_pair
+    frames = [client_frame(BINARY, bytes([index]) * 200) for index in range(20)]
+    ping = client_frame(TEXT_START | 0x80, json.dumps({"type": "ping", "t": 7}).encode())
+    writer.write(b"".join(frames[:10]) + ping + b"".join(frames[10:]))
+    await writer.drain()
+    for index in range(20):
+        assert await asyncio.wait_for(partner.recv(), 5) == bytes([index]) * 200
+    assert await read_server_frame(reader) == (0x81, b'{"type": "pong", "t": 7}')
+
+
+async def test_fragmented_binary_message_is_relayed_whole(raw_pair):
+    """A binary message in two fragments reaches the partner as one message."""
+    reader, writer, partner = raw_pair
+    writer.write(client_frame(BINARY_START, b"first half, ") + client_frame(CONTINUATION_END, b"second half"))
+    await writer.drain()
+    assert await asyncio.wait_for(partner.recv(), 5) == b"first half, second half"
+
+
+async def test_binary_frame_inside_a_fragmented_text_message_is_a_protocol_error(raw_pair):
+    """A new message before the last one ended breaks RFC 6455: that client is closed with 1002, nothing relayed."""
+    reader, writer, partner = raw_pair
+    writer.write(client_frame(TEXT_START, b'{"type": ') + client_frame(BINARY, b"sneaked in"))
+    await writer.drain()
+    await expect_close(reader, writer, 1002)
+    assert await receive_json(partner) == {"type": "disconnected"}
+    assert await round_trip(partner) == []
+
+
+async def test_unmasked_frame_is_a_protocol_error(raw_pair):
+    """Clients must mask their frames: an unmasked one closes that client with 1002."""
+    reader, writer, partner = raw_pair
+    writer.write(client_frame(BINARY, b"in the clear", masked=False))
+    await writer.drain()
+    await expect_close(reader, writer, 1002)
+    assert await receive_json(partner) == {"type": "disconnected"}
+
+
+async def test_oversize_frame_announced_in_its_header_closes_with_1009(raw_pair):
+    """A header announcing more than 64 KiB is refused before the payload is waited for."""
+    reader, writer, partner = raw_pair
+    writer.write(bytes([BINARY, 127 | 0x80]) + (1 << 40).to_bytes(8, "big") + MASK)
+    await writer.drain()
+    await expect_close(reader, writer, 1009)
+    assert await receive_json(partner) == {"type": "disconnected"}
