@@ -83,9 +83,9 @@ SOCKET_SEND_BUFFER = 8 * 1024
 SOCKET_RECEIVE_BUFFER = 16 * 1024
 # A partner that has not been able to take audio for this long is gone.
 STALL_TIMEOUT = 5.0
-# One core relays about 200 calls (20,000 frames a second; see README.md):
-# past that, admit nobody rather than make every call late.
-MAX_CLIENTS = 400
+# One core relays about 400 calls (40,000 frames a second at about 22 us
+# each; see README.md): past that, admit nobody rather than make every call late.
+MAX_CLIENTS = 800
 
 WAITING = json.dumps({"type": "waiting"})
 CONNECTED = json.dumps({"type": "connected"})
