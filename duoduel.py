@@ -25,7 +25,7 @@ import struct
 import sys
 import urllib.parse
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from http import HTTPStatus
 from pathlib import Path
@@ -487,7 +487,7 @@ def resolve_static(static_dir: Path, url_path: str) -> Path | None:
     return target
 
 
-def make_process_request(lobby: Lobby, config: Config):
+def make_process_request(lobby: Lobby, config: Config) -> Callable[[ServerConnection, Request], Response | None]:
     """Build the HTTP hook: serve pages, /healthz and /metrics, and guard /ws."""
 
     def process_request(connection: ServerConnection, request: Request) -> Response | None:
