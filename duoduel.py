@@ -303,7 +303,8 @@ class RelayConnection(ServerConnection):
         available = len(buffer) - start
         if available < 2:
             return None
-        head, length = buffer[start], buffer[start + 1] & 0x7F
+        head, second = buffer[start], buffer[start + 1]
+        length = second & 0x7F
         offset = start + 2
         if length == 126:
             if available < 4:
@@ -315,7 +316,7 @@ class RelayConnection(ServerConnection):
                 return None
             length = int.from_bytes(buffer[offset : offset + 8], "big")
             offset += 8
-        if length > MAX_MESSAGE_BYTES or not buffer[start + 1] & 0x80:
+        if length > MAX_MESSAGE_BYTES or not second & 0x80:
             self.framing = False  # oversize or unmasked: websockets fails the connection
             return start
         end = offset + 4 + length
@@ -325,9 +326,7 @@ class RelayConnection(ServerConnection):
         # 0x82: FIN, no reserved bits, binary; and not inside a fragmented
         # message, where websockets must see it to reject it.
         if head == 0x82 and client is not None and not self.fragmented and self.protocol.state is State.OPEN:
-            if too_many_messages(client):
-                close_soon(self.lobby, client, 1008, "too many messages", "rate")
-            else:
+            if not flooding(self.lobby, client):
                 relay(self.lobby, client, apply_mask(buffer[offset + 4 : end], buffer[offset : offset + 4]))
             return end
         if head & 0x0F in (0x0, 0x1, 0x2):  # a data frame: the message goes on unless FIN is set
@@ -392,17 +391,18 @@ async def control(lobby: Lobby, client: Client, text: str) -> None:
         send_error(client, f"unknown message type {kind[:40]!r}")
 
 
-def too_many_messages(client: Client) -> bool:
-    """Count a message; tell whether the client sends far faster than audio needs."""
+def flooding(lobby: Lobby, client: Client) -> bool:
+    """Count a message; if the client sends far faster than audio needs, start closing it and say so."""
     client.messages += 1
     if client.messages <= MAX_MESSAGES_PER_SECOND:
         return False
     # Only every MAX_MESSAGES_PER_SECOND messages: look at the clock.
     now = asyncio.get_running_loop().time()
-    if now - client.window_start < 1.0:
-        return True
-    client.messages, client.window_start = 0, now
-    return False
+    if now - client.window_start >= 1.0:
+        client.messages, client.window_start = 0, now
+        return False
+    close_soon(lobby, client, 1008, "too many messages", "rate")
+    return True
 
 
 # The connection handler.
@@ -425,9 +425,9 @@ async def handler(websocket: RelayConnection, lobby: Lobby) -> None:
     websocket.lobby, websocket.client = lobby, client  # from now on, audio goes straight to relay()
     try:
         async for message in websocket:
-            if too_many_messages(client):
-                close_soon(lobby, client, 1008, "too many messages", "rate")
-            elif isinstance(message, str):
+            if flooding(lobby, client):
+                continue
+            if isinstance(message, str):
                 await control(lobby, client, message)
             else:
                 relay(lobby, client, message)  # a fragmented binary message: rare, but audio all the same
