@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import email.utils
 import errno
 import hashlib
@@ -25,21 +26,17 @@ import struct
 import sys
 import urllib.parse
 from collections import Counter
-from collections.abc import Callable, Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass, field
 from http import HTTPStatus
 from pathlib import Path
 
-from websockets.asyncio.server import ServerConnection, serve
+from websockets.asyncio.server import Server, ServerConnection, broadcast, serve
 from websockets.datastructures import Headers
 from websockets.exceptions import ConnectionClosed
 from websockets.http11 import Request, Response
 from websockets.protocol import State
-
-try:
-    from websockets.speedups import apply_mask
-except ImportError:  # websockets built without its C extension
-    from websockets.utils import apply_mask
+from websockets.version import version as websockets_version
 
 __all__ = ["Config", "Lobby", "main", "make_server", "run"]
 
@@ -70,6 +67,7 @@ SAFE_HOST = re.compile(r"[A-Za-z0-9.\-]+(:[0-9]{1,5})?|\[[0-9A-Fa-f:.]+\](:[0-9]
 # Audio frames are 20 ms: a few hundred bytes of Opus, 1920 bytes of PCM16 at
 # 48 kHz. Anything near this limit is not audio; websockets closes with 1009.
 MAX_MESSAGE_BYTES = 64 * 1024
+# Defaults of the Config fields of the same names.
 # An audio client sends 50 frames a second plus a ping every few seconds.
 MAX_MESSAGES_PER_SECOND = 250
 # Drop audio for a partner whose unsent backlog exceeds this many frames
@@ -126,20 +124,9 @@ class Metrics:
     closes: Counter[str] = field(default_factory=Counter)
 
 
-@dataclass
-class Lobby:
-    """Who is connected, who waits (one slot per room; None is the lobby), who talks."""
-
-    lock: asyncio.Lock = field(default_factory=asyncio.Lock)
-    waiting: dict[str | None, Client] = field(default_factory=dict)
-    rooms: dict[str, set[Client]] = field(default_factory=dict)
-    clients: set[Client] = field(default_factory=set)
-    metrics: Metrics = field(default_factory=Metrics)
-
-
 @dataclass(frozen=True)
 class Config:
-    """What the command line decides."""
+    """What the command line decides, and the relay's tunables."""
 
     host: str = "localhost"
     port: int = 8080
@@ -148,41 +135,42 @@ class Config:
     allowed_origins: frozenset[str] = frozenset()
     max_clients: int = MAX_CLIENTS
     handshake_timeout: float = 10.0
+    max_messages_per_second: int = MAX_MESSAGES_PER_SECOND
+    audio_backlog_frames: int = AUDIO_BACKLOG_FRAMES
+    stall_timeout: float = STALL_TIMEOUT
+    socket_send_buffer: int = SOCKET_SEND_BUFFER
+    socket_receive_buffer: int = SOCKET_RECEIVE_BUFFER
+    # "auto": cut audio frames from the byte stream ourselves if the start-up
+    # self-check passes, else websockets' public API alone; "public": always the latter.
+    relay_route: str = "auto"
+
+
+@dataclass
+class Lobby:
+    """Who is connected, who waits (one slot per room; None is the lobby), who talks."""
+
+    config: Config = field(default_factory=Config)
+    lock: asyncio.Lock = field(default_factory=asyncio.Lock)
+    waiting: dict[str | None, Client] = field(default_factory=dict)
+    rooms: dict[str, set[Client]] = field(default_factory=dict)
+    clients: set[Client] = field(default_factory=set)
+    metrics: Metrics = field(default_factory=Metrics)
 
 
 # Sending.
 
 
-def send_now(websocket: ServerConnection, message: str | bytes) -> bool:
-    """Queue one message on the socket at once; return False if it is closing.
+def send_now(websocket: ServerConnection, message: str) -> None:
+    """Queue a control message on the socket at once; nothing if it is closing.
 
     websockets' send() waits for a slow reader to drain its buffer. Nothing
     here may wait for another client: a frozen partner would stall its sender,
     and pairing sends under the lobby lock so that notices keep their order.
+    websockets' broadcast() writes at once and skips a connection that is not
+    open: exactly this, through its public API. (Audio goes out through
+    send_frame(), below.)
     """
-    if websocket.protocol.state is not State.OPEN:
-        return False
-    if isinstance(message, str):
-        websocket.protocol.send_text(message.encode())
-        websocket.send_data()
-    else:
-        # A server's frames are unmasked: the header is all the framing there is.
-        websocket.transport.write(binary_header(len(message)) + message)
-    return True
-
-
-def binary_header(length: int) -> bytes:
-    """The RFC 6455 header of a final, unmasked binary frame of this length."""
-    if length < 126:
-        return SHORT_HEADER(0x82, length)
-    if length < 65536:
-        return MEDIUM_HEADER(0x82, 126, length)
-    return LONG_HEADER(0x82, 127, length)
-
-
-SHORT_HEADER = struct.Struct("!BB").pack
-MEDIUM_HEADER = struct.Struct("!BBH").pack
-LONG_HEADER = struct.Struct("!BBQ").pack
+    broadcast((websocket,), message)
 
 
 def send_error(client: Client, reason: str) -> None:
@@ -259,94 +247,28 @@ def where(client: Client) -> str:
     return "" if client.room is None else f" in room {client.room}"
 
 
-# The relay's hot path: no await, no task switch, no logging, no lock.
-
-
-class RelayConnection(ServerConnection):
-    """A connection that relays complete binary frames straight from the socket.
-
-    websockets parses frames with generators and hands each message to the
-    handler through a queue, a future and a task switch: most of the server's
-    CPU per audio frame. Here each complete, final, masked binary frame goes
-    straight to relay(); every other frame (text, ping, pong, close, fragments,
-    anything odd) is fed whole to websockets, which stays in step because it
-    only ever sees whole frames.
-    """
-
-    lobby: Lobby
-    client: Client | None = None  # both set by the handler once the client has joined
-    framing: bool | None = None  # cut frames here? decided when the first frame bytes arrive
-    pending: bytes = b""  # the start of a frame still incomplete
-    fragmented: bool = False  # websockets is in the middle of a fragmented message
-
-    def data_received(self, data: bytes) -> None:
-        if self.framing is None and self.protocol.state is State.OPEN:
-            # RFC 6455 4.1: a client sends no frame before the server's 101, so
-            # websockets holds no part of one now, unless the client broke that
-            # rule: then it keeps parsing this connection itself.
-            self.framing = not self.protocol.reader.buffer
-        if not self.framing:
-            return super().data_received(data)
-        buffer = self.pending + data if self.pending else data
-        start = 0
-        while self.framing and (end := self.cut_frame(buffer, start)) is not None:
-            start = end
-        rest = buffer[start:]
-        if self.framing:
-            self.pending = rest
-        elif rest:  # cut_frame gave up: websockets takes the rest, and fails the connection
-            self.pending = b""
-            super().data_received(rest)
-
-    def cut_frame(self, buffer: bytes, start: int) -> int | None:
-        """Handle the frame at buffer[start:]; return where it ends, or None if it is incomplete."""
-        available = len(buffer) - start
-        if available < 2:
-            return None
-        head, second = buffer[start], buffer[start + 1]
-        length = second & 0x7F
-        offset = start + 2
-        if length == 126:
-            if available < 4:
-                return None
-            length = int.from_bytes(buffer[offset : offset + 2], "big")
-            offset += 2
-        elif length == 127:
-            if available < 10:
-                return None
-            length = int.from_bytes(buffer[offset : offset + 8], "big")
-            offset += 8
-        if length > MAX_MESSAGE_BYTES or not second & 0x80:
-            self.framing = False  # oversize or unmasked: websockets fails the connection
-            return start
-        end = offset + 4 + length
-        if len(buffer) < end:
-            return None
-        client = self.client
-        # 0x82: FIN, no reserved bits, binary; and not inside a fragmented
-        # message, where websockets must see it to reject it.
-        if head == 0x82 and client is not None and not self.fragmented and self.protocol.state is State.OPEN:
-            if not flooding(self.lobby, client):
-                relay(self.lobby, client, apply_mask(buffer[offset + 4 : end], buffer[offset : offset + 4]))
-            return end
-        if head & 0x0F in (0x0, 0x1, 0x2):  # a data frame: the message goes on unless FIN is set
-            self.fragmented = not head & 0x80
-        super().data_received(buffer[start:end])
-        return end
+# The relay: an audio frame from one client to whoever listens to it. No await,
+# no task switch, no logging, no lock, and no copy of the frame but the one that
+# goes on the wire. Both routes below hand every binary frame to relay().
 
 
 def relay(lobby: Lobby, client: Client, frame: bytes) -> None:
-    """Forward an audio frame to the partner, or drop it if the partner lags behind."""
+    """Forward an audio frame to the partner, if the client has one."""
     partner = client.partner
-    if partner is None:
-        return
-    websocket = partner.websocket
-    if websocket.transport.get_write_buffer_size() > AUDIO_BACKLOG_FRAMES * len(frame):
-        drop(lobby, partner)
-    elif send_now(websocket, frame):
-        partner.stalled_since = None
-        lobby.metrics.frames_relayed += 1
-        lobby.metrics.bytes_relayed += len(frame)
+    if partner is not None:
+        deliver(lobby, partner, frame)
+
+
+def deliver(lobby: Lobby, receiver: Client, frame: bytes) -> None:
+    """Send an audio frame to one receiver, or drop it if the receiver lags behind."""
+    websocket = receiver.websocket
+    if websocket.wire.get_write_buffer_size() > lobby.config.audio_backlog_frames * len(frame):
+        drop(lobby, receiver)
+    elif websocket.send_frame(frame):
+        receiver.stalled_since = None
+        metrics = lobby.metrics
+        metrics.frames_relayed += 1
+        metrics.bytes_relayed += len(frame)
 
 
 def drop(lobby: Lobby, receiver: Client) -> None:
@@ -355,8 +277,290 @@ def drop(lobby: Lobby, receiver: Client) -> None:
     now = asyncio.get_running_loop().time()
     if receiver.stalled_since is None:
         receiver.stalled_since = now
-    elif now - receiver.stalled_since > STALL_TIMEOUT:
+    elif now - receiver.stalled_since > lobby.config.stall_timeout:
         close_soon(lobby, receiver, 1011, "receiver stalled", "stalled")
+
+
+# Reading a client's frame header (RFC 6455 5.2): a pure function, tested
+# without a socket in tests/test_frame_header.py.
+
+FrameHeader = tuple[bool, int, int, int]
+"""(fin, opcode, payload length, header size) of a masked client frame.
+
+A plain tuple: it is made once per audio frame, and a NamedTuple costs three
+times as much to make. The masking key is the last 4 bytes of the header.
+"""
+
+
+@dataclass(frozen=True)
+class Refusal:
+    """A header no client may send: the close code RFC 6455 gives it, and why."""
+
+    code: int
+    reason: str
+
+
+def read_header(data: bytes, start: int = 0, max_length: int = MAX_MESSAGE_BYTES) -> FrameHeader | Refusal | None:
+    """Read the header of the client frame at data[start:]; None if more bytes are needed.
+
+    Refuses, as soon as the bytes present tell, reserved bits (no extension is
+    ever agreed), unknown opcodes, unmasked frames, fragmented or long control
+    frames, and payloads over max_length.
+    """
+    available = len(data) - start
+    if available < 2:
+        return None
+    first = data[start]
+    second = data[start + 1]
+    opcode = first & 0x0F
+    length = second & 0x7F
+    if first & 0x70:
+        return Refusal(1002, "reserved bits set, but no extension was agreed")
+    if opcode > 2 and not 8 <= opcode <= 10:
+        return Refusal(1002, f"unknown opcode {opcode}")
+    if not second & 0x80:
+        return Refusal(1002, "unmasked frame from a client")
+    if opcode >= 8 and (length > 125 or first < 128):
+        return Refusal(1002, "control frame fragmented or over 125 bytes")
+    if length < 126:
+        size = 6
+    elif length == 126:
+        if available < 4:
+            return None
+        length = data[start + 2] << 8 | data[start + 3]
+        size = 8
+    else:
+        if available < 10:
+            return None
+        length = int.from_bytes(data[start + 2 : start + 10], "big")
+        if length >> 63:
+            return Refusal(1002, "payload length with its most significant bit set")
+        size = 14
+    if length > max_length:
+        return Refusal(1009, f"frame of {length} bytes, over the limit of {max_length}")
+    if available < size:
+        return None
+    return (first > 127, opcode, length, size)
+
+
+# The public route: websockets' documented API alone.
+
+
+class RelayConnection(ServerConnection):
+    """A connection that relays audio through websockets' public API: the public route.
+
+    Every message comes out of websockets' parser into the handler's `async
+    for`, which hands binary ones to relay(); audio goes out with broadcast(),
+    which never waits. Slower than the fast route, just as safe: the backlog
+    drop, the stall close, the rate and size limits all hold.
+    """
+
+    wire: asyncio.Transport
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        # asyncio hands every protocol its transport here: keep it under our own
+        # name for the backlog check, whatever websockets calls its copy.
+        self.wire = transport  # type: ignore[assignment]
+        super().connection_made(transport)
+
+    def start_relay(self, lobby: Lobby, client: Client) -> None:
+        """From now on the client's audio goes to relay(): here, through the handler's loop."""
+
+    def send_frame(self, frame: bytes) -> bool:
+        """Queue an audio frame at once; return False if the connection is closing."""
+        if self.state is not State.OPEN:
+            return False
+        broadcast((self,), frame)
+        return True
+
+
+# ---------------------------------------------------------------------------
+# websockets internals. Everything duoduel uses of websockets that websockets
+# does not document is in this section, and only the fast route uses it:
+#
+# 1. apply_mask (websockets.speedups, or websockets.utils without the C
+#    extension) unmasks a payload.
+# 2. Connection.data_received: websockets' asyncio connection is the asyncio
+#    Protocol that parses the byte stream. CuttingConnection overrides it, keeps
+#    the complete final binary frames, and passes every other frame on whole to
+#    super().data_received(), which parses it as if it had read it itself.
+# 3. protocol.reader.buffer holds the start of a frame websockets has not
+#    parsed yet; it must be empty when we start cutting, or we would cut
+#    mid-frame.
+# 4. protocol.state, the sans-I/O state under the public websocket.state
+#    property: read directly, once per read for the sender and once per frame
+#    for the receiver, to relay nothing to or from a closing connection.
+# 5. Writing a whole frame with a header of our own straight to the transport.
+#    Safe because websockets too writes only whole frames, duoduel never sends
+#    a fragmented message, and compression is off.
+# 6. The fragmented flag mirrors websockets' parser: "inside a fragmented
+#    message", from the data frames we pass on. A binary frame inside one must
+#    reach websockets, which refuses it (RFC 6455 5.4).
+#
+# check_fast_route() exercises all of them through a real connection on
+# loopback at start-up; if anything fails, duoduel logs one warning and takes
+# the public route (RelayConnection) instead.
+# ---------------------------------------------------------------------------
+
+try:
+    from websockets.speedups import apply_mask
+except ImportError:  # websockets built without its C extension
+    try:
+        from websockets.utils import apply_mask
+    except ImportError:
+        apply_mask = None  # the self-check then chooses the public route
+
+# A server's frames are unmasked: the header is all the framing there is.
+SHORT_HEADERS = [bytes((0x82, length)) for length in range(126)]  # an Opus frame's, ready-made
+MEDIUM_HEADER = struct.Struct("!BBH").pack
+LONG_HEADER = struct.Struct("!BBQ").pack
+
+
+def binary_header(length: int) -> bytes:
+    """The RFC 6455 header of a final, unmasked binary frame of this length."""
+    if length < 126:
+        return SHORT_HEADERS[length]
+    if length < 65536:
+        return MEDIUM_HEADER(0x82, 126, length)
+    return LONG_HEADER(0x82, 127, length)
+
+
+class CuttingConnection(RelayConnection):
+    """A connection that cuts complete binary frames from the byte stream itself: the fast route.
+
+    websockets parses frames with generators and hands each message to the
+    handler through a queue, a future and a task switch: most of the server's
+    CPU per audio frame. Here each complete, final, masked binary frame goes
+    straight to relay(); every other frame (text, ping, pong, close, fragments)
+    is fed whole to websockets, which stays in step because it only ever sees
+    whole frames. read_header() reads headers; this class is the state machine.
+    """
+
+    lobby: Lobby
+    client: Client | None = None  # set by start_relay()
+    cutting: bool | None = None  # decided when the first bytes after the handshake arrive
+    pending: bytes = b""  # the start of a frame still incomplete
+    fragmented: bool = False  # websockets is inside a fragmented message
+
+    def start_relay(self, lobby: Lobby, client: Client) -> None:
+        """From now on, the client's complete audio frames go straight from the socket to relay()."""
+        self.lobby, self.client = lobby, client
+
+    def send_frame(self, frame: bytes) -> bool:
+        """Queue an audio frame at once; return False if the connection is closing."""
+        if self.protocol.state is not State.OPEN:
+            return False
+        length = len(frame)
+        self.wire.write((SHORT_HEADERS[length] if length < 126 else binary_header(length)) + frame)
+        return True
+
+    def data_received(self, data: bytes) -> None:
+        if not self.cutting:
+            if self.cutting is False or self.protocol.state is not State.OPEN:
+                return super().data_received(data)
+            # RFC 6455 4.1: a client sends no frame before the server's 101, so
+            # websockets holds no part of one now, unless the client broke that
+            # rule: then websockets keeps parsing this connection itself.
+            self.cutting = not self.protocol.reader.buffer
+            if not self.cutting:
+                return super().data_received(data)
+        if self.pending:
+            data, self.pending = self.pending + data, b""
+        client = self.client
+        # The state changes during this call only through what we feed websockets.
+        relaying = client is not None and self.protocol.state is State.OPEN
+        start, size_of_data = 0, len(data)
+        while start < size_of_data:
+            header = read_header(data, start)
+            if header is None:
+                self.pending = data[start:]
+                return
+            if type(header) is Refusal:
+                # websockets fails the connection with the right close code.
+                self.cutting = False
+                return super().data_received(data[start:])
+            fin, opcode, length, size = header
+            end = start + size + length
+            if end > size_of_data:
+                self.pending = data[start:]
+                return
+            if opcode == 2 and fin and relaying and not self.fragmented:
+                payload = start + size
+                if not flooding(self.lobby, client):
+                    relay(self.lobby, client, apply_mask(data[payload:end], data[payload - 4 : payload]))
+            else:
+                if opcode < 3:  # a data frame: its message goes on unless FIN is set
+                    self.fragmented = not fin
+                super().data_received(data if end - start == size_of_data else data[start:end])
+                relaying = client is not None and self.protocol.state is State.OPEN
+            start = end
+
+
+async def check_fast_route() -> str | None:
+    """Relay frames through a CuttingConnection on loopback; return what went wrong, or None.
+
+    One client is its own partner. Two binary frames (7-bit and 16-bit lengths)
+    must come back whole through relay(), and a text frame between them must
+    reach the handler through websockets and be answered with send_now().
+    """
+    if apply_mask is None:
+        return "websockets has no apply_mask"
+    lobby = Lobby()
+
+    async def echo(websocket: CuttingConnection) -> None:
+        client = Client(websocket, None, "self-check")
+        client.partner = client
+        websocket.start_relay(lobby, client)
+        async for message in websocket:
+            if isinstance(message, str):
+                send_now(websocket, message)
+
+    short, medium, text = bytes(range(120)), bytes(range(256)) * 2, b'{"type": "ping"}'
+    try:
+        async with asyncio.timeout(5), serve(
+            echo, "127.0.0.1", 0, create_connection=CuttingConnection, compression=None, max_size=MAX_MESSAGE_BYTES
+        ) as server:
+            reader, writer = await asyncio.open_connection(*server.sockets[0].getsockname()[:2])
+            try:
+                writer.write(
+                    b"GET / HTTP/1.1\r\nHost: localhost\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+                    b"Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n"
+                )
+                if not (await reader.readuntil(b"\r\n\r\n")).startswith(b"HTTP/1.1 101"):
+                    return "the handshake failed"
+                writer.write(masked_frame(0x82, short) + masked_frame(0x81, text) + masked_frame(0x82, medium))
+                got = [await read_frame(reader) for _ in range(3)]
+                writer.write(masked_frame(0x88, (1000).to_bytes(2, "big")))
+                if await read_frame(reader) != (0x88, (1000).to_bytes(2, "big")):
+                    return "the close handshake failed"
+            finally:
+                writer.close()
+    except Exception as exc:  # anything at all: the fast route is not for this websockets
+        return f"{exc.__class__.__name__}: {exc}"
+    if [frame for frame in got if frame[0] == 0x82] != [(0x82, short), (0x82, medium)] or (0x81, text) not in got:
+        return "frames came back wrong"
+    if lobby.metrics.frames_relayed != 2:
+        return "audio did not take the fast route"
+    return None
+
+
+def masked_frame(first: int, payload: bytes, mask: bytes = b"\x5a\xc3\x0f\x96") -> bytes:
+    """Encode a client's frame (RFC 6455 5.2), masked without apply_mask, for the self-check."""
+    length = len(payload)
+    size = bytes((length,)) if length < 126 else bytes((126,)) + length.to_bytes(2, "big")
+    return bytes((first, 0x80 | size[0])) + size[1:] + mask + bytes(b ^ mask[i % 4] for i, b in enumerate(payload))
+
+
+async def read_frame(reader: asyncio.StreamReader) -> tuple[int, bytes]:
+    """Read one unmasked server frame: its first byte and payload."""
+    first, second = await reader.readexactly(2)
+    length = second & 0x7F
+    if length >= 126:
+        length = int.from_bytes(await reader.readexactly(2 if length == 126 else 8), "big")
+    return first, await reader.readexactly(length)
+
+
+# End of the websockets internals.
 
 
 def close_soon(lobby: Lobby, client: Client, code: int, reason: str, label: str) -> None:
@@ -394,9 +598,9 @@ async def control(lobby: Lobby, client: Client, text: str) -> None:
 def flooding(lobby: Lobby, client: Client) -> bool:
     """Count a message; if the client sends far faster than audio needs, start closing it and say so."""
     client.messages += 1
-    if client.messages <= MAX_MESSAGES_PER_SECOND:
+    if client.messages <= lobby.config.max_messages_per_second:
         return False
-    # Only every MAX_MESSAGES_PER_SECOND messages: look at the clock.
+    # Only every max_messages_per_second messages: look at the clock.
     now = asyncio.get_running_loop().time()
     if now - client.window_start >= 1.0:
         client.messages, client.window_start = 0, now
@@ -412,7 +616,6 @@ async def handler(websocket: RelayConnection, lobby: Lobby) -> None:
     """Handle a connection from a page: pair it, then relay and obey it until it leaves."""
     room = room_of(websocket.request.path)
     client = Client(websocket, room, websocket.id.hex[:8], window_start=asyncio.get_running_loop().time())
-    limit_kernel_buffers(websocket)
     address = websocket.remote_address[0] if websocket.remote_address else "?"
     log.info("%s connected from %s%s", client.name, address, where(client))
     if not await join(lobby, client):
@@ -422,15 +625,15 @@ async def handler(websocket: RelayConnection, lobby: Lobby) -> None:
         await websocket.close(1008, "room full")
         return
     lobby.metrics.connections += 1
-    websocket.lobby, websocket.client = lobby, client  # from now on, audio goes straight to relay()
+    websocket.start_relay(lobby, client)  # from now on, every audio frame from the client goes to relay()
     try:
-        async for message in websocket:
+        async for message in websocket:  # control messages; audio too on the public route, or if fragmented
             if flooding(lobby, client):
                 continue
             if isinstance(message, str):
                 await control(lobby, client, message)
             else:
-                relay(lobby, client, message)  # a fragmented binary message: rare, but audio all the same
+                relay(lobby, client, message)
     except ConnectionClosed:
         pass
     finally:
@@ -439,12 +642,17 @@ async def handler(websocket: RelayConnection, lobby: Lobby) -> None:
         log.info("%s disconnected (%s)", client.name, code)
 
 
-def limit_kernel_buffers(websocket: ServerConnection) -> None:
-    """Keep the kernel from buffering seconds of audio, either way."""
-    sock = websocket.transport.get_extra_info("socket")
-    if sock is not None:
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, SOCKET_SEND_BUFFER)
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, SOCKET_RECEIVE_BUFFER)
+def limit_kernel_buffers(listener: socket.socket, config: Config) -> None:
+    """Keep the kernel from buffering seconds of audio, either way, on every connection accepted.
+
+    Set on the listening socket, before any connection: accepted sockets inherit
+    both sizes, so the window a connection advertises never shrinks. Shrinking
+    SO_RCVBUF on an established connection instead (issue 10) made Linux drop
+    data already in flight beyond the new window; a client flooding right
+    after it was paired was then never read again, nor closed, in 7 of 12 runs.
+    """
+    listener.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, config.socket_send_buffer)
+    listener.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, config.socket_receive_buffer)
 
 
 def room_of(path: str) -> str | None:
@@ -639,10 +847,12 @@ def metrics_text(lobby: Lobby) -> str:
 # Start-up and shutdown.
 
 
-def make_server(config: Config) -> serve:
-    """Build the server (an async context manager), with a lobby of its own."""
-    lobby = Lobby()
-    return serve(
+@contextlib.asynccontextmanager
+async def make_server(config: Config) -> AsyncIterator[Server]:
+    """Serve while in the context, with a lobby of its own, on the relay route the self-check allows."""
+    lobby = Lobby(config)
+    connection = await choose_route(config)
+    async with serve(
         lambda websocket: handler(websocket, lobby),
         config.host,
         config.port,
@@ -654,8 +864,28 @@ def make_server(config: Config) -> serve:
         close_timeout=3,
         ping_interval=20,
         ping_timeout=20,
-        create_connection=RelayConnection,
-    )
+        create_connection=connection,
+    ) as server:
+        for listener in server.sockets:
+            limit_kernel_buffers(listener, config)
+        yield server
+
+
+async def choose_route(config: Config) -> type[RelayConnection]:
+    """The fast route if the configuration allows it and the self-check passes; else the public route."""
+    if config.relay_route == "public":
+        log.info("relay route: websockets' public API (as configured)")
+        return RelayConnection
+    problem = await check_fast_route()
+    if problem is not None:
+        log.warning(
+            "websockets %s failed duoduel's self-check (%s): relaying through its public API instead, "
+            "slower but correct. Install the websockets version in requirements.txt for the fast route.",
+            websockets_version, problem,
+        )
+        return RelayConnection
+    log.info("relay route: frames cut from the byte stream (self-check passed)")
+    return CuttingConnection
 
 
 async def run(config: Config) -> None:
