@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """Load generator for the duoduel relay: N lobby pairs exchange timestamped binary frames.
 
-usage: python bench/relay.py (--url ws://127.0.0.1:PORT/ws --server-pid PID | --spawn-server [--server-args "..."])
+usage: python bench/relay.py (--url ws://127.0.0.1:PORT/ws --server-pid PID | --spawn-server [--server PATH] [--server-args "..."])
                              --pairs N --seconds T [--frame-bytes 1920] [--rate 50] [--procs P] [--cpu 1]
 
 Prints one JSON object of measured figures. Every frame is a frame.js header followed by a payload whose first
@@ -493,7 +493,8 @@ if __name__ == "__main__":
     parser.add_argument("--server-pid", type=int, help="server process to read /proc figures from")
     parser.add_argument("--spawn-server", action="store_true", help="start the server on core 0 and a free port")
     parser.add_argument("--server-args", default="", help="extra arguments for the spawned server")
-    parser.add_argument("--server-script", type=Path, default=SERVER_SCRIPT, help=argparse.SUPPRESS)
+    parser.add_argument("--server", dest="server_script", type=Path, default=SERVER_SCRIPT, metavar="PATH",
+                        help="duoduel.py to spawn (default: this checkout's); another commit's, to compare in one run")
     args = parser.parse_args()
     if not BENCH.size <= args.frame_bytes <= 65535 - HEADER.size or args.pairs < 1 or args.seconds <= 0 or args.rate <= 0:
         parser.error(f"need {BENCH.size} <= --frame-bytes <= {65535 - HEADER.size}, --pairs >= 1, --seconds > 0, --rate > 0")

@@ -1,6 +1,7 @@
-"""The relay cuts audio frames from the byte stream itself: whatever the packets, frames arrive whole and in order.
+"""Whatever the packets, frames arrive whole and in order, and a broken frame closes only its sender: on both routes.
 
-A raw TCP client writes WebSocket frames byte for byte as it likes; its partner is an ordinary websockets client.
+A raw TCP client writes WebSocket frames byte for byte as it likes; its partner is an ordinary websockets client. Every
+test runs on the fast route (frames cut from the byte stream by duoduel) and on the public route (websockets alone).
 """
 
 from __future__ import annotations
@@ -11,7 +12,10 @@ import os
 
 import pytest
 
+import duoduel
 from conftest import join, receive_json, round_trip
+
+pytestmark = pytest.mark.relay
 
 MASK = bytes([0x37, 0xFA, 0x21, 0x3D])
 
@@ -31,6 +35,12 @@ def client_frame(first_byte: int, payload: bytes, masked: bool = True) -> bytes:
 
 
 BINARY, TEXT_START, CONTINUATION_END, BINARY_START = 0x82, 0x01, 0x80, 0x02
+
+
+@pytest.fixture(params=["auto", "public"])
+def config(request) -> duoduel.Config:
+    """Both relay routes: "auto" cuts frames itself (its self-check passes here), "public" leaves them to websockets."""
+    return duoduel.Config(host="127.0.0.1", port=0, relay_route=request.param)
 
 
 async def raw_client(running):
@@ -138,3 +148,52 @@ async def test_oversize_frame_announced_in_its_header_closes_with_1009(raw_pair)
     await writer.drain()
     await expect_close(reader, writer, 1009)
     assert await receive_json(partner) == {"type": "disconnected"}
+
+
+async def test_frame_split_inside_its_extended_length_is_relayed_whole(raw_pair):
+    """A header cut between the two bytes of its 16-bit length, then again inside the masking key: one frame arrives."""
+    reader, writer, partner = raw_pair
+    payload = os.urandom(1920)
+    encoded = client_frame(BINARY, payload)
+    for piece in (encoded[:3], encoded[3:6], encoded[6:]):
+        writer.write(piece)
+        await writer.drain()
+        await asyncio.sleep(0.01)  # let the server read each piece on its own
+    assert await asyncio.wait_for(partner.recv(), 5) == payload
+
+
+async def test_audio_sent_before_the_handshake_completes_is_a_protocol_violation_handled_by_websockets(server):
+    """Frames written before the 101 (RFC 6455 4.1 forbids it) are parsed by websockets alone, and still relayed."""
+    partner, told = await join(server)
+    assert told == {"type": "waiting"}
+    reader, writer = await asyncio.open_connection(server.host, server.port)
+    writer.write(
+        (
+            f"GET /ws HTTP/1.1\r\nHost: {server.host}:{server.port}\r\nUpgrade: websocket\r\n"
+            "Connection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n"
+        ).encode()
+        + client_frame(BINARY, b"too early")[:5]
+    )
+    await writer.drain()
+    assert (await reader.readuntil(b"\r\n\r\n")).startswith(b"HTTP/1.1 101")
+    assert await read_server_frame(reader) == (0x81, b'{"type": "connected"}')
+    assert await receive_json(partner) == {"type": "connected"}
+    writer.write(client_frame(BINARY, b"too early")[5:] + client_frame(BINARY, b"and after"))
+    await writer.drain()
+    assert await asyncio.wait_for(partner.recv(), 5) == b"too early"
+    assert await asyncio.wait_for(partner.recv(), 5) == b"and after"
+    writer.close()
+    await partner.close()
+
+
+async def test_binary_flood_on_the_fast_path_closes_with_1008(raw_pair, config):
+    """Complete binary frames far faster than audio: the sender is closed with 1008, its partner told."""
+    reader, writer, partner = raw_pair
+    writer.write(client_frame(BINARY, bytes(120)) * (2 * config.max_messages_per_second))
+    await writer.drain()
+    await expect_close(reader, writer, 1008)
+    relayed = 0
+    while isinstance(message := await asyncio.wait_for(partner.recv(), 5), bytes):
+        relayed += 1
+    assert json.loads(message) == {"type": "disconnected"}
+    assert relayed <= config.max_messages_per_second + 1

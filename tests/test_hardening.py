@@ -4,18 +4,29 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import json
 import re
 import socket
+import time
 
 import pytest
 from websockets.asyncio.client import connect
 from websockets.exceptions import ConnectionClosed, InvalidStatus
+from websockets.sync.client import connect as sync_connect
 
 import duoduel
 from conftest import health, http_request, join, join_pair, receive_json, round_trip, running_server, settle
 
+pytestmark = pytest.mark.relay
+
 FRAME = bytes(1920)  # 20 ms of PCM16 at 48 kHz
+
+
+@pytest.fixture(params=["auto", "public"])
+def config(request) -> duoduel.Config:
+    """Both relay routes: "auto" cuts frames itself (its self-check passes here), "public" leaves them to websockets."""
+    return duoduel.Config(host="127.0.0.1", port=0, relay_route=request.param)
 
 
 async def metric(running, name: str) -> float:
@@ -71,8 +82,14 @@ async def test_frozen_receiver_neither_stalls_its_sender_nor_piles_up_audio(serv
     await receiver.close()
 
 
-async def test_partner_stalled_for_seconds_is_closed_and_its_partner_told(server):
-    """A receiver that takes nothing for several seconds is closed; the sender learns the call ended."""
+async def test_partner_stalled_for_the_stall_timeout_is_closed_and_its_partner_told(config):
+    """A receiver that takes nothing for the stall timeout (5 s by default) is closed; the sender learns the call ended."""
+    async with running_server(dataclasses.replace(config, stall_timeout=0.5)) as server:
+        await stalled_receiver_is_closed(server)
+
+
+async def stalled_receiver_is_closed(server) -> None:
+    """Talk to a frozen receiver until the server gives up on it."""
     sender, receiver = await frozen_pair(server)
 
     async def talk():
@@ -82,7 +99,7 @@ async def test_partner_stalled_for_seconds_is_closed_and_its_partner_told(server
 
     talking = asyncio.create_task(talk())
     try:
-        told = await receive_json(sender, timeout=duoduel.STALL_TIMEOUT + 5)
+        told = await receive_json(sender, timeout=5)
     finally:
         talking.cancel()
     assert told == {"type": "disconnected"}
@@ -129,7 +146,7 @@ async def test_largest_allowed_message_is_relayed(server):
     await second.close()
 
 
-async def test_flooding_client_is_closed_with_1008(server):
+async def test_flooding_client_is_closed_with_1008(server, config):
     """Far more messages a second than audio needs closes that client, not its partner's connection."""
     first, second = await join_pair(server)
 
@@ -140,7 +157,7 @@ async def test_flooding_client_is_closed_with_1008(server):
 
     reading = asyncio.create_task(read_everything())
     with contextlib.suppress(ConnectionClosed):
-        for _ in range(5 * duoduel.MAX_MESSAGES_PER_SECOND):
+        for _ in range(5 * config.max_messages_per_second):
             await first.send(json.dumps({"type": "ping", "t": 0}))
     await asyncio.wait_for(reading, 5)
     assert first.close_code == 1008 and first.close_reason == "too many messages"
@@ -260,3 +277,38 @@ async def test_metrics_count_connections_pairs_frames_and_bytes(server):
     assert await metric(server, 'rejections_total{reason="not_found"}') == 1
     await first.close()
     await second.close()
+
+
+def flood_once_paired(url: str) -> int | str:
+    """Join, and once paired send 1,920-byte frames as fast as the socket takes them; say how it ended.
+
+    A blocking client in a thread of its own, as another program on the network would be.
+    """
+    with sync_connect(url, close_timeout=1) as websocket:
+        if json.loads(websocket.recv(timeout=5)) != {"type": "connected"}:
+            return "not paired"
+        websocket.socket.settimeout(3)  # a send blocked this long: the server stopped reading us
+        deadline = time.monotonic() + 5
+        try:
+            while time.monotonic() < deadline:
+                websocket.send(FRAME)
+        except ConnectionClosed as closed:
+            return closed.rcvd.code if closed.rcvd is not None else "closed without a close frame"
+        except TimeoutError:
+            return "a send blocked for 3 s: the server stopped reading"
+        return "still open after 5 s of flooding"
+
+
+async def test_flood_right_after_pairing_is_closed_with_1008_every_time(server):
+    """Issue 10: a client flooding right after it was paired was, in 7 of 12 runs, never read again nor closed.
+
+    The receive buffer was shrunk on the established socket; now the listening socket sets it. Twenty runs in a row.
+    """
+    for attempt in range(20):
+        waiter, told = await join(server)
+        assert told == {"type": "waiting"}
+        outcome = await asyncio.to_thread(flood_once_paired, server.ws_url())
+        waiter.transport.abort()  # it read nothing of the flood: no close handshake to wait for
+        assert outcome == 1008, f"run {attempt + 1}: {outcome}"
+        await settle(server, clients=0)
+
