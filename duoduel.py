@@ -384,16 +384,13 @@ class RelayConnection(ServerConnection):
 #    Protocol that parses the byte stream. CuttingConnection overrides it, keeps
 #    the complete final binary frames, and passes every other frame on whole to
 #    super().data_received(), which parses it as if it had read it itself.
-# 3. protocol.reader.buffer holds the start of a frame websockets has not
-#    parsed yet; it must be empty when we start cutting, or we would cut
-#    mid-frame.
-# 4. protocol.state, the sans-I/O state under the public websocket.state
+# 3. protocol.state, the sans-I/O state under the public websocket.state
 #    property: read directly, once per read for the sender and once per frame
 #    for the receiver, to relay nothing to or from a closing connection.
-# 5. Writing a whole frame with a header of our own straight to the transport.
+# 4. Writing a whole frame with a header of our own straight to the transport.
 #    Safe because websockets too writes only whole frames, duoduel never sends
 #    a fragmented message, and compression is off.
-# 6. The fragmented flag mirrors websockets' parser: "inside a fragmented
+# 5. The fragmented flag mirrors websockets' parser: "inside a fragmented
 #    message", from the data frames we pass on. A binary frame inside one must
 #    reach websockets, which refuses it (RFC 6455 5.4).
 #
@@ -441,6 +438,8 @@ class CuttingConnection(RelayConnection):
     cutting: bool | None = None  # decided when the first bytes after the handshake arrive
     pending: bytes = b""  # the start of a frame still incomplete
     fragmented: bool = False  # websockets is inside a fragmented message
+    request_tail: bytes = b""  # the last bytes of the request so far, to find its end across reads
+    early: bool | None = None  # None until the request's end is seen; then, did bytes follow it?
 
     def start_relay(self, lobby: Lobby, client: Client) -> None:
         """From now on, the client's complete audio frames go straight from the socket to relay()."""
@@ -456,12 +455,15 @@ class CuttingConnection(RelayConnection):
 
     def data_received(self, data: bytes) -> None:
         if not self.cutting:
-            if self.cutting is False or self.protocol.state is not State.OPEN:
-                return super().data_received(data)
-            # RFC 6455 4.1: a client sends no frame before the server's 101, so
-            # websockets holds no part of one now, unless the client broke that
-            # rule: then websockets keeps parsing this connection itself.
-            self.cutting = not self.protocol.reader.buffer
+            if self.cutting is None:
+                if self.state is State.CONNECTING:
+                    self.watch_request(data)
+                else:
+                    # RFC 6455 4.1: a client sends no frame before the server's
+                    # 101. One that did may have had part of a frame parsed by
+                    # websockets already: then websockets parses this connection
+                    # alone, since we cannot tell where its next frame starts.
+                    self.cutting = self.early is False
             if not self.cutting:
                 return super().data_received(data)
         if self.pending:
@@ -494,6 +496,18 @@ class CuttingConnection(RelayConnection):
                 super().data_received(data if end - start == size_of_data else data[start:end])
                 relaying = client is not None and self.protocol.state is State.OPEN
             start = end
+
+    def watch_request(self, data: bytes) -> None:
+        """Before the 101: note whether any byte follows the end of the HTTP request."""
+        if self.early is not None:
+            self.early = True
+            return
+        seen = self.request_tail + data
+        end = seen.find(b"\r\n\r\n")  # websockets requires CRLF: the first empty line ends the headers
+        if end < 0:
+            self.request_tail = seen[-3:]
+        else:
+            self.early = end + 4 < len(seen)
 
 
 async def check_fast_route() -> str | None:

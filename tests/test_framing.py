@@ -20,7 +20,7 @@ pytestmark = pytest.mark.relay
 MASK = bytes([0x37, 0xFA, 0x21, 0x3D])
 
 
-def client_frame(first_byte: int, payload: bytes, masked: bool = True) -> bytes:
+def client_frame(first_byte: int, payload: bytes, masked: bool = True, mask: bytes = MASK) -> bytes:
     """Encode one client-to-server frame (RFC 6455 5.2)."""
     length = len(payload)
     if length < 126:
@@ -31,7 +31,7 @@ def client_frame(first_byte: int, payload: bytes, masked: bool = True) -> bytes:
         header = bytes([first_byte, 127 | (0x80 if masked else 0)]) + length.to_bytes(8, "big")
     if not masked:
         return header + payload
-    return header + MASK + bytes(byte ^ MASK[index % 4] for index, byte in enumerate(payload))
+    return header + mask + bytes(byte ^ mask[index % 4] for index, byte in enumerate(payload))
 
 
 BINARY, TEXT_START, CONTINUATION_END, BINARY_START = 0x82, 0x01, 0x80, 0x02
@@ -162,23 +162,27 @@ async def test_frame_split_inside_its_extended_length_is_relayed_whole(raw_pair)
     assert await asyncio.wait_for(partner.recv(), 5) == payload
 
 
-async def test_audio_sent_before_the_handshake_completes_is_a_protocol_violation_handled_by_websockets(server):
-    """Frames written before the 101 (RFC 6455 4.1 forbids it) are parsed by websockets alone, and still relayed."""
+@pytest.mark.parametrize("early", [2, 5, 6], ids=["header", "header and part of the key", "header and key"])
+async def test_audio_sent_before_the_handshake_completes_is_parsed_by_websockets_alone(server, early):
+    """Bytes of a frame written before the 101 (RFC 6455 4.1 forbids it): that connection is parsed by websockets alone,
+    whatever part of the frame it had consumed, and its audio still arrives whole."""
     partner, told = await join(server)
     assert told == {"type": "waiting"}
+    # A masking key that reads as a binary frame's header: cutting from the wrong byte would relay garbage.
+    early_frame = client_frame(BINARY, b"too early", mask=bytes([0x82, 0x85, 0x01, 0x02]))
     reader, writer = await asyncio.open_connection(server.host, server.port)
     writer.write(
         (
             f"GET /ws HTTP/1.1\r\nHost: {server.host}:{server.port}\r\nUpgrade: websocket\r\n"
             "Connection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n"
         ).encode()
-        + client_frame(BINARY, b"too early")[:5]
+        + early_frame[:early]
     )
     await writer.drain()
     assert (await reader.readuntil(b"\r\n\r\n")).startswith(b"HTTP/1.1 101")
     assert await read_server_frame(reader) == (0x81, b'{"type": "connected"}')
     assert await receive_json(partner) == {"type": "connected"}
-    writer.write(client_frame(BINARY, b"too early")[5:] + client_frame(BINARY, b"and after"))
+    writer.write(early_frame[early:] + client_frame(BINARY, b"and after"))
     await writer.drain()
     assert await asyncio.wait_for(partner.recv(), 5) == b"too early"
     assert await asyncio.wait_for(partner.recv(), 5) == b"and after"
