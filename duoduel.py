@@ -30,6 +30,7 @@ from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass, field
 from http import HTTPStatus
 from pathlib import Path
+from typing import Literal
 
 from websockets.asyncio.server import Server, ServerConnection, broadcast, serve
 from websockets.datastructures import Headers
@@ -142,7 +143,7 @@ class Config:
     socket_receive_buffer: int = SOCKET_RECEIVE_BUFFER
     # "auto": cut audio frames from the byte stream ourselves if the start-up
     # self-check passes, else websockets' public API alone; "public": always the latter.
-    relay_route: str = "auto"
+    relay_route: Literal["auto", "public"] = "auto"
 
 
 @dataclass
@@ -248,8 +249,8 @@ def where(client: Client) -> str:
 
 
 # The relay: an audio frame from one client to whoever listens to it. No await,
-# no task switch, no logging, no lock, and no copy of the frame but the one that
-# goes on the wire. Both routes below hand every binary frame to relay().
+# no task switch, no logging, no lock; nothing allocated but the unmasked frame
+# and the bytes written. Both routes below hand every binary frame to relay().
 
 
 def relay(lobby: Lobby, client: Client, frame: bytes) -> None:
@@ -279,6 +280,15 @@ def drop(lobby: Lobby, receiver: Client) -> None:
         receiver.stalled_since = now
     elif now - receiver.stalled_since > lobby.config.stall_timeout:
         close_soon(lobby, receiver, 1011, "receiver stalled", "stalled")
+
+
+def close_soon(lobby: Lobby, client: Client, code: int, reason: str, label: str) -> None:
+    """Start closing a client without waiting for its close handshake (it may never read it)."""
+    if client.closing is not None:
+        return
+    lobby.metrics.closes[label] += 1
+    log.info("%s closed: %s", client.name, reason)
+    client.closing = asyncio.create_task(client.websocket.close(code, reason))
 
 
 # Reading a client's frame header (RFC 6455 5.2): a pure function, tested
@@ -577,15 +587,6 @@ async def read_frame(reader: asyncio.StreamReader) -> tuple[int, bytes]:
 # End of the websockets internals.
 
 
-def close_soon(lobby: Lobby, client: Client, code: int, reason: str, label: str) -> None:
-    """Start closing a client without waiting for its close handshake (it may never read it)."""
-    if client.closing is not None:
-        return
-    lobby.metrics.closes[label] += 1
-    log.info("%s closed: %s", client.name, reason)
-    client.closing = asyncio.create_task(client.websocket.close(code, reason))
-
-
 # Control messages.
 
 
@@ -865,7 +866,7 @@ def metrics_text(lobby: Lobby) -> str:
 async def make_server(config: Config) -> AsyncIterator[Server]:
     """Serve while in the context, with a lobby of its own, on the relay route the self-check allows."""
     lobby = Lobby(config)
-    connection = await choose_route(config)
+    connection, problem = await choose_route(config)
     async with serve(
         lambda websocket: handler(websocket, lobby),
         config.host,
@@ -882,24 +883,26 @@ async def make_server(config: Config) -> AsyncIterator[Server]:
     ) as server:
         for listener in server.sockets:
             limit_kernel_buffers(listener, config)
+        # Said once listening: a server that cannot start says only why.
+        if problem is not None:
+            log.warning(
+                "websockets %s failed duoduel's self-check (%s): relaying through its public API instead, "
+                "slower but correct. Install the websockets version in requirements.txt for the fast route.",
+                websockets_version, problem,
+            )
+        elif connection is RelayConnection:
+            log.info("relay route: websockets' public API (as configured)")
+        else:
+            log.info("relay route: frames cut from the byte stream (self-check passed)")
         yield server
 
 
-async def choose_route(config: Config) -> type[RelayConnection]:
-    """The fast route if the configuration allows it and the self-check passes; else the public route."""
+async def choose_route(config: Config) -> tuple[type[RelayConnection], str | None]:
+    """The fast route if the configuration allows it and the self-check passes, else the public route; and why not."""
     if config.relay_route == "public":
-        log.info("relay route: websockets' public API (as configured)")
-        return RelayConnection
+        return RelayConnection, None
     problem = await check_fast_route()
-    if problem is not None:
-        log.warning(
-            "websockets %s failed duoduel's self-check (%s): relaying through its public API instead, "
-            "slower but correct. Install the websockets version in requirements.txt for the fast route.",
-            websockets_version, problem,
-        )
-        return RelayConnection
-    log.info("relay route: frames cut from the byte stream (self-check passed)")
-    return CuttingConnection
+    return (RelayConnection, problem) if problem is not None else (CuttingConnection, None)
 
 
 async def run(config: Config) -> None:
