@@ -493,7 +493,7 @@ if __name__ == "__main__":
     parser.add_argument("--server-pid", type=int, help="server process to read /proc figures from")
     parser.add_argument("--spawn-server", action="store_true", help="start the server on core 0 and a free port")
     parser.add_argument("--server-args", default="", help="extra arguments for the spawned server")
-    parser.add_argument("--server", dest="server_script", type=Path, default=SERVER_SCRIPT, metavar="PATH",
+    parser.add_argument("--server", "--server-script", dest="server_script", type=Path, default=SERVER_SCRIPT, metavar="PATH",
                         help="duoduel.py to spawn (default: this checkout's); another commit's, to compare in one run")
     args = parser.parse_args()
     if not BENCH.size <= args.frame_bytes <= 65535 - HEADER.size or args.pairs < 1 or args.seconds <= 0 or args.rate <= 0:
