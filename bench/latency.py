@@ -7,7 +7,7 @@ Each page's fake microphone is a click train (a 10 ms, 1 kHz tick every --period
 of call, for --seconds s, the bench measures per direction and prints one JSON object:
 
   mouth_to_ear_ms   acoustic: each tick's onset as the sender's capture worklet saw it (the frame's
-                    capture time from audio.js + the onset's offset in the frame) -> the same tick's
+                    capture time from capture-clock.js + the onset's offset in the frame) -> the same tick's
                     onset in what the receiver's playback worklet outputs, mapped to the time the output
                     device presents it with AudioContext.getOutputTimestamp(). Includes packetizing into
                     20 ms frames, Opus encode, WebSocket send, the server relay, receive, decode, resampling,
