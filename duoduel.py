@@ -143,8 +143,8 @@ class Metrics:
 class Room:
     """A private room's members in the order they came.
 
-    The tuple is replaced, never changed in place, so that a fan-out may iterate
-    over it while someone joins or leaves.
+    The tuple is replaced, never changed in place: a loop over it (a fan-out)
+    never sees it change under it.
     """
 
     members: tuple[Client, ...] = ()
@@ -306,7 +306,7 @@ def enter_group(lobby: Lobby, room: Room, client: Client) -> None:
     client.slot = next(slot for slot in range(lobby.room_size) if slot not in taken)
     client.label = f"Guest {client.slot + 1}"
     client.group = room
-    log.info("%s has slot %d, %d in the room%s", client.name, client.slot, len(room.members), where(client))
+    log.info("%s joined%s: slot %d, %d there now", client.name, where(client), client.slot, len(room.members))
     send_now(client.websocket, json.dumps({
         "type": "room", "slot": client.slot, "label": client.label, "size": lobby.room_size,
         "members": [{"slot": member.slot, "label": member.label} for member in others],
@@ -764,8 +764,8 @@ def metrics_text(lobby: Lobby) -> str:
         lines.extend(f"duoduel_{name}{labels} {value}" for labels, value in samples)
 
     metric("clients", "gauge", "Connected WebSocket clients.", [("", now["clients"])])
-    metric("waiting", "gauge", "Clients waiting for a partner.", [("", now["waiting"])])
-    metric("pairs", "gauge", "Calls in progress.", [("", now["pairs"])])
+    metric("waiting", "gauge", "Clients waiting alone, in the lobby or in a room.", [("", now["waiting"])])
+    metric("pairs", "gauge", "Two-person calls in progress.", [("", now["pairs"])])
     metric("rooms", "gauge", "Private rooms with someone in them.", [("", now["rooms"])])
     metric("groups", "gauge", "Group rooms with two or more members talking.", [("", now["groups"])])
     metric("group_members", "gauge", "Clients in group rooms with two or more members.", [("", now["group_members"])])
