@@ -2,9 +2,10 @@
 """duoduel: two people open the same page, press Start, and talk.
 
 One websockets server does everything: it serves the page from static/, pairs
-the clients that connect to /ws (or to /ws?room=NAME, a private room) through a
-waiting slot guarded by a lock, and relays their binary audio frames to each
-other. Text frames are JSON control messages; see README.md for the protocol.
+the clients that connect to /ws through a waiting slot guarded by a lock, and
+relays their binary audio frames to each other. A private room (/ws?room=NAME)
+holds up to --room-size people, each hearing all the others. Text frames are
+JSON control messages; see README.md for the protocol.
 """
 
 from __future__ import annotations
@@ -85,11 +86,19 @@ STALL_TIMEOUT = 5.0
 # One core relays about 400 calls (40,000 frames a second at about 22 us
 # each; see README.md): past that, admit nobody rather than make every call late.
 MAX_CLIENTS = 800
+# A private room's people by default. Every member's frame goes to every other
+# member, so a room of K costs K x (K - 1) x 50 deliveries a second, and each
+# page decodes K - 1 streams: keep rooms small. Two is a private call.
+ROOM_SIZE = 8
+MAX_ROOM_SIZE = 16
+# A member's label is shown to the others as text, never as markup.
+MAX_LABEL = 32
 
 WAITING = json.dumps({"type": "waiting"})
 CONNECTED = json.dumps({"type": "connected"})
 DISCONNECTED = json.dumps({"type": "disconnected"})
 ROOM_FULL = json.dumps({"type": "error", "reason": "room full"})
+BAD_LABEL = f"label must be text of 1 to {MAX_LABEL} characters"
 
 log = logging.getLogger("duoduel")
 
@@ -106,6 +115,9 @@ class Client:
     room: str | None
     name: str
     partner: Client | None = None
+    group: Room | None = None  # the group room the client talks in (rooms of more than two)
+    slot: int = 0  # its place in the group room, marked on every frame it sends there
+    label: str = ""
     stalled_since: float | None = None
     closing: asyncio.Task[None] | None = None
     messages: int = 0
@@ -118,11 +130,23 @@ class Metrics:
 
     connections: int = 0
     pairs: int = 0
+    groups: int = 0
     frames_relayed: int = 0
     bytes_relayed: int = 0
     frames_dropped: int = 0
     rejections: Counter[str] = field(default_factory=Counter)
     closes: Counter[str] = field(default_factory=Counter)
+
+
+@dataclass(eq=False)
+class Room:
+    """A private room's members in the order they came.
+
+    The tuple is replaced, never changed in place: a loop over it (a fan-out)
+    never sees it change under it.
+    """
+
+    members: tuple[Client, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -136,6 +160,7 @@ class Config:
     allowed_origins: frozenset[str] = frozenset()
     max_clients: int = MAX_CLIENTS
     handshake_timeout: float = 10.0
+    room_size: int = ROOM_SIZE
     max_messages_per_second: int = MAX_MESSAGES_PER_SECOND
     audio_backlog_frames: int = AUDIO_BACKLOG_FRAMES
     stall_timeout: float = STALL_TIMEOUT
@@ -148,12 +173,16 @@ class Config:
 
 @dataclass
 class Lobby:
-    """Who is connected, who waits (one slot per room; None is the lobby), who talks."""
+    """Who is connected, who waits (one slot per room; None is the lobby), who talks.
+
+    Rooms of size 2 pair their two members as the lobby does; larger ones are
+    group rooms, where everyone hears everyone.
+    """
 
     config: Config = field(default_factory=Config)
     lock: asyncio.Lock = field(default_factory=asyncio.Lock)
     waiting: dict[str | None, Client] = field(default_factory=dict)
-    rooms: dict[str, set[Client]] = field(default_factory=dict)
+    rooms: dict[str, Room] = field(default_factory=dict)
     clients: set[Client] = field(default_factory=set)
     metrics: Metrics = field(default_factory=Metrics)
 
@@ -212,13 +241,18 @@ def unpair(lobby: Lobby, client: Client) -> Client | None:
 async def join(lobby: Lobby, client: Client) -> bool:
     """Enter the client's room (or the lobby); return False if the room is full."""
     async with lobby.lock:
-        if client.room is not None:
-            members = lobby.rooms.setdefault(client.room, set())
-            if len(members) >= 2:
+        if client.room is None:
+            room = None
+        else:
+            room = lobby.rooms.setdefault(client.room, Room())
+            if len(room.members) >= lobby.config.room_size:
                 return False
-            members.add(client)
+            room.members += (client,)
         lobby.clients.add(client)
-        pair_or_wait(lobby, client)
+        if room is not None and lobby.config.room_size > 2:
+            enter_group(lobby, room, client)
+        else:
+            pair_or_wait(lobby, client)
     return True
 
 
@@ -234,13 +268,70 @@ async def leave(lobby: Lobby, client: Client) -> None:
     async with lobby.lock:
         lobby.clients.discard(client)
         partner = unpair(lobby, client)
-        if client.room is not None:
-            members = lobby.rooms.get(client.room, set())
-            members.discard(client)
-            if not members:
-                lobby.rooms.pop(client.room, None)
-            elif partner is not None and partner.websocket.state is State.OPEN:
-                pair_or_wait(lobby, partner)
+        if client.room is None:
+            return
+        room = lobby.rooms[client.room]
+        room.members = tuple(member for member in room.members if member is not client)
+        if not room.members:
+            del lobby.rooms[client.room]
+        if client.group is not None:
+            leave_group(client)
+        elif partner is not None and partner.websocket.state is State.OPEN:
+            pair_or_wait(lobby, partner)
+
+
+# Group rooms: every member hears every other. A member holds a slot, the
+# lowest free one; the server writes it in front of every frame the member
+# sends, so nobody can pass for somebody else. Each member learns of a slot
+# (room or joined) before the first frame marked with it, and of its end (left)
+# after the last one: the notices and the frames share one socket, in order.
+
+
+def enter_group(lobby: Lobby, room: Room, client: Client) -> None:
+    """Give the newcomer (already counted in room) a slot, the member list, and everyone's news."""
+    others = room.members[:-1]
+    taken = {member.slot for member in others}
+    client.slot = next(slot for slot in range(lobby.config.room_size) if slot not in taken)
+    client.label = f"Guest {client.slot + 1}"
+    client.group = room
+    log.info("%s joined%s: slot %d, %d there now", client.name, where(client), client.slot, len(room.members))
+    send_now(client.websocket, json.dumps({
+        "type": "room", "slot": client.slot, "label": client.label, "size": lobby.config.room_size,
+        "members": [{"slot": member.slot, "label": member.label} for member in others],
+    }))
+    joined = json.dumps({"type": "joined", "slot": client.slot, "label": client.label})
+    for member in others:
+        send_now(member.websocket, joined)
+    if not others:
+        send_now(client.websocket, WAITING)
+        return
+    if len(others) == 1:  # the one who waited is in a call now, as in a room of two
+        lobby.metrics.groups += 1
+        send_now(others[0].websocket, CONNECTED)
+    send_now(client.websocket, CONNECTED)
+
+
+def leave_group(client: Client) -> None:
+    """Tell the rest of the client's group room (no longer counting it) that it left."""
+    room, client.group = client.group, None
+    left = json.dumps({"type": "left", "slot": client.slot})
+    for member in room.members:
+        send_now(member.websocket, left)
+    if len(room.members) == 1:  # the last one waits in the room, as after a call of two
+        send_now(room.members[0].websocket, DISCONNECTED)
+        send_now(room.members[0].websocket, WAITING)
+
+
+def set_label(client: Client, label: object) -> None:
+    """Take a member's new label and show it to the whole room, the member included."""
+    if client.group is None:
+        return send_error(client, "label works only in a group room")
+    if not isinstance(label, str) or not 1 <= len(label) <= MAX_LABEL:
+        return send_error(client, BAD_LABEL)
+    client.label = label
+    notice = json.dumps({"type": "label", "slot": client.slot, "label": label})
+    for member in client.group.members:
+        send_now(member.websocket, notice)
 
 
 def where(client: Client) -> str:
@@ -254,7 +345,9 @@ def where(client: Client) -> str:
 
 
 def relay(lobby: Lobby, client: Client, frame: bytes) -> None:
-    """Forward an audio frame to the partner, if the client has one."""
+    """Forward an audio frame to the partner, or to every other member of a group room."""
+    if client.group is not None:
+        return fan_out(lobby, client, frame)
     partner = client.partner
     if partner is not None:
         deliver(lobby, partner, frame)
@@ -270,6 +363,24 @@ def deliver(lobby: Lobby, receiver: Client, frame: bytes) -> None:
         metrics = lobby.metrics
         metrics.frames_relayed += 1
         metrics.bytes_relayed += len(frame)
+
+
+def fan_out(lobby: Lobby, sender: Client, frame: bytes) -> None:
+    """Forward an audio frame, behind its sender's slot, to every other member of its group room.
+
+    The marked frame is built once; deliver() gives each receiver its own
+    backlog check, so one that lags loses its own audio and nobody else's.
+    """
+    members = sender.group.members
+    if len(members) < 2:
+        return
+    marked = SLOT_MARKS[sender.slot] + frame
+    for member in members:
+        if member is not sender:
+            deliver(lobby, member, marked)
+
+
+SLOT_MARKS = [bytes((slot,)) for slot in range(MAX_ROOM_SIZE)]
 
 
 def drop(lobby: Lobby, receiver: Client) -> None:
@@ -599,8 +710,12 @@ async def control(lobby: Lobby, client: Client, text: str) -> None:
     if not isinstance(message, dict) or not isinstance(message.get("type"), str):
         return send_error(client, "expected a JSON object with a string \"type\"")
     kind = message["type"]
-    if kind == "next":
+    if kind == "next" and client.group is not None:
+        send_error(client, "next does nothing in a group room: everyone in it hears you already")
+    elif kind == "next":
         await next_partner(lobby, client)
+    elif kind == "label":
+        set_label(client, message.get("label"))
     elif kind == "ping":
         t = message.get("t")
         if not isinstance(t, (int, float)) or isinstance(t, bool):
@@ -759,12 +874,19 @@ def make_process_request(lobby: Lobby, config: Config) -> Callable[[ServerConnec
 
 
 def census(lobby: Lobby) -> dict[str, int]:
-    """How many clients are connected, waiting and talking, and in how many rooms."""
+    """How many clients are connected, waiting and talking, and in how many rooms.
+
+    A group room's lone member waits, as in a room of two; a group room of two or
+    more is one group call. Room names are secrets: never list them.
+    """
+    grouped = [len(room.members) for room in lobby.rooms.values()] if lobby.config.room_size > 2 else []
     return {
         "clients": len(lobby.clients),
-        "waiting": len(lobby.waiting),
+        "waiting": len(lobby.waiting) + grouped.count(1),
         "pairs": sum(client.partner is not None for client in lobby.clients) // 2,
         "rooms": len(lobby.rooms),
+        "groups": sum(size > 1 for size in grouped),
+        "group_members": sum(size for size in grouped if size > 1),
     }
 
 
@@ -840,13 +962,16 @@ def metrics_text(lobby: Lobby) -> str:
         lines.extend(f"duoduel_{name}{labels} {value}" for labels, value in samples)
 
     metric("clients", "gauge", "Connected WebSocket clients.", [("", now["clients"])])
-    metric("waiting", "gauge", "Clients waiting for a partner.", [("", now["waiting"])])
-    metric("pairs", "gauge", "Calls in progress.", [("", now["pairs"])])
+    metric("waiting", "gauge", "Clients waiting alone, in the lobby or in a room.", [("", now["waiting"])])
+    metric("pairs", "gauge", "Two-person calls in progress.", [("", now["pairs"])])
     metric("rooms", "gauge", "Private rooms with someone in them.", [("", now["rooms"])])
+    metric("groups", "gauge", "Group rooms with two or more members talking.", [("", now["groups"])])
+    metric("group_members", "gauge", "Clients in group rooms with two or more members.", [("", now["group_members"])])
     metric("connections_total", "counter", "WebSocket connections accepted.", [("", m.connections)])
-    metric("pairs_total", "counter", "Calls started.", [("", m.pairs)])
-    metric("frames_relayed_total", "counter", "Audio frames relayed.", [("", m.frames_relayed)])
-    metric("bytes_relayed_total", "counter", "Audio bytes relayed.", [("", m.bytes_relayed)])
+    metric("pairs_total", "counter", "Two-person calls started.", [("", m.pairs)])
+    metric("groups_total", "counter", "Group calls started (a group room reached two members).", [("", m.groups)])
+    metric("frames_relayed_total", "counter", "Audio frames delivered, one per receiver.", [("", m.frames_relayed)])
+    metric("bytes_relayed_total", "counter", "Audio bytes delivered, slot marks included.", [("", m.bytes_relayed)])
     metric("frames_dropped_total", "counter", "Audio frames dropped for slow receivers.", [("", m.frames_dropped)])
     metric(
         "rejections_total", "counter", "HTTP requests and handshakes refused, by reason.",
@@ -940,7 +1065,7 @@ def tls_context(cert: Path, key: Path | None) -> ssl.SSLContext:
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     """Read the command line."""
-    parser = argparse.ArgumentParser(description="duoduel: a two-person voice-chat server.")
+    parser = argparse.ArgumentParser(description="duoduel: a voice-chat server: two people in a call, or a small group in a private room.")
     parser.add_argument("--host", default="localhost", help="address to listen on (default: localhost; 0.0.0.0 for the LAN)")
     parser.add_argument("--port", type=int, default=None, help="port (default: 8080, or 8443 with --https)")
     parser.add_argument("--https", action="store_true", help="serve HTTPS and WSS (needed for the microphone on other machines)")
@@ -949,8 +1074,20 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--static", type=Path, default=STATIC_DIR, help="folder of the page (default: static/ beside duoduel.py)")
     parser.add_argument("--allow-origin", action="append", default=[], metavar="ORIGIN", help="also accept WebSockets from this origin, e.g. https://example.org (repeatable)")
     parser.add_argument("--max-clients", type=int, default=MAX_CLIENTS, help=f"refuse new clients with HTTP 503 past this many (default: {MAX_CLIENTS})")
+    parser.add_argument("--room-size", type=room_size, default=ROOM_SIZE, help=f"people a private room admits, 2 to {MAX_ROOM_SIZE} (default: {ROOM_SIZE}; 2 makes rooms private calls)")
     parser.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"], help="default: info")
     return parser.parse_args(argv)
+
+
+def room_size(text: str) -> int:
+    """Read --room-size: a whole number of people, 2 to MAX_ROOM_SIZE."""
+    try:
+        size = int(text)
+    except ValueError:
+        size = 0
+    if not 2 <= size <= MAX_ROOM_SIZE:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a room size: give a whole number from 2 to {MAX_ROOM_SIZE}")
+    return size
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -977,6 +1114,7 @@ def start(args: argparse.Namespace) -> None:
         tls=tls_context(args.cert, args.key) if args.https else None,
         allowed_origins=frozenset(origin.rstrip("/") for origin in args.allow_origin),
         max_clients=args.max_clients,
+        room_size=args.room_size,
     )
     try:
         import uvloop  # optional: a faster event loop, when installed

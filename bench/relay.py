@@ -1,12 +1,17 @@
 #!/usr/bin/env python3
-"""Load generator for the duoduel relay: N lobby pairs exchange timestamped binary frames.
+"""Load generator for the duoduel relay: N lobby pairs, or N private rooms of K members, exchange timestamped frames.
 
 usage: python bench/relay.py (--url ws://127.0.0.1:PORT/ws --server-pid PID | --spawn-server [--server PATH] [--server-args "..."])
-                             --pairs N --seconds T [--frame-bytes 1920] [--rate 50] [--procs P] [--cpu 1]
+                             (--pairs N | --rooms N [--room-members K] [--frozen F]) --seconds T [--frame-bytes 1920]
+                             [--rate 50] [--procs P] [--cpu 1]
 
 Prints one JSON object of measured figures. Every frame is a frame.js header followed by a payload whose first
 16 bytes are (client id u32, sequence u32, send time u64 = time.monotonic_ns(), system-wide on Linux), so each
-receiver measures relay latency and checks that the frame came from the partner it discovered by a hello frame.
+receiver measures relay latency and checks that the frame came from a partner or room mate it discovered by a hello
+frame; in a group room also that the server's slot mark in front of it is that room mate's. With --rooms, client
+c joins room c // K; with --spawn-server the server gets --room-size K (K = 2: private calls, today's format).
+With --frozen F, F members of each room stop reading and sending once the rooms are formed: the figures are then the
+others', to compare with a run without.
 """
 
 from __future__ import annotations
@@ -32,12 +37,15 @@ class Client:
     """One WebSocket client and what it saw."""
 
     cid: int
+    mates: int = 1  # the others it should hear: its partner, or the rest of its room
+    room: int | None = None  # with --rooms: the room it joins
     ws: Wire | None = None
-    partner: int | None = None
-    settled: asyncio.Event = field(default_factory=asyncio.Event)  # paired (hello received) or failed
+    marked: bool = False  # in a group room: every frame comes behind the sender's slot
+    senders: dict[int | None, int] = field(default_factory=dict)  # slot (None unmarked) -> client id, from hellos
+    settled: asyncio.Event = field(default_factory=asyncio.Event)  # heard every mate's hello, or failed
     sent: int = 0
     received: int = 0
-    last_seq: int = 0
+    last_seq: dict[int | None, int] = field(default_factory=dict)
 
 
 @dataclass
@@ -47,6 +55,7 @@ class Tally:
     connect_failures: dict[str, int] = field(default_factory=dict)
     unpaired: int = 0
     sent: int = 0
+    expected: int = 0
     received: int = 0
     misrouted: int = 0
     out_of_order: int = 0
@@ -77,16 +86,22 @@ def check_loopback(url: str) -> None:
 
 
 def on_binary(c: Client, msg: bytes, now: int, tally: Tally) -> None:
-    """Account one binary frame: the first one is the partner's hello, the rest carry latency samples."""
-    cid, seq, sent_ns = BENCH.unpack_from(msg, HEADER.size)
-    if c.partner is None:
-        c.partner = cid
-        c.settled.set()
-    elif cid != c.partner:
-        tally.misrouted += 1
+    """Account one binary frame: the first from each sender is its hello, the rest carry latency samples."""
+    slot = msg[0] if c.marked else None
+    cid, seq, sent_ns = BENCH.unpack_from(msg, HEADER.size + c.marked)
+    known = c.senders.get(slot)
+    if known is None:
+        if seq or cid == c.cid or (c.room is not None and cid // (c.mates + 1) != c.room):
+            tally.misrouted += 1  # a stranger's frame, or a room mate's behind no hello
+            return
+        c.senders[slot] = cid
+        if len(c.senders) == c.mates:
+            c.settled.set()
+    elif cid != known:
+        tally.misrouted += 1  # another's frame, or a room mate's behind the wrong slot
     elif seq:
-        tally.out_of_order += seq <= c.last_seq
-        c.last_seq = seq
+        tally.out_of_order += seq <= c.last_seq.get(slot, 0)
+        c.last_seq[slot] = seq
         c.received += 1
         tally.latency_ns.append(now - sent_ns)
 
@@ -165,7 +180,9 @@ class Wire(asyncio.Protocol):
         elif opcode == 0x1:
             kind = json.loads(payload).get("type", "?")
             bump(self.tally.texts, kind)
-            if kind == "connected":
+            if kind == "room":
+                self.c.marked = True
+            elif kind in ("connected", "joined"):  # say hello to the partner, or to everyone in the room
                 self.send(0x2, HEADER.pack(1, 0, 0, 48000, time.time() * 1000) + BENCH.pack(self.c.cid, 0, 0))
         elif opcode == 0x8:
             self.close_code = int.from_bytes(payload[:2], "big") if len(payload) >= 2 else 1005
@@ -223,34 +240,54 @@ async def send_frames(c: Client, t0: int, end: int, period: int, phase: int, siz
         deadline += period
 
 
-async def run_worker(first: int, pairs: int, args: argparse.Namespace, pipe) -> Tally:
-    """One generator process: connect its pairs when told, send for the window, drain, report, close."""
+def client_url(c: Client, args: argparse.Namespace) -> str:
+    """The lobby URL, or with --rooms the URL of c's room."""
+    return args.url if c.room is None else f"{args.url}?room={args.room_prefix}{c.room}"
+
+
+def heard_by_all(c: Client, clients: dict[int, Client]) -> bool:
+    """c heard a hello from each of its mates, and each of them heard c's."""
+    return len(c.senders) == c.mates and all(
+        cid in clients and c.cid in clients[cid].senders.values() for cid in c.senders.values()
+    )
+
+
+async def run_worker(first: int, units: int, args: argparse.Namespace, pipe) -> Tally:
+    """One generator process: connect its pairs or rooms when told, send for the window, drain, report, close."""
     tally = Tally()
     await asyncio.to_thread(pipe.recv)  # our turn to connect: the previous process's clients are all paired
-    clients = {first + i: Client(first + i) for i in range(2 * pairs)}
+    size = args.room_members or 2
+    clients = {cid: Client(cid, size - 1, cid // size if args.rooms else None)
+               for cid in range(first, first + size * units)}
     gate = asyncio.Semaphore(HANDSHAKES_IN_FLIGHT)
-    tasks = [asyncio.create_task(open_wire(c, args.url, gate, tally)) for c in clients.values()]
+    tasks = [asyncio.create_task(open_wire(c, client_url(c, args), gate, tally)) for c in clients.values()]
     settles = [asyncio.create_task(c.settled.wait()) for c in clients.values()]
-    await asyncio.wait(settles, timeout=CONNECT_TIMEOUT + 2 * pairs / HANDSHAKES_IN_FLIGHT)
-    ours = [c for c in clients.values() if c.partner in clients and clients[c.partner].partner == c.cid]
+    await asyncio.wait(settles, timeout=CONNECT_TIMEOUT + len(clients) / HANDSHAKES_IN_FLIGHT)
+    ours = [c for c in clients.values() if heard_by_all(c, clients)]
     tally.unpaired = len(clients) - len(ours)
     pipe.send(("ready", len(ours)))
     t0 = await asyncio.to_thread(pipe.recv)
+    # With --frozen F, the last F members of each room stop reading (and sending) for the whole window.
+    frozen = [c for c in ours if c.cid % size >= size - args.frozen]
+    for c in frozen:
+        c.ws.transport.pause_reading()
+    talking = [c for c in ours if c.cid % size < size - args.frozen]
     await asyncio.sleep(max(0, t0 - time.monotonic_ns()) / 1e9)
     cpu0, wall0 = time.process_time(), time.monotonic()
     period, end = round(1e9 / args.rate), t0 + round(args.seconds * 1e9)
-    spread = max(1, 2 * args.pairs)
+    spread = max(1, size * args.units)
     await asyncio.gather(*(send_frames(c, t0, end, period, c.cid * period // spread, args.frame_bytes, tally)
-                           for c in ours))
-    tally.sent = sum(c.sent for c in ours)
+                           for c in talking))
+    tally.sent = sum(c.sent for c in talking)
+    tally.expected = tally.sent * (size - 1 - args.frozen)  # every frame goes to each of the sender's talking mates
     drain_end, last = time.monotonic() + DRAIN_SECONDS, (-1, time.monotonic())
-    while (got := sum(c.received for c in ours)) < tally.sent and time.monotonic() < drain_end:
+    while (got := sum(c.received for c in talking)) < tally.expected and time.monotonic() < drain_end:
         last = (got, time.monotonic()) if got != last[0] else last
         if time.monotonic() - last[1] > 0.5:
             break  # nothing for 500 ms: the rest was dropped, not delayed
         await asyncio.sleep(0.01)
-    tally.received = sum(c.received for c in ours)
-    tally.drained = tally.received >= tally.sent
+    tally.received = sum(c.received for c in talking)
+    tally.drained = tally.received >= tally.expected
     tally.cpu_s, tally.wall_s = time.process_time() - cpu0, time.monotonic() - wall0
     tally.stopping = True
     pipe.send(("result", tally))
@@ -264,7 +301,7 @@ async def run_worker(first: int, pairs: int, args: argparse.Namespace, pipe) -> 
     return tally
 
 
-def worker_main(first: int, pairs: int, args: argparse.Namespace, pipe) -> None:
+def worker_main(first: int, units: int, args: argparse.Namespace, pipe) -> None:
     """Process entry: raise the fd limit, run run_worker on uvloop if installed, report a crash as a result."""
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
@@ -275,7 +312,7 @@ def worker_main(first: int, pairs: int, args: argparse.Namespace, pipe) -> None:
         factory = None
     try:
         with asyncio.Runner(loop_factory=factory) as runner:
-            runner.run(run_worker(first, pairs, args, pipe))
+            runner.run(run_worker(first, units, args, pipe))
     except Exception:
         pipe.send(("error", traceback.format_exc()))
 
@@ -324,8 +361,11 @@ def spawn_server(args: argparse.Namespace) -> tuple[subprocess.Popen, str]:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
+    extra = shlex.split(args.server_args)
+    if args.rooms and not any(arg.startswith("--room-size") for arg in extra):
+        extra += ["--room-size", str(args.room_members)]
     cmd = ["taskset", "-c", "0", sys.executable, str(args.server_script), "--host", "127.0.0.1",
-           "--port", str(port), "--log-level", "warning", *shlex.split(args.server_args)]
+           "--port", str(port), "--log-level", "warning", *extra]
     args.server_log = tempfile.TemporaryFile()
     proc = subprocess.Popen(cmd, stdout=args.server_log, stderr=subprocess.STDOUT)
     for _ in range(100):
@@ -395,21 +435,22 @@ def measure(args: argparse.Namespace, proc: subprocess.Popen | None, pid: int | 
     """Spawn the generator processes, connect them one after another, run the window, and build the report."""
     cpus = set(args.cpu)
     os.sched_setaffinity(0, cpus)  # the children inherit it
-    nprocs = max(1, min(args.procs or len(cpus), args.pairs))
-    shares = [args.pairs // nprocs + (i < args.pairs % nprocs) for i in range(nprocs)]
+    size = args.room_members or 2
+    nprocs = max(1, min(args.procs or len(cpus), args.units))
+    shares = [args.units // nprocs + (i < args.units % nprocs) for i in range(nprocs)]
     ctx, workers = mp.get_context("fork"), []
     for i, share in enumerate(shares):
         here, there = ctx.Pipe()
-        p = ctx.Process(target=worker_main, args=(2 * sum(shares[:i]), share, args, there), daemon=True)
+        p = ctx.Process(target=worker_main, args=(size * sum(shares[:i]), share, args, there), daemon=True)
         p.start()
         workers.append((p, here))
     paired = 0
     for p, pipe in workers:  # one process at a time, so that no pair straddles two processes
         pipe.send("connect")
-        msg = pipe.recv() if pipe.poll(CONNECT_TIMEOUT * 4 + args.pairs / 10) else ("error", "connect timeout")
+        msg = pipe.recv() if pipe.poll(CONNECT_TIMEOUT * 4 + args.units / 10) else ("error", "connect timeout")
         if msg[0] != "ready":
             sys.exit(f"relay.py: generator process failed while connecting: {msg[1]}")
-        paired += msg[1] // 2
+        paired += msg[1] // size
     t0 = time.monotonic_ns() + 500_000_000
     for _, pipe in workers:
         pipe.send(t0)
@@ -436,11 +477,13 @@ def measure(args: argparse.Namespace, proc: subprocess.Popen | None, pid: int | 
     if proc:
         stop_server(proc, args, notes)
     sent, received = sum(t.sent for t in tallies), sum(t.received for t in tallies)
+    expected = sum(t.expected for t in tallies)
     gen = [t.cpu_s / t.wall_s for t in tallies if t.wall_s > args.seconds / 2]
     closed, texts, failures = merge(tallies, "closed_by_server"), merge(tallies, "texts"), merge(tallies, "connect_failures")
     lag = percentiles_ms([x for t in tallies for x in t.lag_ns])
-    if paired < args.pairs:
-        notes.append(f"only {paired} of {args.pairs} pairs formed; unpaired clients: {sum(t.unpaired for t in tallies)}")
+    if paired < args.units:
+        notes.append(f"only {paired} of {args.units} {'rooms' if args.rooms else 'pairs'} formed; "
+                     f"clients without all their mates: {sum(t.unpaired for t in tallies)}")
     if failures:
         notes.append(f"connect failures by kind: {failures}")
     if closed:
@@ -448,7 +491,7 @@ def measure(args: argparse.Namespace, proc: subprocess.Popen | None, pid: int | 
     if texts.get("disconnected") or texts.get("error"):
         notes.append(f"unexpected control messages: {texts}")
     if not all(t.drained for t in tallies):
-        notes.append(f"{sent - received} frames never arrived (server says it dropped {dropped})")
+        notes.append(f"{expected - received} frames never arrived (server says it dropped {dropped})")
     other = busy.get(0, 0) - (cpu or 0) / window
     if other > 0.1:
         notes.append(f"other processes kept core 0 (the server's) ~{other:.0%} busy: server figures are disturbed")
@@ -457,14 +500,19 @@ def measure(args: argparse.Namespace, proc: subprocess.Popen | None, pid: int | 
     if (lag["p99"] or 0) > 1000 / args.rate / 2:
         notes.append(f"sends ran late (p99 {lag['p99']} ms behind deadline): generator or send backpressure")
     return {
-        "pairs": paired, "pairs_requested": args.pairs, "seconds": args.seconds, "frame_bytes": args.frame_bytes,
+        **({"rooms": paired, "rooms_requested": args.rooms, "room_members": size, "frozen_per_room": args.frozen}
+           if args.rooms else
+           {"pairs": paired, "pairs_requested": args.pairs}),
+        "seconds": args.seconds, "frame_bytes": args.frame_bytes,
         "message_bytes": HEADER.size + args.frame_bytes, "rate": args.rate,
-        "frames_sent": sent, "frames_received": received,
-        "loss": round(1 - received / sent, 6) if sent else None,
+        "frames_sent": sent, "frames_received": received, "frames_received_per_s": round(received / window),
+        "loss": round(1 - received / expected, 6) if expected else None,
         "misrouted": sum(t.misrouted for t in tallies), "out_of_order": sum(t.out_of_order for t in tallies),
         "latency_ms": percentiles_ms([x for t in tallies for x in t.latency_ns]), "send_lag_ms": lag,
         "server_frames_dropped": dropped, "window_s": round(window, 3), "server_cpu_s": round(cpu, 3) if cpu is not None else None,
+        # A relayed frame is a delivered one: in a room of K, each frame sent is relayed K - 1 times.
         "server_cpu_us_per_relayed_frame": round(cpu * 1e6 / received, 2) if cpu is not None and received else None,
+        "server_cpu_us_per_sent_frame": round(cpu * 1e6 / sent, 2) if cpu is not None and sent else None,
         "server_rss_mb": mem["VmRSS"], "server_peak_rss_mb": mem["VmHWM"],
         "generator_cpu": {"procs": len(tallies), "cpus": sorted(cpus), "per_proc": [round(g, 3) for g in gen],
                           "total_cores": round(sum(t.cpu_s for t in tallies) / window, 3)},
@@ -484,7 +532,12 @@ def cpu_list(text: str) -> list[int]:
 if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--url", help="lobby URL, ws://127.0.0.1:PORT/ws (loopback only)")
-    parser.add_argument("--pairs", type=int, required=True)
+    units = parser.add_mutually_exclusive_group(required=True)
+    units.add_argument("--pairs", type=int, help="N pairs in the lobby")
+    units.add_argument("--rooms", type=int, help="N private rooms of --room-members each")
+    parser.add_argument("--room-members", type=int, default=None, help="K members per room with --rooms (default 8)")
+    parser.add_argument("--frozen", type=int, default=0,
+                        help="with --rooms: F members of each room stop reading and sending (the others' figures)")
     parser.add_argument("--seconds", type=float, required=True)
     parser.add_argument("--frame-bytes", type=int, default=1920, help="payload bytes after the 16-byte header")
     parser.add_argument("--rate", type=float, default=50, help="frames per second per client")
@@ -496,8 +549,18 @@ if __name__ == "__main__":
     parser.add_argument("--server", "--server-script", dest="server_script", type=Path, default=SERVER_SCRIPT, metavar="PATH",
                         help="duoduel.py to spawn (default: this checkout's); another commit's, to compare in one run")
     args = parser.parse_args()
-    if not BENCH.size <= args.frame_bytes <= 65535 - HEADER.size or args.pairs < 1 or args.seconds <= 0 or args.rate <= 0:
-        parser.error(f"need {BENCH.size} <= --frame-bytes <= {65535 - HEADER.size}, --pairs >= 1, --seconds > 0, --rate > 0")
+    if args.rooms and args.room_members is None:
+        args.room_members = 8
+    if args.room_members is not None and (not args.rooms or not 2 <= args.room_members <= 255):
+        parser.error("--room-members K goes with --rooms, and 2 <= K <= 255")
+    if args.frozen and (not args.rooms or not 0 < args.frozen <= args.room_members - 2):
+        parser.error("--frozen F goes with --rooms, and leaves at least two members talking")
+    args.units = args.rooms or args.pairs
+    # Names this run's rooms: a server measured again must not put new clients in old rooms.
+    args.room_prefix = f"bench-{os.urandom(4).hex()}-"
+    if not BENCH.size <= args.frame_bytes <= 65535 - HEADER.size or args.units < 1 or args.seconds <= 0 or args.rate <= 0:
+        parser.error(f"need {BENCH.size} <= --frame-bytes <= {65535 - HEADER.size}, --pairs or --rooms >= 1, "
+                     "--seconds > 0, --rate > 0")
     if not args.url and not args.spawn_server:
         parser.error("give --url (and --server-pid) or --spawn-server")
     try:

@@ -14,6 +14,7 @@ from pathlib import Path
 
 import pytest
 
+import duoduel
 from browser import PARTNER_RMS_JS, PARTNER_SAMPLES_JS, dominant_hz, launch_args, missing_browser, write_tone
 
 TONES = {"ann": 440.0, "bob": 660.0, "cyd": 880.0}
@@ -23,6 +24,12 @@ HZ_TOLERANCE = 5.0  # analyser window of 32768 samples: bins of 1.5 Hz at 48 kHz
 TIMEOUT_MS = 15_000  # generous: two or three browsers share a loaded 2-core machine
 
 MISSING = missing_browser()
+
+
+@pytest.fixture
+def config() -> duoduel.Config:
+    """Rooms of two: the page speaks group rooms only once their browser part lands (issue 12)."""
+    return duoduel.Config(host="127.0.0.1", port=0, room_size=2)
 
 
 @pytest.fixture(autouse=True)

@@ -1,4 +1,4 @@
-"""Private rooms: a shared link pairs two people with each other and nobody else."""
+"""Private rooms of two (--room-size 2): a shared link pairs two people with each other and nobody else."""
 
 from __future__ import annotations
 
@@ -8,7 +8,14 @@ import pytest
 from websockets.asyncio.client import connect
 from websockets.exceptions import ConnectionClosed, InvalidStatus
 
+import duoduel
 from conftest import health, http_request, join, join_pair, receive_json, round_trip, settle
+
+
+@pytest.fixture
+def config() -> duoduel.Config:
+    """Rooms of two: a private room is a private call, exactly as before group rooms."""
+    return duoduel.Config(host="127.0.0.1", port=0, room_size=2)
 
 
 async def test_two_people_in_a_room_are_paired_with_each_other(server):
@@ -34,7 +41,7 @@ async def test_rooms_and_the_lobby_never_cross(server):
         assert await second.recv() == f"from {query or 'lobby'}".encode()
     for first, second in pairs.values():
         assert await round_trip(first) == [] and await round_trip(second) == []
-    assert await health(server) == {"up": True, "clients": 6, "waiting": 0, "pairs": 3, "rooms": 2}
+    assert await health(server) == {"up": True, "clients": 6, "waiting": 0, "pairs": 3, "rooms": 2, "groups": 0, "group_members": 0}
     for first, second in pairs.values():
         await first.close()
         await second.close()
