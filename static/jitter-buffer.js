@@ -9,10 +9,20 @@
 // Delay control. For each new frame we know how much was still buffered when it arrived (the "trough")
 // and how late it was compared with the best transit time seen recently (its "lateness"). trough +
 // lateness is the headroom an on-time frame would have found. The buffer keeps that headroom near
-// margin = one render quantum + 1 ms + the peak lateness (which decays slowly), so that the buffered delay
-// right after a frame arrives sits near one frame + margin. Too much headroom (burst, sender clock
-// faster) -> skip ahead in the ring with a short crossfade; too little (sender clock slower) -> replay a
-// few ms with a crossfade. Nothing in pull() allocates.
+// margin = one render quantum + 1 ms + the peak lateness, so that the buffered delay right after a frame
+// arrives sits near one frame + margin. Too much headroom (burst, sender clock faster) -> skip ahead in
+// the ring with a short crossfade; too little (sender clock slower) -> replay a few ms with a crossfade.
+// Nothing in pull() allocates.
+//
+// The peak lateness is held for PEAK_HOLD_MS while jitter keeps coming near it, then decays: jitter's
+// rare worst cases recur every few seconds, and a peak that decays between them costs dropouts.
+// An outage is not jitter. Over TCP a lost segment arrives as a stall and then a burst: no frame for
+// OUTAGE_GAP_MS or more, then everything held at once. Those frames' lateness is the outage's, and if
+// it went into the peak the buffer would keep the whole stall as delay for seconds after it (a 400 ms
+// stall kept the delay near 230 ms, decaying over 8 s). So a frame that would have arrived before the
+// outage ended raises the peak by at most OUTAGE_STEP_MS: a lone stall is skipped with a crossfade and
+// costs at most that for PEAK_HOLD_MS; outages that come more often than that add up, step by step,
+// until the buffer waits them out.
 
 import { CONCEAL_FADE_MS, FRAME_MS, MAX_JITTER_MARGIN_MS, RENDER_QUANTUM } from './constants.js';
 
@@ -25,7 +35,11 @@ const SLOT_CONSUMED = 2; // already moved to the ring (used to tell duplicates f
 
 const SAFETY_MS = 1; // headroom above one render quantum on a perfect network
 const BASELINE_RISE = 0.02; // the transit baseline may rise 2% of elapsed time (sender clock 2% slower)
-const PEAK_DECAY_MS = 4000; // time constant of the lateness peak's decay
+const PEAK_HOLD_MS = 5000; // a lateness peak seen again (within PEAK_REFRESH) is kept this long, then decays
+const PEAK_REFRESH = 0.8;
+const PEAK_DECAY_MS = 4000; // time constant of the lateness peak's decay, once its hold has expired
+const OUTAGE_GAP_MS = 150; // no frame for this long: a stall (retransmission, handover), not jitter
+const OUTAGE_STEP_MS = 10; // one outage raises the lateness peak by at most this much
 const T0_SMOOTHING = 0.3; // EMA weight of the newest headroom measurement
 const DROP_HYSTERESIS_MS = 4;
 const INSERT_HYSTERESIS_MS = 1.5;
@@ -88,6 +102,9 @@ export class JitterBuffer {
   reset() {
     this._clearStream();
     this._peakLateness = 0;
+    this._peakHeldUntil = -Infinity;
+    this._outageEndMs = -Infinity;
+    this._outageCeiling = 0;
     this._arrivalJitter = 0;
     this.received = 0;
     this.lost = 0;
@@ -255,12 +272,26 @@ export class JitterBuffer {
       this._baseline = Math.min(transit, this._baseline + BASELINE_RISE * dt);
       // RFC 3550 interarrival jitter, for the stats.
       this._arrivalJitter += (Math.abs(transit - this._lastTransit) - this._arrivalJitter) / 16;
-      this._peakLateness *= Math.exp(-dt / PEAK_DECAY_MS);
+      const decaying = arrivalMs - Math.max(this._lastArrival, this._peakHeldUntil);
+      if (decaying > 0) this._peakLateness *= Math.exp(-decaying / PEAK_DECAY_MS);
+      if (dt > OUTAGE_GAP_MS) {
+        this._outageEndMs = arrivalMs;
+        this._outageCeiling = this._peakLateness + OUTAGE_STEP_MS;
+      }
     }
     const lateness = transit - this._baseline;
     this._arrivals++;
+    // A frame held up by an outage (it would have arrived before the outage ended) is late because of the
+    // outage, not of jitter: the burst is skipped, and the margin stays where the jitter needs it.
+    const held = arrivalMs - lateness < this._outageEndMs;
+    const counted = held ? Math.min(lateness, this._outageCeiling) : lateness;
     const cap = this._arrivals <= WARMUP_FRAMES ? WARMUP_MAX_LATENESS_MS : MAX_JITTER_MARGIN_MS;
-    if (lateness > this._peakLateness && this._peakLateness < cap) this._peakLateness = Math.min(lateness, cap);
+    // Jitter near the peak keeps it; an outage keeps only the step it added, so that outages coming more
+    // often than PEAK_HOLD_MS add up and are waited for, while a lone one is forgotten.
+    if (held ? counted > this._peakLateness : counted >= PEAK_REFRESH * this._peakLateness) {
+      this._peakHeldUntil = arrivalMs + PEAK_HOLD_MS;
+    }
+    if (counted > this._peakLateness && this._peakLateness < cap) this._peakLateness = Math.min(counted, cap);
     this._lastArrival = Math.max(arrivalMs, this._lastArrival ?? arrivalMs);
     this._lastTransit = transit;
     return lateness;
