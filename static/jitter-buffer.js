@@ -7,7 +7,8 @@
 // replayed back and forth while fading to silence within CONCEAL_FADE_MS).
 //
 // Delay control. For each new frame we know how much was still buffered when it arrived (the "trough")
-// and how late it was compared with the best transit time seen recently (its "lateness"). trough +
+// and how late it was compared with the best transit time seen recently (its "lateness"; the baseline
+// of best transit may rise as fast as the sender's clock is measured to drift, see _trackDrift). trough +
 // lateness is the headroom an on-time frame would have found. The buffer keeps that headroom near
 // margin = one render quantum + 1 ms + the peak lateness, so that the buffered delay right after a frame
 // arrives sits near one frame + margin. Too much headroom (burst, sender clock faster) -> skip ahead in
@@ -35,6 +36,8 @@ const SLOT_CONSUMED = 2; // already moved to the ring (used to tell duplicates f
 
 const SAFETY_MS = 1; // headroom above one render quantum on a perfect network
 const BASELINE_RISE = 0.02; // the transit baseline may rise 2% of elapsed time (sender clock 2% slower)
+const BASELINE_RISE_FLOOR = 0.001; // ... and rises at least 0.1% (ten times a sound card's drift)
+const DRIFT_BLOCK_MS = 2000; // the best transit of each such block, against the last one's, gives the drift
 const PEAK_HOLD_MS = 5000; // a lateness peak seen again (within PEAK_REFRESH) is kept this long, then decays
 const PEAK_REFRESH = 0.8;
 const PEAK_DECAY_MS = 4000; // time constant of the lateness peak's decay, once its hold has expired
@@ -135,6 +138,10 @@ export class JitterBuffer {
     this._arrivals = 0;
     this._lastTransit = 0;
     this._baseline = 0;
+    this._riseRate = BASELINE_RISE; // until the drift is measured
+    this._blockStart = 0;
+    this._blockMin = Infinity;
+    this._previousBlockMin = null;
     this._t0 = null;
     this._cooldown = 0;
     this._dropPending = 0;
@@ -267,9 +274,10 @@ export class JitterBuffer {
     const transit = arrivalMs - ext * this.frameMs;
     if (this._lastArrival === null) {
       this._baseline = transit;
+      this._blockStart = arrivalMs;
     } else {
       const dt = Math.max(0, arrivalMs - this._lastArrival);
-      this._baseline = Math.min(transit, this._baseline + BASELINE_RISE * dt);
+      this._baseline = Math.min(transit, this._baseline + this._riseRate * dt);
       // RFC 3550 interarrival jitter, for the stats.
       this._arrivalJitter += (Math.abs(transit - this._lastTransit) - this._arrivalJitter) / 16;
       const decaying = arrivalMs - Math.max(this._lastArrival, this._peakHeldUntil);
@@ -279,6 +287,7 @@ export class JitterBuffer {
         this._outageCeiling = this._peakLateness + OUTAGE_STEP_MS;
       }
     }
+    this._trackDrift(transit, arrivalMs);
     const lateness = transit - this._baseline;
     this._arrivals++;
     // A frame held up by an outage (it would have arrived before the outage ended) is late because of the
@@ -295,6 +304,24 @@ export class JitterBuffer {
     this._lastArrival = Math.max(arrivalMs, this._lastArrival ?? arrivalMs);
     this._lastTransit = transit;
     return lateness;
+  }
+
+  /**
+   * Let the baseline rise only as fast as the sender's clock is seen to drift. Rising faster (as it did, at
+   * 2% whatever the drift) lifts it above the best transit between two fast frames, which on a jittery
+   * link are rare: every frame then looks less late than it is and the buffer keeps more than it needs
+   * (two jittery legs: the baseline sat 5 to 19 ms above the best transit, the delay 8 ms above need).
+   */
+  _trackDrift(transit, arrivalMs) {
+    this._blockMin = Math.min(this._blockMin, transit);
+    if (arrivalMs - this._blockStart < DRIFT_BLOCK_MS) return;
+    if (this._previousBlockMin !== null) {
+      const slope = (this._blockMin - this._previousBlockMin) / (arrivalMs - this._blockStart);
+      this._riseRate = Math.min(BASELINE_RISE, Math.max(0, slope) + BASELINE_RISE_FLOOR);
+    }
+    this._previousBlockMin = this._blockMin;
+    this._blockMin = Infinity;
+    this._blockStart = arrivalMs;
   }
 
   /** Decide on a drop or an insert from the headroom an on-time frame would have found (ms). */

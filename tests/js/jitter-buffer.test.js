@@ -484,10 +484,9 @@ for (const seed of [1, 2, 3, 4, 5]) {
         worstExcess = Math.max(worstExcess, latency[q] - worstTransit - QUANTUM_MS);
       }
     }
-    // Less than a frame above it. What there is: the controller's tolerance before it skips (4 ms + 10 %
-    // of the peak, 10 ms here) and the transit baseline's allowed rise (2 % of elapsed time, for a sender
-    // clock that runs slow), which makes on-time frames look early until a fast one comes.
-    assert.ok(worstExcess < 20, `a frame played ${worstExcess.toFixed(1)} ms later than it had to`);
+    // What there is above it: 1 ms of safety and the controller's tolerance before it skips (4 ms + 10 %
+    // of the peak, about 10 ms here). A baseline that rises faster than the drift adds 5 to 10 ms more.
+    assert.ok(worstExcess <= 15, `a frame played ${worstExcess.toFixed(1)} ms later than it had to`);
     assert.ok(buffer.stats().delayMs < 100, `delay ${buffer.stats().delayMs} ms`);
   });
 }
