@@ -22,7 +22,7 @@
 // it went into the peak the buffer would keep the whole stall as delay for seconds after it (a 400 ms
 // stall kept the delay near 230 ms, decaying over 8 s). So a frame that would have arrived before the
 // outage ended raises the peak by at most OUTAGE_STEP_MS: a lone stall is skipped with a crossfade and
-// costs at most that for PEAK_HOLD_MS; outages that come more often than that add up, step by step,
+// costs at most that (5 ms) for PEAK_HOLD_MS; outages that come more often than that add up, step by step,
 // until the buffer waits them out.
 
 import { CONCEAL_FADE_MS, FRAME_MS, MAX_JITTER_MARGIN_MS, RENDER_QUANTUM } from './constants.js';
@@ -42,7 +42,7 @@ const PEAK_HOLD_MS = 5000; // a lateness peak seen again (within PEAK_REFRESH) i
 const PEAK_REFRESH = 0.8;
 const PEAK_DECAY_MS = 4000; // time constant of the lateness peak's decay, once its hold has expired
 const OUTAGE_GAP_MS = 150; // no frame for this long: a stall (retransmission, handover), not jitter
-const OUTAGE_STEP_MS = 10; // one outage raises the lateness peak by at most this much
+const OUTAGE_STEP_MS = 5; // one outage raises the lateness peak by at most this much
 const T0_SMOOTHING = 0.3; // EMA weight of the newest headroom measurement
 const DROP_HYSTERESIS_MS = 4;
 const INSERT_HYSTERESIS_MS = 1.5;
