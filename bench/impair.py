@@ -16,10 +16,11 @@ What each direction of the link does to the bytes, in order:
                    once, as after a TCP retransmission.
   rate cap         a chunk takes len * 8 / rate s to cross; one cap per direction, shared by every
                    connection through the proxy, as one access link is.
-  bound            at most max_held_bytes (64 KiB) wait in each direction of a connection. Past that the
-                   proxy stops reading: the sender's kernel buffers fill and its writes block, which is
-                   TCP's own backpressure on a congested link. The proxy's sockets have small kernel
-                   buffers too, so what waits is visible here, not hidden in the kernel.
+  bound            at most max_held_bytes (64 KiB) wait in each direction of a connection (and at most
+                   16 KiB more in asyncio's reader). Past that the proxy stops reading: the sender's
+                   kernel buffers fill and its writes block, which is TCP's own backpressure on a
+                   congested link. The proxy's sockets have small kernel buffers too, so what waits is
+                   visible here, not hidden in the kernel.
 
 As a library (all knobs of a Link may be changed while it runs; the next chunk sees them):
 
@@ -49,6 +50,8 @@ CHUNK_BYTES = 16 * 1024  # most bytes read from a socket at once
 RATE_PIECE_S = 0.005  # with a rate cap, read pieces that take about this long to cross
 MAX_HELD_BYTES = 64 * 1024  # per direction and connection (about 10 s of Opus audio)
 SOCKET_BUFFER = 16 * 1024  # the proxy's kernel buffers (Linux doubles this)
+# asyncio's StreamReader keeps reading into its own buffer until it holds twice its limit: keep that small too.
+READER_LIMIT = SOCKET_BUFFER // 2
 IDLE_POLL_S = 0.05  # how often a stall schedule with no period looks at its knobs again
 
 
@@ -86,7 +89,7 @@ class Pipe:
     src: asyncio.StreamReader
     dst: asyncio.StreamWriter
     max_held: int
-    random: random.Random
+    rng: random.Random
     chunks: collections.deque[tuple[float, bytes]] = field(default_factory=collections.deque)
     held: int = 0
     eof: bool = False
@@ -105,7 +108,7 @@ class Pipe:
                 self.changed.set()
                 return
             link = self.link
-            due = loop.time() + (link.delay_ms + self.random.uniform(0, link.jitter_ms)) / 1000
+            due = loop.time() + (link.delay_ms + self.rng.uniform(0, link.jitter_ms)) / 1000
             # One FIFO per direction: a chunk whose time has come still waits behind the one ahead of it,
             # so order is kept, and a late chunk holds back the rest, as in TCP.
             self.chunks.append((due, data))
@@ -152,14 +155,19 @@ class Connection:
 
     def reset(self) -> None:
         """Close both sides at once with a TCP reset, as a dead network path looks to each end."""
-        for writer in (self.client, self.server):
-            sock = writer.get_extra_info("socket")
-            if sock is not None:
-                with contextlib.suppress(OSError):
-                    sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
-            writer.transport.abort()
+        reset(self.client)
+        reset(self.server)
         for task in self.tasks:
             task.cancel()
+
+
+def reset(writer: asyncio.StreamWriter) -> None:
+    """Close a socket with a TCP reset (SO_LINGER 0), not a FIN."""
+    sock = writer.get_extra_info("socket")
+    if sock is not None:
+        with contextlib.suppress(OSError):
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+    writer.transport.abort()
 
 
 def small_buffers(writer: asyncio.StreamWriter) -> None:
@@ -201,7 +209,7 @@ class Impairment:
         self.down = down if down is not None else Link()
         self.listen = (listen_host, listen_port)
         self.max_held_bytes = max_held_bytes
-        self.random = random.Random(seed)
+        self.rng = random.Random(seed)
         self.connections: set[Connection] = set()
         self.refuse_until = 0.0
         self._server: asyncio.Server | None = None
@@ -233,7 +241,7 @@ class Impairment:
 
     async def start(self) -> None:
         """Listen, and start the stall schedules."""
-        self._server = await asyncio.start_server(self._accept, *self.listen)
+        self._server = await asyncio.start_server(self._accept, *self.listen, limit=READER_LIMIT)
         self._schedules = [asyncio.create_task(stall_schedule(link)) for link in (self.up, self.down)]
 
     async def close(self) -> None:
@@ -258,17 +266,17 @@ class Impairment:
         loop = asyncio.get_running_loop()
         small_buffers(client_writer)
         if loop.time() < self.refuse_until:
-            Connection(client_writer, client_writer).reset()
+            reset(client_writer)
             return
         try:
-            server_reader, server_writer = await asyncio.open_connection(*self.target)
+            server_reader, server_writer = await asyncio.open_connection(*self.target, limit=READER_LIMIT)
         except OSError:
-            Connection(client_writer, client_writer).reset()  # as a refused connection looks
+            reset(client_writer)  # as a refused connection looks
             return
         small_buffers(server_writer)
         pipes = (
-            Pipe(self.up, client_reader, server_writer, self.max_held_bytes, self.random),
-            Pipe(self.down, server_reader, client_writer, self.max_held_bytes, self.random),
+            Pipe(self.up, client_reader, server_writer, self.max_held_bytes, self.rng),
+            Pipe(self.down, server_reader, client_writer, self.max_held_bytes, self.rng),
         )
         connection = Connection(client_writer, server_writer, pipes)
         self.connections.add(connection)
