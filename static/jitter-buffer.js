@@ -309,8 +309,8 @@ export class JitterBuffer {
   /**
    * Let the baseline rise only as fast as the sender's clock is seen to drift. Rising faster (as it did, at
    * 2% whatever the drift) lifts it above the best transit between two fast frames, which on a jittery
-   * link are rare: every frame then looks less late than it is and the buffer keeps more than it needs
-   * (two jittery legs: the baseline sat 5 to 19 ms above the best transit, the delay 8 ms above need).
+   * link are rare: every frame then looks less late than it is, and the buffer inserts delay it does not
+   * need (on two jittery legs the baseline sat 5 to 19 ms above the best transit).
    */
   _trackDrift(transit, arrivalMs) {
     this._blockMin = Math.min(this._blockMin, transit);
