@@ -27,8 +27,10 @@ of call, for --seconds s, the bench measures per direction and prints one JSON o
                     TCP/IP framing excluded.
 
 Both pages run on one machine, so their wall clocks (performance.timeOrigin + performance.now()) agree.
-The bench only observes: it wraps session methods and adds a tap worklet after the playback node
-(loaded from a blob: URL, for which the bench's browser context bypasses the page's CSP); it changes no audio code.
+The bench only observes, through the session's public measuring hook (`session.measure.captured`, `.sent`,
+`.received`, and `session.partnerOutput`, documented in static/audio.js), and a tap worklet after
+`partnerOutput` (loaded from a blob: URL, for which the bench's browser context bypasses the page's CSP); it changes
+no audio code.
 """
 
 from __future__ import annotations
@@ -126,41 +128,28 @@ INSTRUMENT_JS = (
   // Sender: onsets in the captured samples, timed by the capture time audio.js gives their frame.
   const detector = new OnsetDetector(ctx.sampleRate);
   let captured = 0;
-  let lastCaptureTime = NaN;
-  const captureWallTime = s._captureWallTime.bind(s);
-  s._captureWallTime = (time, length) => (lastCaptureTime = captureWallTime(time, length));
-  const onCapture = s._onCapture.bind(s);
-  s._onCapture = (data) => {
-    if (!data || data.type !== 'frame') return onCapture(data);
+  s.measure.captured = (samples, captureTime) => {
     const first = captured;
-    const length = data.samples.length;
     const before = detector.onsets.length;
-    detector.push(data.samples, first);  // before onCapture: it gives the buffer back to the worklet
-    onCapture(data);
-    b.toMain.push({capture: lastCaptureTime, t: wallNow()});
-    captured += length;
+    detector.push(samples, first);
+    b.toMain.push({capture: captureTime, t: wallNow()});
+    captured += samples.length;
     for (const onset of detector.onsets.slice(before)) {
-      b.sentOnsets.push({t: lastCaptureTime + (onset.index - first) / ctx.sampleRate * 1000, peak: onset.peak});
+      b.sentOnsets.push({t: captureTime + (onset.index - first) / ctx.sampleRate * 1000, peak: onset.peak});
     }
   };
 
   // Sender, per frame: when audio.js hands it to the WebSocket, vs its capture time (the encoder's delay).
-  const send = s._send.bind(s);
-  s._send = (frame, captureTime) => {
-    b.sent.push({capture: captureTime, t: wallNow()});
-    return send(frame, captureTime);
-  };
+  s.measure.sent = (frame, captureTime) => b.sent.push({capture: captureTime, t: wallNow()});
 
   // Receiver, per frame: arrival on the main thread vs the capture time in the header.
-  const receive = s.receive.bind(s);
-  s.receive = (buffer) => {
-    if (buffer && buffer.byteLength >= 16) {
+  s.measure.received = (buffer) => {
+    if (buffer.byteLength >= 16) {
       b.frames.push({t: wallNow(), capture: new DataView(buffer).getFloat64(8, true), bytes: buffer.byteLength});
     }
-    return receive(buffer);
   };
 
-  // Receiver, acoustic: onsets in what the playback worklet outputs.
+  // Receiver, acoustic: onsets in what the page plays from its partner.
   const tapUrl = URL.createObjectURL(new Blob([tapSource], {type: 'text/javascript'}));
   await ctx.audioWorklet.addModule(tapUrl);
   const tap = new AudioWorkletNode(ctx, 'bench-tap-processor', {numberOfOutputs: 1, outputChannelCount: [1]});
@@ -174,7 +163,7 @@ INSTRUMENT_JS = (
       peak: event.data.peak,
     });
   };
-  s._playbackNode.connect(tap);
+  s.partnerOutput.connect(tap);
   tap.connect(ctx.destination);  // outputs silence; keeps the tap pulled
 
   // The jitter buffer's own figures, four times a second (the worklet posts them that often).
@@ -182,7 +171,7 @@ INSTRUMENT_JS = (
     const st = s.stats();
     b.stats.push({t: wallNow(), jitterMs: st.jitterMs, outputLatencyMs: st.outputLatencyMs,
       concealed: st.concealedFrames, lost: st.lostFrames, dropped: st.droppedFrames, underruns: st.underruns,
-      partnerCodec: st.partnerCodec, kbpsOut: st.kbpsOut, raw: s._playback});
+      partnerCodec: st.partnerCodec, kbpsOut: st.kbpsOut, raw: st.playback});
   }, 250);
   return {rate: ctx.sampleRate, codec: s.codec, baseLatency: ctx.baseLatency, outputLatency: ctx.outputLatency};
 }"""

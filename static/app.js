@@ -1,9 +1,10 @@
 // duoduel page logic: Start, the WebSocket to the server, the call controls, private rooms.
 //
-// The protocol is in the contract (docs): text frames are JSON control messages, binary frames
+// The protocol is in the README (Protocol): text frames are JSON control messages, binary frames
 // are audio for session.receive(). Everything here runs on the main thread; audio lives in audio.js.
 
 import { startAudio } from './audio.js';
+import { meterValue, mouthToEar } from './figures.js';
 import { qrMatrix, svgElement } from './qr.js';
 import { newRoomName, reconnectDelay, roomFromLocation, roomUrl, wsUrl } from './room.js';
 
@@ -12,7 +13,6 @@ const AUTO_NEXT_MS = 1500; // in the lobby, how long "Partner left" shows before
 const STATS_INTERVAL_MS = 500;
 // Audio frames queued in the socket beyond this are dropped: late audio is worse than lost audio.
 const MAX_BUFFERED_BYTES = 32 * 1024;
-const METER_FLOOR_DB = -60;
 
 const MESSAGES = {
   micBlocked: 'Microphone blocked: allow it in the address bar, then press Start again.',
@@ -327,13 +327,6 @@ async function start() {
 
 // Meters and figures.
 
-/** Map an RMS level (0..1) to the meter on a decibel scale, so speech moves it visibly. */
-function meterValue(level) {
-  if (!(level > 0)) return 0;
-  const db = 20 * Math.log10(level);
-  return Math.min(1, Math.max(0, (db - METER_FLOOR_DB) / -METER_FLOOR_DB));
-}
-
 function drawMeters() {
   if (!session) return;
   const { mic, partner } = session.levels();
@@ -351,17 +344,17 @@ function drawStats() {
     return;
   }
   const s = session.stats();
-  // jitterMs includes the frame now playing, whose filling captureToSendMs (ours, as a stand-in for the partner's)
-  // already counts together with the encoder: count that frame once.
-  const captureToSend = Math.max(s.captureToSendMs, s.frameMs);
-  const mouthToEar = captureToSend + rttMs / 2 + (s.jitterMs - s.frameMs) + s.outputLatencyMs;
+  const estimate = mouthToEar({ ...s, rttMs });
+  // Where the browser's output latency cannot be read safely (Firefox), the estimate stops at our
+  // output node and says so.
+  const toEar = estimate === null ? '–' : `${whole(estimate.ms)} ms${estimate.withOutput ? '' : ' + output device'}`;
   els.stats.textContent = [
     `RTT ${whole(rttMs)} ms`,
     `jitter buffer ${whole(s.jitterMs)} ms`,
     `lost ${whole(s.lostFrames)}`,
     `out ${s.codec} ${whole(s.kbpsOut)} kbit/s`,
     `in ${s.partnerCodec || '–'} ${whole(s.kbpsIn)} kbit/s`,
-    `≈ mouth-to-ear ${rttMs === null ? '–' : whole(mouthToEar)} ms`,
+    `≈ mouth-to-ear ${toEar}`,
   ].join(' · ');
 }
 

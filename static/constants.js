@@ -1,5 +1,5 @@
 // Shared constants for the page, the audio modules and the AudioWorklet processors.
-// The wire format itself is described in the contract (docs) and implemented in frame.js.
+// The wire format itself is described in the README (Protocol) and implemented in frame.js.
 
 /** Duration of one audio frame on the wire, in milliseconds. */
 export const FRAME_MS = 20;
@@ -19,7 +19,7 @@ export const SEQ_MODULO = 65536;
 /** Web Audio render quantum (samples per process() call). */
 export const RENDER_QUANTUM = 128;
 
-/** Opus bitrate for mono speech, bits per second. */
+/** Opus bitrate for mono speech, bits per second, held constant (see encoder.js): 34.4 kbit/s on the wire with the header. */
 export const OPUS_BITRATE = 28000;
 
 /** How often the worklets post levels/stats to the main thread, in seconds. */

@@ -2,7 +2,8 @@
 // arrive over the port; a JitterBuffer turns them into a steady stream of 128-sample quanta.
 //
 // Messages in:  {type: 'frame', seq: 0..65535, samples: Float32Array (at the context rate)}
-//               {type: 'reset'} (new partner)
+//               {type: 'reset'} (the stream starts again)
+//               {type: 'close'} (the partner left: process() returns false and the node can be freed)
 // Messages out: {type: 'stats', rms, ...JitterBuffer stats} every PLAYBACK_STATS_INTERVAL_S
 import { FRAME_MS, PLAYBACK_STATS_INTERVAL_S } from './constants.js';
 import { JitterBuffer } from './jitter-buffer.js';
@@ -15,6 +16,7 @@ class PlaybackProcessor extends AudioWorkletProcessor {
     this._levelSamples = 0;
     this._stats = { type: 'stats' }; // refilled for every post (postMessage copies it)
     this._lastPost = 0;
+    this._open = true;
     this.port.onmessage = (event) => {
       const data = event.data;
       if (!data) return;
@@ -23,11 +25,14 @@ class PlaybackProcessor extends AudioWorkletProcessor {
         this._buffer.push(data.seq, data.samples, currentTime * 1000);
       } else if (data.type === 'reset') {
         this._buffer.reset();
+      } else if (data.type === 'close') {
+        this._open = false;
       }
     };
   }
 
   process(inputs, outputs) {
+    if (!this._open) return false;
     const output = outputs[0];
     if (!output || output.length === 0) return true;
     const channel = output[0];

@@ -1,10 +1,10 @@
 // QR codes for room links: a boolean module matrix and its SVG drawing.
 //
 // The encoder is qrcode-generator 2.0.4 by Kazuhiko Arase (MIT), vendored unchanged from
-// the npm registry as qrcode-generator.js (its ES-module build, dist/qrcode.mjs).
+// the npm registry as vendor/qrcode-generator.js (its ES-module build, dist/qrcode.mjs).
 // It neither evaluates strings nor touches the DOM, so it runs under `script-src 'self'`.
 
-import qrcode from './qrcode-generator.js';
+import qrcode from './vendor/qrcode-generator.js';
 
 export const QUIET_ZONE = 4; // modules of white border that scanners need (ISO/IEC 18004)
 

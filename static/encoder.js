@@ -1,0 +1,222 @@
+// Our side of the call on the wire: captured 20 ms frames -> Opus (WebCodecs) or PCM16 -> binary frames.
+//
+//   const encoder = new FrameEncoder({ contextRate, opusConfig: await chooseOpusConfig(rate), onFrame });
+//   encoder.encode(samples, captureTime);  // every captured frame, muted or not
+//
+// One sequence counter numbers the frames in capture order, muted ones included, so the partner's
+// jitter buffer sees a gap in time, not a burst of late frames, when we unmute. The same counter is the
+// Opus input's media timestamp, which is how an encoded chunk finds its frame again.
+import { CODEC_OPUS, CODEC_PCM16, FRAME_MS, OPUS_BITRATE } from './constants.js';
+import { encodeFrame } from './frame.js';
+import { floatToPcm16 } from './pcm.js';
+import { Resampler } from './resampler.js';
+
+const FRAME_US = FRAME_MS * 1000; // media timestamps: one frame = 20 000 us
+const MAX_CODEC_QUEUE = 3; // frames waiting in the encoder before we drop instead of queueing
+const PENDING_LIMIT = 64;
+// The rates Opus encodes at natively. At any other context rate (44.1 kHz is common) we resample to
+// 48 kHz ourselves: the browser's encoder would otherwise resample through a FIFO that holds each
+// frame until the next one arrives, one frame (20 ms) of delay.
+const OPUS_RATES = [8000, 12000, 16000, 24000, 48000];
+const OPUS_FALLBACK_RATE = 48000;
+// Samples the encode FIFO starts with, ahead of the first resampled frame: the resampler's first
+// output is a sample short of a frame, and without these the FIFO would lag a whole frame behind.
+const ENCODE_FIFO_PRIME = 2;
+
+/** The rate we feed the Opus encoder for a context running at contextRate. */
+export function opusRate(contextRate) {
+  return OPUS_RATES.includes(contextRate) ? contextRate : OPUS_FALLBACK_RATE;
+}
+
+/**
+ * Encoder configs to try, best first. Constant bitrate first: Firefox's encoder in variable mode sends
+ * about twice the target (54-63 kbit/s for 28), in constant mode exactly the target; Chromium's holds
+ * the target either way. Browsers that do not know bitrateMode or an Opus option get the next one.
+ */
+export function opusConfigCandidates(sampleRate, bitrate = OPUS_BITRATE) {
+  const base = { codec: 'opus', sampleRate, numberOfChannels: 1, bitrate };
+  const voip = { frameDuration: FRAME_US, complexity: 8, usedtx: false, application: 'voip', signal: 'voice' };
+  const plain = { frameDuration: FRAME_US, complexity: 8, usedtx: false };
+  return [
+    { ...base, bitrateMode: 'constant', opus: voip },
+    { ...base, bitrateMode: 'constant', opus: plain },
+    { ...base, bitrateMode: 'constant', opus: { frameDuration: FRAME_US } },
+    { ...base, opus: voip },
+    { ...base, opus: plain },
+    { ...base, opus: { frameDuration: FRAME_US } },
+  ];
+}
+
+/** The first Opus config this browser takes (isConfigSupported says so), or null: then we send PCM16. */
+export async function chooseOpusConfig(sampleRate) {
+  if (typeof AudioEncoder === 'undefined' || typeof AudioData === 'undefined') return null;
+  for (const config of opusConfigCandidates(sampleRate)) {
+    try {
+      const { supported, config: accepted } = await AudioEncoder.isConfigSupported(config);
+      // A browser may answer "supported" while dropping a member it does not know: then it is not this one.
+      if (supported && (!config.bitrateMode || !accepted || accepted.bitrateMode === config.bitrateMode)) {
+        return config;
+      }
+    } catch {
+      // A TypeError for an option this browser does not know: try the next one.
+    }
+  }
+  return null;
+}
+
+export class FrameEncoder {
+  /**
+   * @param {object} options
+   * @param {number} options.contextRate the rate captured frames come at
+   * @param {object|null} options.opusConfig from chooseOpusConfig(opusRate(contextRate)), or null for PCM16
+   * @param {(frame: ArrayBuffer, captureTime: number) => void} options.onFrame a frame for the wire;
+   *   captureTime is the wall-clock ms of its first sample, as in the header
+   */
+  constructor({ contextRate, opusConfig, onFrame }) {
+    this._contextRate = contextRate;
+    this._onFrame = onFrame;
+    this.muted = false;
+    this.codec = 'pcm16';
+    this._frames = 0; // the one counter: wire sequence number (mod 2^16) and Opus media timestamp
+    this._pending = new Map(); // frame number -> {captureTime, muted} while a frame is in the encoder
+    this._encoder = null;
+    this._encodeRate = 0;
+    this._resampler = null; // context rate -> encode rate, when they differ
+    this._fifo = null; // resampled samples not yet in a frame
+    this._fifoLevel = 0;
+    if (opusConfig) this._openOpus(opusConfig);
+  }
+
+  _openOpus(config) {
+    try {
+      this._encoder = new AudioEncoder({
+        output: (chunk) => this._sendOpus(chunk),
+        error: () => this._fallBackToPcm(),
+      });
+      this._encoder.configure(config);
+      this._encodeRate = config.sampleRate;
+      if (this._encodeRate !== this._contextRate) {
+        this._resampler = new Resampler(this._contextRate, this._encodeRate);
+        this._fifo = new Float32Array(4 * this._frameLength(this._encodeRate));
+        // Prime with silence that ends where the stream starts (see ENCODE_FIFO_PRIME).
+        this._fifoLevel = ENCODE_FIFO_PRIME;
+      }
+      this.codec = 'opus';
+    } catch {
+      this._fallBackToPcm();
+    }
+  }
+
+  _frameLength(rate) {
+    return Math.round((rate * FRAME_MS) / 1000);
+  }
+
+  /** One captured frame (context rate, 20 ms) whose first sample was taken at captureTime (wall ms). */
+  encode(samples, captureTime) {
+    if (this._encoder && this._resampler) {
+      this._resampleAndEncode(samples, captureTime);
+    } else if (this._encoder) {
+      this._encodeOpus(samples, captureTime, this._contextRate);
+    } else {
+      const seq = this._frames++;
+      if (this.muted) return;
+      this._onFrame(encodeFrame({
+        codec: CODEC_PCM16, seq, sampleRate: this._contextRate, captureTime, payload: floatToPcm16(samples),
+      }), captureTime);
+    }
+  }
+
+  /**
+   * Resample a captured frame to the encoder's rate and encode every whole frame that is ready.
+   * The resampler keeps its state across frames, so frames follow the capture clock exactly (at
+   * 44.1 kHz, 882 samples in -> 960 out). The FIFO holds the remainder, a few samples at most, and
+   * each frame's capture time is that of its first sample, the FIFO's offset included.
+   */
+  _resampleAndEncode(samples, captureTime) {
+    const rate = this._encodeRate;
+    const msPerSample = 1000 / rate;
+    const frameLength = this._frameLength(rate);
+    const resampled = this._resampler.process(samples);
+    let fifo = this._fifo;
+    if (this._fifoLevel + resampled.length > fifo.length) {
+      // Only if the encode rate is far from a whole number of samples per capture frame.
+      const bigger = new Float32Array(2 * (this._fifoLevel + resampled.length));
+      bigger.set(fifo.subarray(0, this._fifoLevel));
+      this._fifo = fifo = bigger;
+    }
+    // The first resampled sample falls on the frame's first sample (to within one input sample):
+    // what the FIFO already holds came just before it.
+    const fifoTime = captureTime - this._fifoLevel * msPerSample;
+    fifo.set(resampled, this._fifoLevel);
+    this._fifoLevel += resampled.length;
+    let start = 0;
+    while (this._fifoLevel - start >= frameLength && this._encoder) {
+      this._encodeOpus(fifo.subarray(start, start + frameLength), fifoTime + start * msPerSample, rate);
+      start += frameLength;
+    }
+    if (start > 0) {
+      fifo.copyWithin(0, start, this._fifoLevel);
+      this._fifoLevel -= start;
+    }
+  }
+
+  _encodeOpus(samples, captureTime, sampleRate) {
+    const encoder = this._encoder;
+    const index = this._frames++;
+    if (encoder.state !== 'configured') return;
+    if (encoder.encodeQueueSize > MAX_CODEC_QUEUE) return; // overloaded: drop rather than add delay
+    this._pending.set(index, { captureTime, muted: this.muted });
+    if (this._pending.size > PENDING_LIMIT) this._pending.delete(this._pending.keys().next().value);
+    let audio;
+    try {
+      audio = new AudioData({
+        format: 'f32-planar',
+        sampleRate,
+        numberOfFrames: samples.length,
+        numberOfChannels: 1,
+        timestamp: index * FRAME_US,
+        data: samples,
+      });
+      encoder.encode(audio);
+    } catch {
+      this._fallBackToPcm();
+    } finally {
+      if (audio) audio.close();
+    }
+  }
+
+  _sendOpus(chunk) {
+    const index = Math.round(chunk.timestamp / FRAME_US);
+    const info = this._pending.get(index);
+    this._pending.delete(index);
+    if (!info || info.muted) return;
+    const payload = new Uint8Array(chunk.byteLength);
+    chunk.copyTo(payload);
+    // captureTime is that of the frame's first sample, so the encoder's delay counts as latency.
+    this._onFrame(encodeFrame({
+      codec: CODEC_OPUS, seq: index, sampleRate: this._encodeRate, captureTime: info.captureTime, payload,
+    }), info.captureTime);
+  }
+
+  _fallBackToPcm() {
+    this.codec = 'pcm16';
+    const encoder = this._encoder;
+    this._encoder = null;
+    this._pending.clear();
+    if (encoder && encoder.state !== 'closed') {
+      try {
+        encoder.close();
+      } catch {
+        // already closed
+      }
+    }
+  }
+
+  close() {
+    const encoder = this._encoder;
+    this._encoder = null;
+    this._onFrame = () => {};
+    this._pending.clear();
+    if (encoder && encoder.state !== 'closed') encoder.close();
+  }
+}

@@ -1,0 +1,44 @@
+// What the page shows from the audio figures: the meters' scale, the output latency where it can be
+// read safely, and the mouth-to-ear estimate. Pure functions, so node can test the arithmetic.
+
+export const METER_FLOOR_DB = -60;
+
+/** Map an RMS level (0..1) to a meter value (0..1) on a decibel scale, so speech moves it visibly. */
+export function meterValue(level) {
+  if (!(level > 0)) return 0;
+  const db = 20 * Math.log10(level);
+  return Math.min(1, Math.max(0, (db - METER_FLOOR_DB) / -METER_FLOOR_DB));
+}
+
+/** True for Gecko (Firefox and its forks): "Gecko/20100101"; Chromium and WebKit say "like Gecko". */
+export function isGecko(userAgent) {
+  return /\bGecko\/\d/.test(String(userAgent || ''));
+}
+
+/**
+ * The output latency (ms: outputLatency + baseLatency) where reading it cannot block, else null.
+ * Chromium and WebKit return values their audio thread keeps up to date. Gecko's first read of
+ * outputLatency asks the audio backend under the graph's lock, which can deadlock with PulseAudio and
+ * freeze the page for good (issue 11), so in Gecko it is never read and the estimate says so.
+ * @param {{outputLatency?: number, baseLatency?: number}} context an AudioContext
+ * @param {string} userAgent navigator.userAgent
+ */
+export function outputLatencyMs(context, userAgent) {
+  if (isGecko(userAgent)) return null;
+  return ((context.outputLatency || 0) + (context.baseLatency || 0)) * 1000;
+}
+
+/**
+ * Mouth-to-ear estimate, ms: our capture-to-send delay (standing in for the partner's: same page, same
+ * framing and encoder), half the round trip, what the jitter buffer holds ahead of the frame now
+ * playing, and the output latency when known. jitterMs includes the frame now playing, whose filling
+ * captureToSendMs already counts (with the encoder): that frame is counted once.
+ * @returns {{ms: number, withOutput: boolean} | null} null until the round trip is known
+ */
+export function mouthToEar({ captureToSendMs, frameMs, rttMs, jitterMs, outputLatencyMs: output }) {
+  if (rttMs === null || !Number.isFinite(rttMs)) return null;
+  const captureToSend = Math.max(captureToSendMs || 0, frameMs);
+  const buffered = Math.max(0, (jitterMs || 0) - frameMs);
+  const withOutput = output !== null && Number.isFinite(output);
+  return { ms: captureToSend + rttMs / 2 + buffered + (withOutput ? output : 0), withOutput };
+}

@@ -1,0 +1,169 @@
+// One remote member's audio: their binary frames -> decoder (Opus via WebCodecs, or PCM16) ->
+// resampler to our rate -> a jitter buffer in a playback worklet of their own -> `output`.
+//
+//   const partner = new PartnerPlayback(context, mixBus);  // when a partner arrives
+//   partner.receive(arrayBuffer);                          // each of their frames
+//   partner.stats();                                       // jitter buffer, codec, kbit/s, level
+//   partner.close();                                       // when they leave: frees the decoder and node
+//
+// Nothing here is shared between partners, so a call with several people makes one per member and
+// connects them all to one bus, which mixes them.
+import { CODEC_NAMES, CODEC_PCM16, FRAME_MS } from './constants.js';
+import { decodeFrame } from './frame.js';
+import { pcm16ToFloat } from './pcm.js';
+import { RateMeter } from './rate-meter.js';
+import { Resampler } from './resampler.js';
+
+const FRAME_US = FRAME_MS * 1000;
+const MAX_CODEC_QUEUE = 3; // frames waiting in the decoder before we drop (the jitter buffer conceals)
+const PENDING_LIMIT = 64;
+
+export class PartnerPlayback {
+  /**
+   * @param {AudioContext} context
+   * @param {AudioNode} output where this partner's voice goes (the page's mix bus)
+   */
+  constructor(context, output) {
+    this.context = context;
+    this.codec = null; // 'opus' or 'pcm16', from their latest frame
+    this._closed = false;
+    this._in = new RateMeter(performance.now());
+    this._decoder = null;
+    this._decoderRate = 0;
+    this._decodeIndex = 0;
+    this._decodeSeq = new Map(); // decode index -> seq
+    this._resampler = null;
+    this._stats = null; // latest stats posted by the playback worklet
+    this.node = new AudioWorkletNode(context, 'playback-processor', {
+      numberOfInputs: 0,
+      numberOfOutputs: 1,
+      outputChannelCount: [1],
+    });
+    this.node.port.onmessage = (event) => {
+      if (event.data && event.data.type === 'stats') this._stats = event.data;
+    };
+    this.node.connect(output);
+  }
+
+  /** One binary frame from this partner. */
+  receive(buffer) {
+    if (this._closed || !buffer) return;
+    this._in.add(buffer.byteLength || 0, performance.now());
+    const frame = decodeFrame(buffer);
+    if (!frame) return;
+    this.codec = CODEC_NAMES[frame.codec];
+    if (frame.codec === CODEC_PCM16) {
+      this._play(frame.seq, pcm16ToFloat(frame.payload), frame.sampleRate);
+    } else {
+      this._decodeOpus(frame);
+    }
+  }
+
+  _decodeOpus(frame) {
+    if (typeof AudioDecoder === 'undefined' || typeof EncodedAudioChunk === 'undefined') return;
+    if (!this._decoder || this._decoder.state === 'closed' || this._decoderRate !== frame.sampleRate) {
+      this._closeDecoder();
+      try {
+        this._decoder = new AudioDecoder({
+          output: (audio) => this._onDecoded(audio),
+          error: () => this._closeDecoder(),
+        });
+        this._decoder.configure({ codec: 'opus', sampleRate: frame.sampleRate, numberOfChannels: 1 });
+        this._decoderRate = frame.sampleRate;
+      } catch {
+        this._closeDecoder();
+        return;
+      }
+    }
+    if (this._decoder.decodeQueueSize > MAX_CODEC_QUEUE) return;
+    const index = this._decodeIndex++;
+    this._decodeSeq.set(index, frame.seq);
+    if (this._decodeSeq.size > PENDING_LIMIT) this._decodeSeq.delete(this._decodeSeq.keys().next().value);
+    try {
+      this._decoder.decode(new EncodedAudioChunk({ type: 'key', timestamp: index * FRAME_US, data: frame.payload }));
+    } catch {
+      this._closeDecoder();
+    }
+  }
+
+  _onDecoded(audio) {
+    try {
+      const index = Math.round(audio.timestamp / FRAME_US);
+      const seq = this._decodeSeq.get(index);
+      this._decodeSeq.delete(index);
+      if (seq === undefined || this._closed) return;
+      const samples = new Float32Array(audio.numberOfFrames);
+      try {
+        audio.copyTo(samples, { planeIndex: 0, format: 'f32-planar' });
+      } catch {
+        if (audio.format !== 'f32' && audio.format !== 'f32-planar') return;
+        if (audio.numberOfChannels !== 1 && audio.format === 'f32') return;
+        audio.copyTo(samples, { planeIndex: 0 });
+      }
+      // Opus decodes at 48 kHz whatever rate the sender captured at: trust the AudioData's rate.
+      this._play(seq, samples, audio.sampleRate);
+    } finally {
+      audio.close();
+    }
+  }
+
+  _play(seq, samples, rate) {
+    const target = this.context.sampleRate;
+    if (rate !== target) {
+      if (!this._resampler || this._resampler.inRate !== rate) this._resampler = new Resampler(rate, target);
+      samples = this._resampler.process(samples);
+    }
+    if (samples.length === 0) return;
+    this.node.port.postMessage({ type: 'frame', seq, samples }, [samples.buffer]);
+  }
+
+  _closeDecoder() {
+    const decoder = this._decoder;
+    this._decoder = null;
+    this._decoderRate = 0;
+    this._decodeSeq.clear();
+    if (decoder && decoder.state !== 'closed') {
+      try {
+        decoder.close();
+      } catch {
+        // already closed
+      }
+    }
+  }
+
+  /**
+   * This partner's figures: codec, kbpsIn, rms (0..1, what we play of them), and the jitter buffer's
+   * (jitterMs, lostFrames, concealedFrames, droppedFrames, targetMs, underruns, arrivalJitterMs);
+   * `playback` is the worklet's raw counters (see JitterBuffer.stats()).
+   */
+  stats() {
+    const playback = this._stats || {};
+    return {
+      codec: this.codec,
+      kbpsIn: this._in.kbps(performance.now()),
+      rms: playback.rms || 0,
+      jitterMs: playback.delayMs || 0,
+      lostFrames: playback.lost || 0,
+      concealedFrames: playback.concealed || 0,
+      droppedFrames: playback.droppedFrames || 0,
+      targetMs: playback.targetMs || 0,
+      underruns: playback.underruns || 0,
+      arrivalJitterMs: playback.arrivalJitterMs || 0,
+      playback: this._stats,
+    };
+  }
+
+  /** The partner left: free the decoder and the worklet. */
+  close() {
+    if (this._closed) return;
+    this._closed = true;
+    this._closeDecoder();
+    this.node.port.postMessage({ type: 'close' });
+    this.node.port.onmessage = null;
+    try {
+      this.node.disconnect();
+    } catch {
+      // not connected
+    }
+  }
+}
