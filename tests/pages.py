@@ -154,10 +154,14 @@ class FirefoxPage(Page):
         self.firefox = firefox
 
     @classmethod
-    async def launch(cls, pulse: PulseAudio, name: str, hz: float | None) -> FirefoxPage:
-        """A fresh Firefox whose fake microphone plays a sine at hz (None: the microphone is refused)."""
+    async def launch(cls, pulse: PulseAudio, name: str, hz: float | None, preload: str | None = None) -> FirefoxPage:
+        """A fresh Firefox whose fake microphone plays a sine at hz (None: the microphone is refused);
+        preload (JS function source) runs in every document first, e.g. to replace getUserMedia."""
         prefs = fake_microphone(hz) if hz is not None else {**fake_microphone(), **DENIED_MICROPHONE}
-        return cls(name, await Firefox.launch(prefs=prefs, env=pulse.env, name=f"{name} (firefox)"))
+        firefox = await Firefox.launch(prefs=prefs, env=pulse.env, name=f"{name} (firefox)")
+        if preload is not None:
+            await firefox.add_preload_script(preload)
+        return cls(name, firefox)
 
     async def _evaluate(self, function: str, arg: Any, timeout: float) -> Any:
         return await self.firefox.evaluate(function, arg, timeout)
