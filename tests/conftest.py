@@ -199,3 +199,13 @@ def pulse_audio() -> Iterator:
     pulse = PulseAudio().start()
     yield pulse
     pulse.stop()
+
+
+@pytest.fixture(scope="session")
+def xvfb_display() -> Iterator:
+    """A virtual X display for the whole session: WebKitGTK's MiniBrowser needs one."""
+    from webkit import Xvfb
+
+    display = Xvfb().start()
+    yield display
+    display.stop()

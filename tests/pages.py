@@ -1,4 +1,5 @@
-"""One page interface over two engines: headless Chromium (Playwright) and Firefox (WebDriver BiDi).
+"""One page interface over three engines: headless Chromium (Playwright), Firefox (WebDriver BiDi) and
+WebKit (WebKitGTK's MiniBrowser through WebKitWebDriver on Xvfb).
 
 Tests talk to a Page and never to the engine, so a test written once runs in both:
 
@@ -20,8 +21,9 @@ from typing import Any
 
 from browser import launch_args, write_tone
 from firefox import DENIED_MICROPHONE, Firefox, PageStuck, PulseAudio, fake_microphone
+from webkit import WebKit, Xvfb
 
-ENGINES = ("chromium", "firefox")
+ENGINES = ("chromium", "firefox", "webkit")
 EVALUATE_TIMEOUT_S = 15  # one call into a page; a live page answers in milliseconds
 WAIT_TIMEOUT_S = 15  # how long a condition may take to come true (two or three browsers, 2 loaded cores)
 POLL_S = 0.05
@@ -177,12 +179,48 @@ class FirefoxPage(Page):
         return self.firefox.errors
 
 
-class Browsers:
-    """Opens pages in either engine, each in a browser process of its own; closes them all at the end."""
+class WebKitPage(Page):
+    """MiniBrowser's page through a WebKitWebDriver of its own; the microphone is a tone put in place of
+    getUserMedia after each navigation (WebKitGTK's own mock device is a hum with bips)."""
 
-    def __init__(self, playwright, pulse: Callable[[], PulseAudio], folder: Path):
+    engine = "webkit"
+
+    def __init__(self, name: str, webkit: WebKit, hz: float | None):
+        super().__init__(name)
+        self.webkit = webkit
+        self._hz = hz
+
+    @classmethod
+    async def launch(cls, pulse: PulseAudio, display: Xvfb, name: str, hz: float | None) -> WebKitPage:
+        webkit = await WebKit.launch({**pulse.env, **display.env}, name=f"{name} (webkit)")
+        return cls(name, webkit, hz)
+
+    async def _evaluate(self, function: str, arg: Any, timeout: float) -> Any:
+        return await self.webkit.evaluate(function, arg, timeout)
+
+    async def _click(self, selector: str) -> None:
+        await self.webkit.click(selector)
+
+    async def goto(self, url: str) -> None:
+        await self.webkit.navigate(url)
+        if self._hz is not None:
+            await self.webkit.install_tone(self._hz)
+
+    async def close(self) -> None:
+        await self.webkit.close()
+
+    @property
+    def errors(self) -> list[str]:
+        return []  # WebDriver classic has no log of uncaught exceptions
+
+
+class Browsers:
+    """Opens pages in any engine, each in a browser process of its own; closes them all at the end."""
+
+    def __init__(self, playwright, service: Callable[[str], Any], folder: Path):
         self._playwright = playwright
-        self._pulse = pulse  # called on the first Firefox: Chromium alone needs no sound server
+        # service("pulse_audio") or service("xvfb_display"), started on first use: Chromium alone needs neither.
+        self._service = service
         self._folder = folder
         self.pages: list[Page] = []
 
@@ -192,7 +230,9 @@ class Browsers:
             wav = write_tone(self._folder / f"{name}-{hz:g}.wav", hz) if hz is not None else None
             page = await ChromiumPage.launch(self._playwright, name, wav)
         elif engine == "firefox":
-            page = await FirefoxPage.launch(self._pulse(), name, hz)
+            page = await FirefoxPage.launch(self._service("pulse_audio"), name, hz)
+        elif engine == "webkit":
+            page = await WebKitPage.launch(self._service("pulse_audio"), self._service("xvfb_display"), name, hz)
         else:
             raise ValueError(f"unknown engine {engine!r}: use one of {ENGINES}")
         self.pages.append(page)

@@ -24,6 +24,7 @@ import pytest
 from browser import PARTNER_RMS_JS, PARTNER_SAMPLES_JS, dominant_hz, missing_browser
 from firefox import PageStuck, missing_firefox
 from pages import Browsers, Page, WaitTimeout
+from webkit import missing_webkit
 
 TONES = {"ann": 440.0, "bob": 660.0, "cyd": 880.0}
 HEARD = 0.005  # partner RMS above this: a tone comes through (it arrives near 0.04 after AGC)
@@ -31,6 +32,7 @@ SILENT = 0.001  # partner RMS below this: nothing comes through
 HZ_TOLERANCE = 5.0  # analyser window of 32768 samples: bins of 1.5 Hz at 48 kHz
 TIMEOUT_S = 15  # generous: two or three browsers share a loaded 2-core machine
 REQUIRED = os.environ.get("DUODUEL_REQUIRE_BROWSER") == "1"
+MISSING = {"chromium": missing_browser, "firefox": missing_firefox, "webkit": missing_webkit}
 
 
 def require(reason: str | None) -> None:
@@ -61,12 +63,11 @@ async def browsers(request, tmp_path) -> AsyncIterator[Browsers]:
     require(missing_browser())
     from playwright.async_api import async_playwright
 
-    def pulse():
-        require(missing_firefox())
-        return request.getfixturevalue("pulse_audio")
+    def service(name: str):
+        return request.getfixturevalue(name)
 
     async with async_playwright() as playwright:
-        opened = Browsers(playwright, pulse, tmp_path)
+        opened = Browsers(playwright, service, tmp_path)
         try:
             yield opened
         finally:
@@ -79,6 +80,7 @@ def open_page(server, browsers):
     """open_page(person, engine, path="/", hz=their tone): a fresh browser with that microphone, at the page."""
 
     async def open_(person: str, engine: str, path: str = "/", hz: float | None = -1.0) -> Page:
+        require(MISSING[engine]())
         page = await browsers.launch(person, engine, TONES[person] if hz == -1.0 else hz)
         await page.goto(server.origin + path)
         await page.evaluate(RECORD_STATUS_JS)
@@ -150,7 +152,7 @@ async def start_call(open_page, first: tuple[str, str], second: tuple[str, str],
     return one, two
 
 
-@engines("chromium-chromium", "chromium-firefox", "firefox-firefox")
+@engines("chromium-chromium", "chromium-firefox", "firefox-firefox", "chromium-webkit", "webkit-firefox")
 async def test_call_each_page_hears_the_other_tone_over_opus(open_page, engines):
     """Both press Start: both show Connected, each hears the other's voice (not its own), sent as Opus."""
     ann, bob = await start_call(open_page, ("ann", engines[0]), ("bob", engines[1]))
@@ -164,7 +166,7 @@ async def test_call_each_page_hears_the_other_tone_over_opus(open_page, engines)
     assert await status(ann) == await status(bob) == "Connected"
 
 
-@engines("chromium-chromium", "firefox-firefox")
+@engines("chromium-chromium", "firefox-firefox", "webkit-chromium")
 async def test_mute_silences_this_page_for_the_partner_only(open_page, engines):
     """Mute: the partner hears silence within a second or so, while this page still hears them; unmute: back."""
     ann, bob = await start_call(open_page, ("ann", engines[0]), ("bob", engines[1]))
@@ -257,7 +259,7 @@ async def test_firefox_starts_every_time_in_a_row(open_page):
         await wait_status(bob, "Waiting for a partner")
 
 
-@engines("chromium", "firefox")
+@engines("chromium", "firefox", "webkit")
 async def test_a_page_that_stops_answering_fails_the_test_instead_of_hanging(open_page, engines):
     """A page whose main thread never returns (as Firefox's did in getOutputTimestamp) raises PageStuck
     within the evaluation's timeout, naming the page."""
