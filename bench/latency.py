@@ -310,6 +310,11 @@ def direction(sender: dict, receiver: dict, start: float, end: float, period_ms:
             "sender_capture_to_main_thread": summary(to_main),
             "jitter_buffer_ahead_median": round(buffered_ahead, 1),
         },
+        "jitter_buffer": {
+            "target_ms": summary([(st["raw"] or {}).get("targetMs", 0) for st in stats]),
+            "peak_lateness_ms": summary([(st["raw"] or {}).get("peakLatenessMs", 0) for st in stats]),
+            "arrival_jitter_ms": summary([(st["raw"] or {}).get("arrivalJitterMs", 0) for st in stats]),
+        },
         "dropouts": round((concealed + underruns) / expected, 4) if expected else None,
         "frames": {
             "expected": round(expected), "received": delta("received"), "concealed": concealed,
