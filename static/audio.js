@@ -135,7 +135,8 @@ export class AudioSession {
   /**
    * The call's figures: what we send (codec, kbpsOut, captureToSendMs), what we play of the partner
    * (partnerCodec, kbpsIn, jitterMs, lostFrames, concealedFrames, droppedFrames, targetMs, underruns,
-   * arrivalJitterMs, playback: the jitter buffer's raw counters), and the context's (frameMs,
+   * arrivalJitterMs, decoderDrops, playback: the jitter buffer's raw counters), encoderDrops (frames the
+   * encoder was too far behind to take, or whose chunk came back unrecognised), and the context's (frameMs,
    * outputLatencyMs: null where it cannot be read without risk of blocking, sampleRate, muted).
    */
   stats() {
@@ -153,6 +154,8 @@ export class AudioSession {
       targetMs: partner ? partner.targetMs : 0,
       underruns: partner ? partner.underruns : 0,
       arrivalJitterMs: partner ? partner.arrivalJitterMs : 0,
+      decoderDrops: partner ? partner.decoderDrops : 0,
+      encoderDrops: this._encoder.overloadDrops + this._encoder.unmatchedChunks,
       playback: partner ? partner.playback : null,
       frameMs: FRAME_MS,
       outputLatencyMs: outputLatencyMs(context, navigator.userAgent),

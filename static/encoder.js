@@ -84,6 +84,8 @@ export class FrameEncoder {
     this._resampler = null; // context rate -> encode rate, when they differ
     this._fifo = null; // resampled samples not yet in a frame
     this._fifoLevel = 0;
+    this.overloadDrops = 0; // frames dropped because the encoder was MAX_CODEC_QUEUE frames behind
+    this.unmatchedChunks = 0; // encoded chunks whose timestamp named no frame we gave the encoder
     if (opusConfig) this._openOpus(opusConfig);
   }
 
@@ -164,7 +166,10 @@ export class FrameEncoder {
     const encoder = this._encoder;
     const index = this._frames++;
     if (encoder.state !== 'configured') return;
-    if (encoder.encodeQueueSize > MAX_CODEC_QUEUE) return; // overloaded: drop rather than add delay
+    if (encoder.encodeQueueSize > MAX_CODEC_QUEUE) {
+      this.overloadDrops++; // overloaded: drop rather than add delay
+      return;
+    }
     this._pending.set(index, { captureTime, muted: this.muted });
     if (this._pending.size > PENDING_LIMIT) this._pending.delete(this._pending.keys().next().value);
     let audio;
@@ -189,6 +194,7 @@ export class FrameEncoder {
     const index = Math.round(chunk.timestamp / FRAME_US);
     const info = this._pending.get(index);
     this._pending.delete(index);
+    if (!info) this.unmatchedChunks++;
     if (!info || info.muted) return;
     const payload = new Uint8Array(chunk.byteLength);
     chunk.copyTo(payload);

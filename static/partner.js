@@ -33,6 +33,7 @@ export class PartnerPlayback {
     this._decodeIndex = 0;
     this._decodeSeq = new Map(); // decode index -> seq
     this._resampler = null;
+    this._decoderDrops = 0; // frames dropped because the decoder was MAX_CODEC_QUEUE frames behind
     this._stats = null; // latest stats posted by the playback worklet
     this.node = new AudioWorkletNode(context, 'playback-processor', {
       numberOfInputs: 0,
@@ -75,7 +76,10 @@ export class PartnerPlayback {
         return;
       }
     }
-    if (this._decoder.decodeQueueSize > MAX_CODEC_QUEUE) return;
+    if (this._decoder.decodeQueueSize > MAX_CODEC_QUEUE) {
+      this._decoderDrops++;
+      return;
+    }
     const index = this._decodeIndex++;
     this._decodeSeq.set(index, frame.seq);
     if (this._decodeSeq.size > PENDING_LIMIT) this._decodeSeq.delete(this._decodeSeq.keys().next().value);
@@ -133,7 +137,8 @@ export class PartnerPlayback {
 
   /**
    * This partner's figures: codec, kbpsIn, rms (0..1, what we play of them), and the jitter buffer's
-   * (jitterMs, lostFrames, concealedFrames, droppedFrames, targetMs, underruns, arrivalJitterMs);
+   * (jitterMs, lostFrames, concealedFrames, droppedFrames, targetMs, underruns, arrivalJitterMs), and
+   * decoderDrops (frames dropped before decoding because the decoder fell behind: they count as lost);
    * `playback` is the worklet's raw counters (see JitterBuffer.stats()).
    */
   stats() {
@@ -149,6 +154,7 @@ export class PartnerPlayback {
       targetMs: playback.targetMs || 0,
       underruns: playback.underruns || 0,
       arrivalJitterMs: playback.arrivalJitterMs || 0,
+      decoderDrops: this._decoderDrops,
       playback: this._stats,
     };
   }

@@ -1,0 +1,56 @@
+// Tests for static/figures.js: meters, the output latency, the mouth-to-ear estimate.
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+
+import { isGecko, meterValue, mouthToEar, outputLatencyMs } from '../../static/figures.js';
+
+const FIREFOX = 'Mozilla/5.0 (X11; Linux x86_64; rv:153.0) Gecko/20100101 Firefox/153.0';
+const CHROMIUM = 'Mozilla/5.0 (X11; Linux x86_64) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/156.0.0.0 Safari/537.36';
+const SAFARI = 'Mozilla/5.0 (Macintosh; Intel Mac OS X 10_15_7) AppleWebKit/605.1.15 (KHTML, like Gecko) Version/18.0 Safari/605.1.15';
+
+test('meters map RMS to a -60..0 dB scale', () => {
+  assert.equal(meterValue(0), 0);
+  assert.equal(meterValue(NaN), 0);
+  assert.equal(meterValue(1), 1);
+  assert.equal(meterValue(0.001), 0); // -60 dB
+  assert.ok(Math.abs(meterValue(0.1) - 2 / 3) < 1e-12); // -20 dB
+});
+
+test('tells Gecko from engines that only say "like Gecko"', () => {
+  assert.equal(isGecko(FIREFOX), true);
+  assert.equal(isGecko(CHROMIUM), false);
+  assert.equal(isGecko(SAFARI), false);
+  assert.equal(isGecko(undefined), false);
+});
+
+test('Firefox output latency is never read: its first read can freeze the page', () => {
+  const context = {
+    get outputLatency() { throw new Error('read outputLatency'); },
+    get baseLatency() { throw new Error('read baseLatency'); },
+  };
+  assert.equal(outputLatencyMs(context, FIREFOX), null);
+});
+
+test('elsewhere the output latency is outputLatency + baseLatency', () => {
+  assert.ok(Math.abs(outputLatencyMs({ outputLatency: 0.03, baseLatency: 0.01 }, CHROMIUM) - 40) < 1e-9);
+  assert.equal(outputLatencyMs({ baseLatency: 0.005 }, SAFARI), 5); // no outputLatency in older Safari
+});
+
+test('mouth-to-ear adds capture-to-send, half the round trip, the buffer ahead and the output', () => {
+  const estimate = mouthToEar({ captureToSendMs: 27, frameMs: 20, rttMs: 4, jitterMs: 45, outputLatencyMs: 40 });
+  assert.deepEqual(estimate, { ms: 27 + 2 + 25 + 40, withOutput: true });
+});
+
+test('mouth-to-ear without a known output latency says so', () => {
+  const estimate = mouthToEar({ captureToSendMs: 27, frameMs: 20, rttMs: 4, jitterMs: 45, outputLatencyMs: null });
+  assert.deepEqual(estimate, { ms: 54, withOutput: false });
+});
+
+test('mouth-to-ear counts at least one frame of filling and never a negative buffer', () => {
+  const estimate = mouthToEar({ captureToSendMs: 0, frameMs: 20, rttMs: 2, jitterMs: 0, outputLatencyMs: 0 });
+  assert.equal(estimate.ms, 21);
+});
+
+test('no estimate before the round trip is known', () => {
+  assert.equal(mouthToEar({ captureToSendMs: 27, frameMs: 20, rttMs: null, jitterMs: 45, outputLatencyMs: 0 }), null);
+});
