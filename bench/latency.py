@@ -198,7 +198,8 @@ INSTRUMENT_JS = (
     const shown = estimate.exec(document.getElementById('stats').textContent);
     b.stats.push({t: wallNow(), jitterMs: st.jitterMs, outputLatencyMs: st.outputLatencyMs,
       concealed: st.concealedFrames, lost: st.lostFrames, dropped: st.droppedFrames, underruns: st.underruns,
-      partnerCodec: st.partnerCodec, kbpsOut: st.kbpsOut, raw: st.playback, shown: shown ? Number(shown[1]) : null});
+      partnerCodec: st.partnerCodec, kbpsOut: st.kbpsOut, raw: st.playback, shown: shown ? Number(shown[1]) : null,
+      encoderDrops: st.encoderDrops, decoderDrops: st.decoderDrops});
   }, 250);
   return {rate: ctx.sampleRate, codec: s.codec};
 }"""
@@ -325,6 +326,13 @@ def direction(sender: dict, receiver: dict, start: float, end: float, period_ms:
             "not_captured": gaps([m["capture"] for m in sender["toMain"] if start <= m["capture"] < end]),
             "not_sent": gaps([f["capture"] for f in sender["sent"] if start <= f["capture"] < end]),
             "not_received": gaps([f["capture"] for f in frames]),
+        },
+        # The page's counters from the partner's first frame to the end, warm-up included.
+        "whole_call": {
+            "lost": receiver["stats"][-1]["lost"], "late": (receiver["stats"][-1]["raw"] or {}).get("late"),
+            "concealed": receiver["stats"][-1]["concealed"], "underruns": receiver["stats"][-1]["underruns"],
+            "sender_encoder_drops": sender["stats"][-1].get("encoderDrops"),
+            "receiver_decoder_drops": receiver["stats"][-1].get("decoderDrops"),
         },
         "kbit_s": round(sum(f["bytes"] for f in frames) * 8 / seconds / 1000, 1),
     }
