@@ -255,6 +255,15 @@ def gaps(capture_times: list[float]) -> int:
     return sum(max(0, round((b - a) / FRAME_MS) - 1) for a, b in zip(ordered, ordered[1:]))
 
 
+def first_change(stats: list[dict], counter) -> float | None:
+    """Seconds from the receiver's first playing sample to the first sample where counter(st) > 0."""
+    playing = [st for st in stats if st["partnerCodec"]]
+    for st in playing:
+        if counter(st) > 0:
+            return round((st["t"] - playing[0]["t"]) / 1000, 2)
+    return None
+
+
 def map_heard(receiver: dict, output_latency_ms: float | None) -> list[dict]:
     """Wall-clock times of the receiver's heard onsets: rendered (at the output node) and, where the
     output latency is known, t (at the ear). Context time maps to wall time by the smallest
@@ -333,6 +342,9 @@ def direction(sender: dict, receiver: dict, start: float, end: float, period_ms:
             "concealed": receiver["stats"][-1]["concealed"], "underruns": receiver["stats"][-1]["underruns"],
             "sender_encoder_drops": sender["stats"][-1].get("encoderDrops"),
             "receiver_decoder_drops": receiver["stats"][-1].get("decoderDrops"),
+            # Seconds after the partner's first frame of the first late frame and the first decoder drop.
+            "first_late_s": first_change(receiver["stats"], lambda st: (st["raw"] or {}).get("late") or 0),
+            "first_decoder_drop_s": first_change(receiver["stats"], lambda st: st.get("decoderDrops") or 0),
         },
         "kbit_s": round(sum(f["bytes"] for f in frames) * 8 / seconds / 1000, 1),
     }
