@@ -191,6 +191,9 @@ export class FrameEncoder {
   }
 
   _sendOpus(chunk) {
+    // Chromium's chunks carry their frame's timestamp. Firefox's (ESR 153) come one more than the frames,
+    // the first at 0 and then 6.5 ms (the Opus look-ahead) before each frame's: rounding to the nearest
+    // frame finds the right one in both, and the extra chunk at the end matches nothing.
     const index = Math.round(chunk.timestamp / FRAME_US);
     const info = this._pending.get(index);
     this._pending.delete(index);
