@@ -24,6 +24,7 @@ const MESSAGES = {
   noWebSocket: 'This browser cannot open WebSockets: use a current Chrome, Firefox or Safari.',
   roomFull: 'This room is full: create a new private room, or go back to the lobby.',
 };
+const HEADPHONES_HINT = 'On speakers? Use headphones to keep your partner from hearing their own echo.';
 const NAME_KEY = 'duoduel.name'; // localStorage: the name this person gave themselves in group rooms
 
 const $ = (id) => document.getElementById(id);
@@ -487,6 +488,9 @@ function memberRow(slot) {
 function renderGroup() {
   const inGroup = group.group;
   els.group.hidden = !inGroup;
+  els.headphonesHint.textContent = inGroup
+    ? 'On speakers? Use headphones to keep the others from hearing their own echo.'
+    : HEADPHONES_HINT;
   els.partnerLabel.hidden = inGroup;
   els.partnerMeter.hidden = inGroup;
   if (inGroup) els.name.placeholder = group.label || 'Your name';
