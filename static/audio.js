@@ -195,10 +195,15 @@ export class AudioSession {
     this._volumes.clear();
   }
 
-  /** The partner of a call of two, or the first member of a group room (for the call's figures). */
+  /** The partner of a call of two; in a group room the member heard loudest now (for the call's figures). */
   get _partner() {
-    const member = this._members.get(PARTNER) || this._members.values().next().value;
-    return member ? member.playback : null;
+    const partner = this._members.get(PARTNER);
+    if (partner) return partner.playback;
+    let loudest = null;
+    for (const { playback } of this._members.values()) {
+      if (loudest === null || playback.stats().rms > loudest.stats().rms) loudest = playback;
+    }
+    return loudest;
   }
 
   /** RMS levels, 0..1; the page maps them to its meters' decibel scale. */
