@@ -7,7 +7,7 @@ Eight headless Chromium pages are too heavy for a 2-core machine, so the room ho
 K-1 scripted members. The scripted members send real Opus: first a page records 3 s of what it sends
 (its own frames, through the public `session.measure.sent` hook, with a fake microphone playing a
 tone); then each scripted member loops that recording every 20 ms with its own sequence numbers and
-capture times. The server (`--room-size 8`) runs on CPU 1, the page and the scripted members on CPU 0.
+capture times. Chromium runs on CPU 0; the server (`--room-size 8`) and the scripted members on CPU 1.
 Over `--seconds` of steady state it reads /proc for the page's renderer (which runs the decoders, the
 jitter buffers and the playback worklets) and for all of Chromium's processes together (the audio
 service writes to the null output), and prints a JSON line per room size: CPU as % of one core,
@@ -38,6 +38,11 @@ FRAME_S = 0.020
 RECORD_S = 3.0
 WARMUP_S = 4.0
 CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
+
+COUNTERS_JS = """() => window.duoduel.group.members.map((m) => {
+  const s = window.duoduel.session.memberStats(m.slot) || {lostFrames: 0, decoderDrops: 0, jitterMs: 0};
+  return {lost: s.lostFrames, decoderDrops: s.decoderDrops, bufferMs: Math.round(s.jitterMs)};
+})"""
 
 RECORD_JS = """(seconds) => new Promise((resolve) => {
   const frames = [];
@@ -133,7 +138,9 @@ async def measure_room(playwright, origin: str, frames: list[bytes], folder: Pat
                        run: int) -> dict:
     """One real page in a room with members-1 scripted members: its CPU over seconds."""
     room = f"bench-{members}-{run}"
+    os.sched_setaffinity(0, {0})  # Chromium inherits CPU 0 ...
     browser = await playwright.chromium.launch(**launch_args(write_tone(folder / "page.wav", 660.0)))
+    os.sched_setaffinity(0, {1})  # ... and the scripted members share CPU 1 with the server
     stop = asyncio.Event()
     tasks: list[asyncio.Task] = []
     try:
@@ -146,6 +153,7 @@ async def measure_room(playwright, origin: str, frames: list[bytes], folder: Pat
             tasks.append(asyncio.create_task(scripted_member(url, frames, stop)))
         await page.wait_for_function("(n) => window.duoduel.session.memberCount === n", arg=members - 1)
         await asyncio.sleep(WARMUP_S)
+        counters = await page.evaluate(COUNTERS_JS)
         pids = descendants(os.getpid())
         renderers = [pid for pid in pids if is_renderer(pid)]
         before = {pid: cpu_seconds(pid) for pid in pids}
@@ -154,17 +162,16 @@ async def measure_room(playwright, origin: str, frames: list[bytes], folder: Pat
         wall = time.monotonic() - wall
         after = {pid: cpu_seconds(pid) for pid in pids}
         used = {pid: after[pid] - before[pid] for pid in pids}
-        slots = await page.evaluate("() => window.duoduel.group.members.map((m) => m.slot)")
-        figures = await page.evaluate(
-            "(slots) => slots.map((s) => { const m = window.duoduel.session.memberStats(s);"
-            " return m && {lost: m.lostFrames + m.decoderDrops, bufferMs: Math.round(m.jitterMs), rms: m.rms, kbps: m.kbpsIn, codec: m.codec}; })", slots)
+        figures = await page.evaluate(COUNTERS_JS)
         return {
             "members": members,
             "streams_decoded": members - 1,
             "renderer_cpu_pct": 100 * sum(used[pid] for pid in renderers) / wall,
             "chromium_cpu_pct": 100 * sum(used.values()) / wall,
-            "lost_frames": [f["lost"] if f else None for f in figures],
-            "buffer_ms": [f["bufferMs"] if f else None for f in figures],
+            # Over the measured span only, per member: frames lost (late or missing) and dropped before decoding.
+            "lost_frames": [f["lost"] - c["lost"] for f, c in zip(figures, counters)],
+            "decoder_drops": [f["decoderDrops"] - c["decoderDrops"] for f, c in zip(figures, counters)],
+            "buffer_ms": [f["bufferMs"] for f in figures],
         }
     finally:
         stop.set()
@@ -178,7 +185,7 @@ async def run(args: argparse.Namespace) -> None:
     port = free_port()
     server = subprocess.Popen(["taskset", "-c", "1", sys.executable, str(ROOT / "duoduel.py"), "--host", "127.0.0.1",
                                "--port", str(port), "--room-size", "8", "--log-level", "warning"])
-    os.sched_setaffinity(0, {0})  # this process and the Chromium it starts
+    os.sched_setaffinity(0, {1})
     origin = f"http://127.0.0.1:{port}"
     try:
         for _ in range(100):
@@ -201,6 +208,7 @@ async def run(args: argparse.Namespace) -> None:
                     "runs": args.runs,
                     "seconds": args.seconds,
                     "last_run_lost_frames": results[-1]["lost_frames"],
+                    "last_run_decoder_drops": results[-1]["decoder_drops"],
                     "last_run_buffer_ms": results[-1]["buffer_ms"],
                 }), flush=True)
     finally:
