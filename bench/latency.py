@@ -2,6 +2,7 @@
 """Browser latency benchmark: two headless pages (Chromium, Firefox or one of each) talk through duoduel.py.
 
 usage: python bench/latency.py [--browsers chromium,firefox] [--seconds 20] [--warmup 3] [--period 0.5] [--runs 1]
+                             [--room-members 3]
 
 --browsers names the engines of page a and page b (default chromium,chromium). Each page's microphone
 is a click train (a 10 ms, 1 kHz tick every --period s): Chromium's fake capture device plays it from a
@@ -30,6 +31,13 @@ measures per direction and prints one JSON object (with --runs N: every run, the
                     buffer over the measured span; an underrun counts as one frame (a lower bound).
   kbit_s            binary frame bytes (16-byte header + payload) received per second; WebSocket and
                     TCP/IP framing excluded.
+
+--room-members K (K >= 3): K pages (a, b, c, ...; --browsers may name K engines, missing ones are
+chromium) join one group room. All are muted but one speaker at a time, in turn: each speaks for --seconds
+after --warmup s, so every onset a page plays is that speaker's, and the figures above come out for every
+ordered pair (a->b, a->c, b->a, ...), each from the page's one member's stream among K-1 decoders, the
+mix bus and its soft clip. The receiver's jitter-buffer figures are those of the member it plays loudest
+(AudioSession.stats() in a group room), which is the speaker.
 
 Both pages run on one machine, so their wall clocks (performance.timeOrigin + performance.now()) agree.
 The bench only observes, through the session's public measuring hook (`session.measure.captured`, `.sent`,
@@ -162,7 +170,9 @@ INSTRUMENT_JS = (
   // Receiver, per frame: arrival on the main thread vs the capture time in the header.
   s.measure.received = (buffer) => {
     if (buffer.byteLength >= 16) {
-      b.frames.push({t: wallNow(), capture: new DataView(buffer).getFloat64(8, true), bytes: buffer.byteLength});
+      // An ArrayBuffer in a call; in a group room a view behind the slot byte.
+      const view = new DataView(buffer.buffer || buffer, buffer.byteOffset || 0, buffer.byteLength);
+      b.frames.push({t: wallNow(), capture: view.getFloat64(8, true), bytes: buffer.byteLength});
     }
   };
 
@@ -359,14 +369,30 @@ def pulse_output_latency(pulse) -> list[float]:
     return [round((b + k) / 1000, 1) for b, k in zip(buffer, sink)]
 
 
-async def open_page(engine: str, name: str, origin: str, wav: Path, period: float, playwright, pulse):
-    """A page of that engine whose microphone plays the click train, at the lobby."""
+async def open_page(engine: str, name: str, origin: str, wav: Path, period: float, playwright, pulse,
+                    path: str = "/"):
+    """A page of that engine whose microphone plays the click train, at the lobby (or path)."""
     if engine == "chromium":
         page = await ChromiumPage.launch(playwright, name, wav)
     else:
         page = await FirefoxPage.launch(pulse, name, 1000, preload=CLICK_MICROPHONE_JS % {"period": period})
-    await page.goto(origin + "/")
+    await page.goto(origin + path)
     return page
+
+
+async def speak_in_turn(pages, args: argparse.Namespace) -> list[tuple[float, float]]:
+    """Group room: mute every page, then unmute each in turn for warmup + seconds; its (start, end) wall ms."""
+    for page in pages:
+        await page.click("#mute")
+    windows = []
+    for page in pages:
+        await page.click("#mute")
+        start = time.time() * 1000 + args.warmup * 1000
+        await asyncio.sleep(args.warmup + args.seconds)
+        windows.append((start, start + args.seconds * 1000))
+        await page.click("#mute")
+        await asyncio.sleep(1)  # ticks sent just before the end are heard after it
+    return windows
 
 
 async def run(args: argparse.Namespace) -> dict:
@@ -381,8 +407,10 @@ async def run(args: argparse.Namespace) -> dict:
             wav = write_click_train(Path(folder) / "ticks.wav", period_s=args.period)
             async with async_playwright() as playwright:
                 info = []
-                for engine, name in zip(args.browsers, ("a", "b")):
-                    page = await open_page(engine, name, origin, wav, args.period, playwright, pulse)
+                names = "abcdefgh"[:max(2, args.room_members)]
+                path = "/r/bench-latency" if args.room_members > 2 else "/"
+                for engine, name in zip(args.browsers, names):
+                    page = await open_page(engine, name, origin, wav, args.period, playwright, pulse, path)
                     pages.append(page)
                     await page.click("#start")
                     await page.wait_for("() => window.duoduel.session !== null", what="the session")
@@ -390,14 +418,20 @@ async def run(args: argparse.Namespace) -> dict:
                 for page in pages:
                     await page.wait_for("() => document.getElementById('status').textContent.includes('Connected')",
                                         what="Connected")
-                start = time.time() * 1000 + args.warmup * 1000
-                await asyncio.sleep(args.warmup + args.seconds / 2)
-                pulse_latency = pulse_output_latency(pulse) if pulse else []
-                await asyncio.sleep(args.seconds / 2)
-                end = start + args.seconds * 1000
-                await asyncio.sleep(1)  # ticks sent just before the end are heard after it
-                data = [await page.evaluate("() => window.__bench", timeout=30) for page in pages]
-                states = [await page.text("#status") for page in pages]
+                if args.room_members > 2:
+                    pulse_latency = pulse_output_latency(pulse) if pulse else []
+                    windows = await speak_in_turn(pages, args)
+                    data = [await page.evaluate("() => window.__bench", timeout=30) for page in pages]
+                    states = [await page.text("#status") for page in pages]
+                else:
+                    start = time.time() * 1000 + args.warmup * 1000
+                    await asyncio.sleep(args.warmup + args.seconds / 2)
+                    pulse_latency = pulse_output_latency(pulse) if pulse else []
+                    await asyncio.sleep(args.seconds / 2)
+                    end = start + args.seconds * 1000
+                    await asyncio.sleep(1)  # ticks sent just before the end are heard after it
+                    data = [await page.evaluate("() => window.__bench", timeout=30) for page in pages]
+                    states = [await page.text("#status") for page in pages]
     finally:
         await asyncio.gather(*(page.close() for page in pages))
         if pulse:
@@ -408,6 +442,15 @@ async def run(args: argparse.Namespace) -> dict:
         except subprocess.TimeoutExpired:
             popen.kill()
     period_ms = args.period * 1000
+    if args.room_members > 2:
+        result = {"browsers": dict(zip(names, args.browsers)), "room_members": args.room_members,
+                  "seconds_per_speaker": args.seconds, "warmup_s": args.warmup, "sample_rate": info[0]["rate"],
+                  "output_latency_pulse_ms": pulse_latency, "status_at_end": states, "targets": TARGETS}
+        for i, (start, end) in enumerate(windows):
+            for j in range(len(pages)):
+                if j != i:
+                    result[f"{names[i]}->{names[j]}"] = direction(data[i], data[j], start, end, period_ms)
+        return result
     return {
         "browsers": dict(zip("ab", args.browsers)),
         "seconds": args.seconds,
@@ -424,7 +467,7 @@ async def run(args: argparse.Namespace) -> dict:
 def headline(result: dict) -> dict:
     """The figures of the README's table, per direction."""
     rows = {}
-    for key in ("a->b", "b->a"):
+    for key in [k for k in result if "->" in k]:
         d = result[key]
         engines = f"{result['browsers'][key[0]]}->{result['browsers'][key[-1]]}"
         ear = d["mouth_to_ear_ms"] or {}
@@ -458,10 +501,16 @@ def main() -> None:
     parser.add_argument("--warmup", type=float, default=3, help="call time ignored first (default 3)")
     parser.add_argument("--period", type=float, default=0.5, help="seconds between ticks (default 0.5)")
     parser.add_argument("--runs", type=int, default=1, help="calls to measure; more than one adds medians")
+    parser.add_argument("--room-members", type=int, default=2,
+                        help="3 to 8: that many pages in one group room, speaking in turn (default 2: a call)")
     args = parser.parse_args()
     args.browsers = [name.strip() for name in args.browsers.split(",")]
-    if len(args.browsers) != 2 or not set(args.browsers) <= {"chromium", "firefox"}:
+    if args.room_members > 2:
+        args.browsers = (args.browsers + ["chromium"] * args.room_members)[:args.room_members]
+    elif len(args.browsers) != 2:
         raise SystemExit("latency bench: --browsers takes two of chromium, firefox, e.g. chromium,firefox")
+    if not 2 <= args.room_members <= 8 or not set(args.browsers) <= {"chromium", "firefox"}:
+        raise SystemExit("latency bench: --room-members takes 2 to 8, --browsers chromium or firefox for each page")
     if reason := missing_browser() or ("firefox" in args.browsers and missing_firefox()):
         raise SystemExit(f"latency bench: {reason}")
     runs = []

@@ -2,9 +2,12 @@
 //
 // The protocol is in the README (Protocol): text frames are JSON control messages, binary frames
 // are audio for session.receive(). Everything here runs on the main thread; audio lives in audio.js.
+// The first message tells a call of two (waiting/connected) from a group room (room): in a group
+// room every binary frame starts with its sender's slot, and the page lists the other members.
 
 import { startAudio } from './audio.js';
 import { meterValue, mouthToEar } from './figures.js';
+import { cleanLabel, emptyRoom, MAX_LABEL_LENGTH, reduceRoom, splitSlot } from './members.js';
 import { qrMatrix, svgElement } from './qr.js';
 import { newRoomName, reconnectDelay, roomFromLocation, roomUrl, wsUrl } from './room.js';
 
@@ -19,8 +22,10 @@ const MESSAGES = {
   noMic: 'No microphone found: plug one in or turn it on in your system settings, then press Start again.',
   micBusy: 'Microphone busy: close other apps or tabs that use it, then press Start again.',
   noWebSocket: 'This browser cannot open WebSockets: use a current Chrome, Firefox or Safari.',
-  roomFull: 'This room already has two people in it: create a new private room, or go back to the lobby.',
+  roomFull: 'This room is full: create a new private room, or go back to the lobby.',
 };
+const HEADPHONES_HINT = 'On speakers? Use headphones to keep your partner from hearing their own echo.';
+const NAME_KEY = 'duoduel.name'; // localStorage: the name this person gave themselves in group rooms
 
 const $ = (id) => document.getElementById(id);
 const els = {
@@ -43,6 +48,11 @@ const els = {
   qr: $('qr'),
   lobbyLine: $('lobby-line'),
   lobbyLink: $('lobby-link'),
+  partnerLabel: $('partner-label'),
+  group: $('group'),
+  name: $('name'),
+  members: $('members'),
+  membersEmpty: $('members-empty'),
 };
 
 let session = null; // the audio session, after Start
@@ -59,6 +69,9 @@ let rttMs = null;
 let reconnectTimer = 0;
 let autoNextTimer = 0;
 let pingTimer = 0;
+let group = emptyRoom(); // the group room as the server described it (members.js); group.group false in a call of two
+let talking = false; // push-to-talk: Space held while muted
+const rows = new Map(); // slot -> the member's row in the list: {li, name, meter, volume, mute, figures}
 
 // Status and errors.
 
@@ -117,15 +130,29 @@ function startErrorMessage(err) {
 
 function setMuted(value) {
   muted = value;
+  talking = false;
   if (session) session.setMuted(muted);
   els.mute.setAttribute('aria-pressed', String(muted));
-  els.micLabel.textContent = muted ? 'You (muted)' : 'You';
+  drawMicLabel();
+}
+
+function drawMicLabel() {
+  els.micLabel.textContent = talking ? 'You (talking)' : muted ? 'You (muted)' : 'You';
+}
+
+/** Push to talk (group rooms): while muted, holding Space sends this page's voice. */
+function setTalking(value) {
+  if (talking === value || !session || !muted) return;
+  talking = value;
+  session.setMuted(!talking);
+  drawMicLabel();
 }
 
 function setPaired(value) {
   paired = value;
   els.headphonesHint.hidden = !paired;
-  if (session) session.resetPartner();
+  // In a group room members come and go one by one (joined/left), so a change of `paired` frees nobody.
+  if (session && !group.group) session.resetPartner();
 }
 
 function sendFrame(frame) {
@@ -152,11 +179,23 @@ function next() {
 }
 
 function onControl(message) {
+  const before = group;
+  group = reduceRoom(group, message);
+  if (group !== before) onRoomChange(before, message);
   switch (message.type) {
+    case 'room':
+    case 'joined':
+    case 'left':
+    case 'label':
+      break; // onRoomChange did it
     case 'waiting':
       attempt = 0;
       if (paired) setPaired(false);
-      setStatus(partnerLeft ? 'Partner left. Waiting for a partner…' : 'Waiting for a partner…', 'waiting');
+      if (group.group) {
+        setStatus('Waiting for others to join…', 'waiting');
+      } else {
+        setStatus(partnerLeft ? 'Partner left. Waiting for a partner…' : 'Waiting for a partner…', 'waiting');
+      }
       break;
     case 'connected':
       attempt = 0;
@@ -167,6 +206,7 @@ function onControl(message) {
       break;
     case 'disconnected':
       setPaired(false);
+      if (group.group) break; // the last other member left; "waiting" follows at once
       setStatus('Partner left', 'left');
       if (room === null) {
         // The server leaves us out of the queue after a partner leaves the lobby: ask again.
@@ -238,7 +278,13 @@ function connect() {
   socket.addEventListener('message', (event) => {
     if (ws !== socket) return;
     if (typeof event.data !== 'string') {
-      if (paired && session) session.receive(event.data);
+      if (!paired || !session) return;
+      if (group.group) {
+        const marked = splitSlot(event.data);
+        if (marked) session.receiveFrom(marked.slot, marked.frame);
+      } else {
+        session.receive(event.data);
+      }
       return;
     }
     let message;
@@ -263,6 +309,11 @@ function forgetSocket() {
   clearTimeout(autoNextTimer);
   rttMs = null;
   setPaired(false);
+  if (group.group) {
+    const before = group;
+    group = emptyRoom();
+    onRoomChange(before, null);
+  }
   els.next.disabled = true;
 }
 
@@ -332,6 +383,10 @@ function drawMeters() {
   const { mic, partner } = session.levels();
   els.micMeter.value = meterValue(mic);
   els.partnerMeter.value = paired ? meterValue(partner) : 0;
+  for (const [slot, row] of rows) {
+    const stats = session.memberStats(slot);
+    row.meter.value = stats ? meterValue(stats.rms) : 0;
+  }
   requestAnimationFrame(drawMeters);
 }
 
@@ -344,6 +399,10 @@ function drawStats() {
     return;
   }
   const s = session.stats();
+  if (group.group) {
+    drawGroupStats(s);
+    return;
+  }
   const estimate = mouthToEar({ ...s, rttMs });
   // Where the browser's output latency cannot be read safely (Firefox), the estimate stops at our
   // output node and says so.
@@ -356,6 +415,127 @@ function drawStats() {
     `in ${s.partnerCodec || '–'} ${whole(s.kbpsIn)} kbit/s`,
     `≈ mouth-to-ear ${toEar}`,
   ].join(' · ');
+}
+
+// Group rooms: the member list, names, each member's volume on this page.
+
+/** The server changed the room (room, joined, left, label), or the socket went: follow it. */
+function onRoomChange(before, message) {
+  if (!before.group && group.group) {
+    if (session) session.resetPartner(); // a fresh room: nobody from an earlier socket plays on
+    const name = storedName();
+    if (name !== null && name !== group.label) sendControl({ type: 'label', label: name });
+  }
+  if (session && message && message.type === 'joined') session.addMember(message.slot);
+  if (session && message && message.type === 'left') session.removeMember(message.slot);
+  if (session && !group.group) session.resetPartner();
+  renderGroup();
+}
+
+function storedName() {
+  try {
+    return cleanLabel(localStorage.getItem(NAME_KEY));
+  } catch {
+    return null; // storage blocked: the name lasts as long as the page
+  }
+}
+
+function onNameChange() {
+  const name = cleanLabel(els.name.value);
+  try {
+    if (name === null) localStorage.removeItem(NAME_KEY);
+    else localStorage.setItem(NAME_KEY, name);
+  } catch {
+    // storage blocked: the name still goes to the room
+  }
+  if (name !== null && group.group && name !== group.label) sendControl({ type: 'label', label: name });
+}
+
+function memberRow(slot) {
+  const li = document.createElement('li');
+  li.className = 'member';
+  li.dataset.slot = String(slot);
+  const name = document.createElement('span');
+  name.className = 'member-name';
+  const meter = document.createElement('meter');
+  Object.assign(meter, { min: 0, max: 1, low: 0.85, high: 0.97, optimum: 0.5, value: 0 });
+  const volume = document.createElement('input');
+  Object.assign(volume, { type: 'range', min: '0', max: '100', step: '5', value: '100' });
+  volume.className = 'member-volume';
+  const mute = document.createElement('button');
+  mute.type = 'button';
+  mute.className = 'member-mute';
+  mute.textContent = 'Mute';
+  mute.setAttribute('aria-pressed', 'false');
+  const figures = document.createElement('small');
+  figures.className = 'member-figures';
+  const apply = () => {
+    if (session) session.setMemberVolume(slot, Number(volume.value), mute.getAttribute('aria-pressed') === 'true');
+  };
+  volume.addEventListener('input', apply);
+  mute.addEventListener('click', () => {
+    const now = mute.getAttribute('aria-pressed') !== 'true';
+    mute.setAttribute('aria-pressed', String(now));
+    mute.textContent = now ? 'Unmute' : 'Mute';
+    li.classList.toggle('muted', now);
+    apply();
+  });
+  li.append(name, meter, volume, mute, figures);
+  return { li, name, meter, volume, mute, figures };
+}
+
+/** Draw the group part of the page from `group`: rows added and removed, names as text only. */
+function renderGroup() {
+  const inGroup = group.group;
+  els.group.hidden = !inGroup;
+  els.headphonesHint.textContent = inGroup
+    ? 'On speakers? Use headphones to keep the others from hearing their own echo.'
+    : HEADPHONES_HINT;
+  els.partnerLabel.hidden = inGroup;
+  els.partnerMeter.hidden = inGroup;
+  if (inGroup) els.name.placeholder = group.label || 'Your name';
+  const present = new Set(group.members.map((m) => m.slot));
+  for (const [slot, row] of rows) {
+    if (!present.has(slot)) {
+      row.li.remove();
+      rows.delete(slot);
+    }
+  }
+  for (const member of group.members) {
+    let row = rows.get(member.slot);
+    if (!row) {
+      row = memberRow(member.slot);
+      rows.set(member.slot, row);
+      const after = [...els.members.children].find((li) => Number(li.dataset.slot) > member.slot);
+      els.members.insertBefore(row.li, after || null);
+    }
+    row.name.textContent = member.label; // never innerHTML: a label is whatever its member typed
+    row.volume.setAttribute('aria-label', `Volume of ${member.label} on this page`);
+    row.mute.setAttribute('aria-label', `Mute ${member.label} on this page`);
+  }
+  els.membersEmpty.hidden = !inGroup || group.members.length > 0;
+  renderRoom();
+}
+
+function drawGroupStats(s) {
+  const others = group.members.length;
+  els.stats.textContent = [
+    `RTT ${whole(rttMs)} ms`,
+    `out ${s.codec} ${whole(s.kbpsOut)} kbit/s`,
+    `${others} other${others === 1 ? '' : 's'} in the room`,
+  ].join(' · ');
+  for (const [slot, row] of rows) {
+    const m = session.memberStats(slot);
+    if (!m) {
+      row.figures.textContent = '';
+      row.figures.title = '';
+      continue;
+    }
+    const lost = m.lostFrames + m.decoderDrops;
+    row.figures.textContent = `lost ${whole(lost)} · buffer ${whole(m.jitterMs)} ms`;
+    row.figures.title = `${m.codec || '–'} ${whole(m.kbpsIn)} kbit/s in, jitter buffer ${whole(m.jitterMs)} ms ` +
+      `(target ${whole(m.targetMs)} ms), lost frames ${whole(lost)}, concealed ${whole(m.concealedFrames)}`;
+  }
 }
 
 // Private rooms.
@@ -389,7 +569,9 @@ function renderRoom() {
   const url = roomUrl(location.origin, room);
   els.roomLink.href = url;
   els.roomLink.textContent = url;
-  els.roomNote.textContent = 'Send this link to your partner, or let them scan the code.';
+  els.roomNote.textContent = group.group
+    ? 'Send this link to the people you want in the room, or let them scan the code.'
+    : 'Send this link to your partner, or let them scan the code.';
   els.qr.append(svgElement(document, qrMatrix(url).modules, { title: `QR code of ${url}` }));
 }
 
@@ -443,8 +625,27 @@ function isTyping(target) {
     (target.isContentEditable || target.closest('input, textarea, select, [contenteditable]') !== null);
 }
 
+/** Space while muted in a group room: push to talk. Never while typing, so a name can have spaces. */
+function isPushToTalk(event) {
+  return event.code === 'Space' && group.group && session !== null && (muted || talking) &&
+    !event.ctrlKey && !event.metaKey && !event.altKey && !isTyping(event.target);
+}
+
+function onKeyUp(event) {
+  if (!talking || event.code !== 'Space') return;
+  event.preventDefault(); // a focused button would otherwise be clicked by the release
+  talking = false;
+  session.setMuted(muted);
+  drawMicLabel();
+}
+
 function onKeyDown(event) {
   resumeAudio();
+  if (isPushToTalk(event)) {
+    event.preventDefault(); // Space must not scroll or press the focused button
+    setTalking(true);
+    return;
+  }
   if (event.key !== 'm' && event.key !== 'M') return;
   if (event.repeat || event.ctrlKey || event.metaKey || event.altKey || isTyping(event.target)) return;
   if (!session) return;
@@ -465,6 +666,12 @@ function init() {
   });
   window.addEventListener('popstate', followLocation);
   document.addEventListener('keydown', onKeyDown);
+  document.addEventListener('keyup', onKeyUp);
+  // A release elsewhere (another window, a lost focus) must not leave the microphone open.
+  window.addEventListener('blur', () => onKeyUp({ code: 'Space', preventDefault() {} }));
+  els.name.maxLength = MAX_LABEL_LENGTH;
+  els.name.value = storedName() || '';
+  els.name.addEventListener('change', onNameChange);
   document.addEventListener('pointerdown', resumeAudio, { capture: true });
   document.addEventListener('visibilitychange', () => {
     if (document.visibilityState === 'visible') resumeAudio();
@@ -502,6 +709,13 @@ window.duoduel = {
   },
   get room() {
     return room;
+  },
+  /** The group room as the page knows it ({group, slot, label, size, members}); group false in a call. */
+  get group() {
+    return group;
+  },
+  get talking() {
+    return talking;
   },
 };
 

@@ -1,22 +1,31 @@
 // The browser audio pipeline, put together from its parts:
 //   capture.js   microphone -> capture worklet -> 20 ms frames with their capture time
 //   encoder.js   frames -> Opus (WebCodecs) or PCM16 -> binary frames -> onFrame()
-//   partner.js   the partner's binary frames -> decoder -> jitter buffer (playback worklet) -> mix bus
+//   partner.js   each remote member's binary frames -> decoder -> jitter buffer (playback worklet)
+//   mix.js       the members' volume, and the soft clip on the mix bus
 //   this file    the session the page talks to, with the meters and figures
 //
 //   const session = await startAudio({ onFrame: (arrayBuffer) => ws.send(arrayBuffer) });
-//   session.receive(arrayBuffer);  // a frame from the partner
+//   session.receive(arrayBuffer);          // a frame from the partner (a call of two)
+//   session.receiveFrom(slot, frameView);  // a frame from a group room's member (slot byte stripped)
+//
+// Every remote member has a PartnerPlayback of its own and a gain (this page's volume for them); Web
+// Audio sums the gains into the mix bus, and a WaveShaper soft-clips the sum (mix.js) before the
+// speakers: identity at speech levels, a soft shoulder when three people talk at once.
 //
 // The binary frame format is in the README (Protocol) and frame.js.
 import { Capture, openAudio, wallNow } from './capture.js';
 import { FRAME_MS } from './constants.js';
 import { chooseOpusConfig, FrameEncoder, opusRate } from './encoder.js';
 import { outputLatencyMs } from './figures.js';
+import { MIX_HEADROOM, memberGain, softClipCurve } from './mix.js';
 import { PartnerPlayback } from './partner.js';
 import { RateMeter } from './rate-meter.js';
 
 const PARTNER_FFT_SIZE = 32768;
 const CAPTURE_TO_SEND_SMOOTHING = 0.1;
+/** The key of a two-person call's one partner among the members (group-room slots are 0..255). */
+export const PARTNER = -1;
 
 /**
  * Start the microphone and the audio graph. Call from a user gesture.
@@ -55,7 +64,8 @@ export class AudioSession {
      *   captured(samples, captureTime)  every captured frame (Float32Array at the context rate, valid
      *                                   only during the call) and the wall-clock ms of its first sample
      *   sent(frame, captureTime)        every binary frame handed to onFrame, and its capture time
-     *   received(frame)                 every binary frame from the partner, before decoding
+     *   received(frame, slot)           every binary frame from a member, before decoding (slot: its group-room
+     *                                   slot, PARTNER (-1) in a call of two; frame without the slot byte)
      * What the page plays from its partner is `partnerOutput` (an AudioNode: connect a tap to it).
      */
     this.measure = { captured: null, sent: null, received: null };
@@ -76,13 +86,23 @@ export class AudioSession {
       },
     });
 
-    // Every partner's playback node feeds this bus, which the speakers and the partner meter share.
+    // Members' gains -> mix bus (Web Audio sums) -> 1/headroom -> soft clip -> partnerOutput, which the
+    // speakers and the partner analyser share: partnerOutput is exactly what this page plays.
+    this._mixBus = context.createGain();
+    this._mixBus.gain.value = 1 / MIX_HEADROOM;
+    this._softClip = context.createWaveShaper();
+    this._softClip.curve = softClipCurve();
+    this._softClip.oversample = 'none'; // oversampling would add latency
     this.partnerOutput = context.createGain();
     this.partnerAnalyser = context.createAnalyser();
     this.partnerAnalyser.fftSize = PARTNER_FFT_SIZE;
+    this._mixBus.connect(this._softClip);
+    this._softClip.connect(this.partnerOutput);
     this.partnerOutput.connect(context.destination);
     this.partnerOutput.connect(this.partnerAnalyser);
-    this._partner = null; // PartnerPlayback, from the partner's first frame until resetPartner()
+    /** slot (PARTNER in a call of two) -> {playback: PartnerPlayback, gain: GainNode} */
+    this._members = new Map();
+    this._volumes = new Map(); // slot -> {percent, muted}: kept across a member's frames, reset when it leaves
 
     this.resume();
   }
@@ -106,12 +126,61 @@ export class AudioSession {
     }
   }
 
-  /** A binary frame from the partner. */
+  /** A binary frame from the partner of a call of two. */
   receive(buffer) {
-    if (this._closed || !buffer) return;
-    notify(this.measure.received, buffer);
-    if (!this._partner) this._partner = new PartnerPlayback(this.context, this.partnerOutput);
-    this._partner.receive(buffer);
+    this.receiveFrom(PARTNER, buffer);
+  }
+
+  /** A binary frame from one member (a group room's slot, its byte already stripped; PARTNER in a call). */
+  receiveFrom(slot, frame) {
+    if (this._closed || !frame) return;
+    notify(this.measure.received, frame, slot);
+    this.addMember(slot).playback.receive(frame);
+  }
+
+  /** A member arrived (or sent its first frame): its own decoder, jitter buffer and volume. */
+  addMember(slot) {
+    let member = this._members.get(slot);
+    if (member) return member;
+    const gain = this.context.createGain();
+    const volume = this._volumes.get(slot);
+    gain.gain.value = volume ? memberGain(volume.percent, volume.muted) : 1;
+    gain.connect(this._mixBus);
+    member = { playback: new PartnerPlayback(this.context, gain), gain };
+    this._members.set(slot, member);
+    return member;
+  }
+
+  /** A member left: free its decoder, jitter buffer and nodes, and forget this page's volume for it. */
+  removeMember(slot) {
+    const member = this._members.get(slot);
+    this._volumes.delete(slot);
+    if (!member) return;
+    this._members.delete(slot);
+    member.playback.close();
+    try {
+      member.gain.disconnect();
+    } catch {
+      // not connected
+    }
+  }
+
+  /** How loud this page plays one member: percent 0..100, muted (this page only). */
+  setMemberVolume(slot, percent, muted) {
+    this._volumes.set(slot, { percent, muted });
+    const member = this._members.get(slot);
+    if (member) member.gain.gain.setTargetAtTime(memberGain(percent, muted), this.context.currentTime, 0.01);
+  }
+
+  /** One member's figures (PartnerPlayback.stats()), or null before its first frame. */
+  memberStats(slot) {
+    const member = this._members.get(slot);
+    return member ? member.playback.stats() : null;
+  }
+
+  /** How many members have a decoder and jitter buffer here now. */
+  get memberCount() {
+    return this._members.size;
   }
 
   /** Muted: no frame is sent; the partner's concealment fades to silence. */
@@ -120,10 +189,21 @@ export class AudioSession {
     this._encoder.muted = this._muted;
   }
 
-  /** New partner (or partner left): free the old partner's decoder and jitter buffer. */
+  /** New partner (or partner left, or a new room): free every member's decoder and jitter buffer. */
   resetPartner() {
-    if (this._partner) this._partner.close();
-    this._partner = null;
+    for (const slot of [...this._members.keys()]) this.removeMember(slot);
+    this._volumes.clear();
+  }
+
+  /** The partner of a call of two; in a group room the member heard loudest now (for the call's figures). */
+  get _partner() {
+    const partner = this._members.get(PARTNER);
+    if (partner) return partner.playback;
+    let loudest = null;
+    for (const { playback } of this._members.values()) {
+      if (loudest === null || playback.stats().rms > loudest.stats().rms) loudest = playback;
+    }
+    return loudest;
   }
 
   /** RMS levels, 0..1; the page maps them to its meters' decibel scale. */
@@ -178,7 +258,7 @@ export class AudioSession {
     this._capture.close();
     this._encoder.close();
     this.resetPartner();
-    for (const node of [this.partnerOutput, this.partnerAnalyser]) {
+    for (const node of [this._mixBus, this._softClip, this.partnerOutput, this.partnerAnalyser]) {
       try {
         node.disconnect();
       } catch {

@@ -38,7 +38,7 @@ MISSING = {"chromium": missing_browser, "firefox": missing_firefox, "webkit": mi
 
 @pytest.fixture
 def config() -> duoduel.Config:
-    """Rooms of two: the page speaks group rooms only once their browser part lands (issue 12)."""
+    """Rooms of two: these are the two-person calls; group rooms are tests/test_browser_groups.py's."""
     return duoduel.Config(host="127.0.0.1", port=0, room_size=2)
 
 
