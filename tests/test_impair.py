@@ -20,7 +20,7 @@ from websockets.exceptions import ConnectionClosedError
 from bench.impair import Impairment, Link
 from conftest import ROOT, Running, http_request, join, receive_json, round_trip
 
-BIG_FILE = "/qrcode-generator.js"  # about 50 KB
+BIG_FILE = "/vendor/qrcode-generator.js"  # about 50 KB
 
 
 @pytest.fixture
