@@ -1288,6 +1288,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--allow-origin", action="append", default=[], metavar="ORIGIN", help="also accept WebSockets from this origin, e.g. https://example.org (repeatable)")
     parser.add_argument("--max-clients", type=int, default=MAX_CLIENTS, help=f"refuse new clients with HTTP 503 past this many (default: {MAX_CLIENTS})")
     parser.add_argument("--room-size", type=room_size, default=ROOM_SIZE, help=f"people a private room admits, 2 to {MAX_ROOM_SIZE} (default: {ROOM_SIZE}; 2 makes rooms private calls)")
+    parser.add_argument("--resume-window", type=resume_window, default=RESUME_WINDOW, metavar="SECONDS", help=f"hold a dropped caller's place this long for its page to come back (default: {RESUME_WINDOW:g}; 0: a drop ends the call)")
     parser.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"], help="default: info")
     return parser.parse_args(argv)
 
@@ -1301,6 +1302,17 @@ def room_size(text: str) -> int:
     if not 2 <= size <= MAX_ROOM_SIZE:
         raise argparse.ArgumentTypeError(f"{text!r} is not a room size: give a whole number from 2 to {MAX_ROOM_SIZE}")
     return size
+
+
+def resume_window(text: str) -> float:
+    """Read --resume-window: seconds, 0 to 600."""
+    try:
+        seconds = float(text)
+    except ValueError:
+        seconds = -1.0
+    if not 0 <= seconds <= 600:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a resume window: give seconds from 0 to 600")
+    return seconds
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -1328,6 +1340,7 @@ def start(args: argparse.Namespace) -> None:
         allowed_origins=frozenset(origin.rstrip("/") for origin in args.allow_origin),
         max_clients=args.max_clients,
         room_size=args.room_size,
+        resume_window=args.resume_window,
     )
     try:
         import uvloop  # optional: a faster event loop, when installed

@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import signal
+import sys
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 
@@ -20,7 +22,7 @@ from websockets.exceptions import ConnectionClosed
 
 import duoduel
 from bench.impair import Impairment
-from conftest import Running, health, receive_json, round_trip, running_server, settle
+from conftest import Running, health, receive_json, round_trip, run_command, running_server, settle
 from test_hardening import metric
 
 REFUSED = {"type": "error", "reason": "resume token unknown or expired: starting a new session"}
@@ -376,3 +378,36 @@ async def test_a_group_member_not_back_within_the_window_has_left():
         assert await receive_json(first.websocket) == {"type": "disconnected"}
         assert await receive_json(first.websocket) == {"type": "waiting"}
         await first.websocket.close()
+
+
+# The command line.
+
+
+async def test_the_resume_window_comes_from_the_command_line(start_process):
+    """--resume-window 0.3: the partner of a dropped caller hears "disconnected" after a fraction of a second."""
+    process = start_process("--resume-window", "0.3")
+    ann, bob = await call(process.running)
+    drop(ann)
+    assert await receive_json(bob.websocket) == {"type": "reconnecting"}
+    assert await receive_json(bob.websocket, timeout=5) == {"type": "disconnected"}
+    await bob.websocket.close()
+
+
+async def test_sigterm_with_a_place_held_closes_the_rest_with_1001_and_exits_0(start_process):
+    """A window still open does not keep a stopping server alive: the partner gets 1001, the process exits 0."""
+    process = start_process()
+    ann, bob = await call(process.running)
+    drop(ann)
+    assert await receive_json(bob.websocket) == {"type": "reconnecting"}
+    process.popen.send_signal(signal.SIGTERM)
+    with pytest.raises(ConnectionClosed):
+        await asyncio.wait_for(bob.websocket.recv(), 5)
+    assert bob.websocket.close_code == 1001
+    assert await asyncio.to_thread(process.popen.wait, 10) == 0
+
+
+def test_a_resume_window_out_of_range_is_refused():
+    """--resume-window takes 0 to 600 seconds; anything else is one line and exit status 2."""
+    result = run_command(sys.executable, "duoduel.py", "--resume-window", "-1")
+    assert result.returncode == 2
+    assert "'-1' is not a resume window: give seconds from 0 to 600" in result.stderr
