@@ -7,6 +7,7 @@ import { startAudio } from './audio.js';
 import { meterValue, mouthToEar } from './figures.js';
 import { qrMatrix, svgElement } from './qr.js';
 import { newRoomName, reconnectDelay, roomFromLocation, roomUrl, wsUrl } from './room.js';
+import { Resume, RESUME_REFUSED, resumeDelay } from './resume.js';
 
 const PING_INTERVAL_MS = 2000;
 const AUTO_NEXT_MS = 1500; // in the lobby, how long "Partner left" shows before we look for someone new
@@ -59,6 +60,7 @@ let rttMs = null;
 let reconnectTimer = 0;
 let autoNextTimer = 0;
 let pingTimer = 0;
+const resume = new Resume(); // the resume token, and whether the page is getting its call back
 
 // Status and errors.
 
@@ -176,9 +178,18 @@ function onControl(message) {
         partnerLeft = true; // the server puts us back in the room and says "waiting" right away
       }
       break;
+    case 'session':
+    case 'reconnecting':
+    case 'resumed':
+      onResumeMessage(message);
+      break;
     case 'error':
       if (message.reason === 'room full') {
         onRoomFull();
+      } else if (typeof message.reason === 'string' && message.reason.startsWith(RESUME_REFUSED)) {
+        // Back too late: the call is over and the server starts a new session (waiting follows).
+        resume.onRefused();
+        partnerLeft = true;
       } else {
         console.warn('duoduel: server refused a message:', message.reason);
       }
@@ -188,6 +199,26 @@ function onControl(message) {
       break;
     default:
       console.warn('duoduel: unknown message type', message.type);
+  }
+}
+
+// Resuming after a dropped socket (see resume.js).
+
+function onResumeMessage(message) {
+  switch (message.type) {
+    case 'session':
+      resume.onSession(message);
+      break;
+    case 'reconnecting':
+      // The partner's socket dropped; the server holds their place for a few seconds.
+      if (paired) setStatus('Partner reconnecting…', 'connecting');
+      break;
+    case 'resumed':
+      // The partner is back on a new socket: start their playback afresh, so the delay their silence
+      // and any burst left in the jitter buffer does not stay.
+      if (session) session.resetPartner();
+      if (paired) setStatus('Connected', 'connected');
+      break;
   }
 }
 
@@ -219,7 +250,7 @@ function connect() {
   reconnectTimer = 0;
   let socket;
   try {
-    socket = new WebSocket(wsUrl(location, room));
+    socket = new WebSocket(resume.url(wsUrl(location, room)));
   } catch (err) {
     showError(`Cannot connect to the server (${err.message}): reload the page.`);
     return;
@@ -267,6 +298,7 @@ function forgetSocket() {
 }
 
 function onClose(event) {
+  const inCall = paired;
   forgetSocket();
   if (event.code === 1008 && event.reason === 'room full') roomFull = true;
   if (roomFull) {
@@ -274,6 +306,13 @@ function onClose(event) {
     return;
   }
   if (!session) return;
+  if (resume.onClose(event.code, inCall)) {
+    // Dropped in a call: try at once, then back off, while the server holds our place.
+    const delay = resumeDelay(attempt++, reconnectDelay);
+    setStatus('Reconnecting…', 'connecting');
+    reconnectTimer = setTimeout(connect, delay);
+    return;
+  }
   const delay = reconnectDelay(attempt++);
   setStatus(`Reconnecting… (connection lost, trying again in ${Math.ceil(delay / 1000)} s)`, 'connecting');
   reconnectTimer = setTimeout(connect, delay);
@@ -286,6 +325,7 @@ function reconnectNow() {
   roomFull = false;
   partnerLeft = false;
   attempt = 0;
+  resume.forget();
   if (old) old.close(1000, 'leaving');
   connect(); // also cancels a pending reconnect
 }
@@ -477,6 +517,7 @@ function init() {
     if (event.persisted && ws) {
       const old = ws;
       ws = null;
+      resume.forget();
       old.close(1000, 'page hidden');
     }
   });
