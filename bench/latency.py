@@ -1,7 +1,16 @@
 #!/usr/bin/env python3
 """Browser latency benchmark: two headless pages (Chromium, Firefox or one of each) talk through duoduel.py.
 
-usage: python bench/latency.py [--browsers chromium,firefox] [--seconds 20] [--warmup 3] [--period 0.5] [--runs 1]
+usage: python bench/latency.py [--browsers chromium,firefox] [--link good|jitter|stalls] [--seconds 20]
+                               [--warmup 3] [--period 0.5] [--runs 1]
+
+--link puts page a (the page and its /ws) behind bench/impair.py; page b talks to the server directly:
+  good    no proxy: loopback.
+  jitter  each direction 10 ms + uniform 0-30 ms, order kept as TCP keeps it (a's two legs of the call).
+  stalls  each direction 10 ms; every 5 s (from 2 s into the call) nothing crosses for 300, 400, then 500 ms,
+          and what was held arrives at once. Each direction's stall_recovery lists, per stall, the level of
+          the delay before it, the worst after it, and how long after the stall's end the delay came back
+          within 20 ms of that level: measured (ticks heard) and by the receiving page's own estimate.
 
 --browsers names the engines of page a and page b (default chromium,chromium). Each page's microphone
 is a click train (a 10 ms, 1 kHz tick every --period s): Chromium's fake capture device plays it from a
@@ -61,9 +70,16 @@ from browser import missing_browser, write_click_train  # noqa: E402
 from firefox import PulseAudio, missing_firefox  # noqa: E402
 from pages import ChromiumPage, FirefoxPage  # noqa: E402
 
+sys.path.insert(0, str(ROOT))
+from bench.impair import Impairment, Link  # noqa: E402
+
 LISTENING = re.compile(r"listening on (https?)://[^ ]*:(\d+)/")
 FRAME_MS = 20
 TARGETS = {"mouth_to_ear_p50_ms": 40, "dropouts": 0.005, "kbit_s": 40}
+LINKS = ("good", "jitter", "stalls")
+STALL_EVERY_S = 5.0
+STALL_MS = (300, 400, 500)
+RECOVERED_WITHIN_MS = 20  # the delay is back when it is within this of its level before the stall
 
 # Streaming onset detector, the same on both sides. A sample above TRIGGER (after REFRACTORY_S of
 # quiet) opens a window; the onset is the first sample in it that reaches half the window's peak, so
@@ -280,7 +296,38 @@ def map_heard(receiver: dict, output_latency_ms: float | None) -> list[dict]:
     return heard
 
 
-def direction(sender: dict, receiver: dict, start: float, end: float, period_ms: float) -> dict:
+def stall_recovery(sender: dict, receiver: dict, output: float | None, stalls: list[tuple[float, float]],
+                   period_ms: float) -> list[dict]:
+    """Per stall (wall ms of its start, its length): the delay's level in the 2 s before it, its worst in
+    the 2 s after, and the seconds from the stall's end to the first tick sent after it whose delay is back
+    within RECOVERED_WITHIN_MS of that level; the same from the page's own estimate (sampled every 250 ms)."""
+    pairs = match_ticks(sender["sentOnsets"], map_heard(receiver, output), period_ms)
+    delays = [(tick["t"], onset["t"] - tick["t"]) for tick, onset in pairs]
+    shown = [(st["t"], st["shown"]) for st in receiver["stats"] if st["shown"] is not None]
+    out = []
+    for begin, length in stalls:
+        finish = begin + length
+        row = {"stall_ms": length}
+        for name, series in (("measured", delays), ("page", shown)):
+            before = [d for t, d in series if begin - 2000 <= t < begin]
+            after = [(t, d) for t, d in series if t >= finish]
+            if not before or not after:
+                row[name] = None
+                continue
+            level = statistics.median(before)
+            back = next((t for t, d in after if d <= level + RECOVERED_WITHIN_MS), None)
+            row[name] = {
+                "before_ms": round(level, 1),
+                "worst_after_ms": round(max(d for t, d in series if begin <= t < finish + 2000), 1)
+                if any(begin <= t < finish + 2000 for t, _ in series) else None,
+                "recovered_after_s": round((back - finish) / 1000, 2) if back is not None else None,
+            }
+        out.append(row)
+    return out
+
+
+def direction(sender: dict, receiver: dict, start: float, end: float, period_ms: float,
+              stalls: list[tuple[float, float]] | None = None) -> dict:
     """Figures for sender -> receiver over [start, end) (wall ms)."""
     stats = [st for st in receiver["stats"] if start <= st["t"] < end]
     output = statistics.median([st["outputLatencyMs"] for st in stats]) if stats and stats[-1]["outputLatencyMs"] is not None else None
@@ -347,6 +394,7 @@ def direction(sender: dict, receiver: dict, start: float, end: float, period_ms:
             "first_decoder_drop_s": first_change(receiver["stats"], lambda st: st.get("decoderDrops") or 0),
         },
         "kbit_s": round(sum(f["bytes"] for f in frames) * 8 / seconds / 1000, 1),
+        "stall_recovery": stall_recovery(sender, receiver, output, stalls or [], period_ms),
     }
 
 
@@ -357,6 +405,25 @@ def pulse_output_latency(pulse) -> list[float]:
     buffer = [int(n) for n in re.findall(r"Buffer Latency: (\d+) usec", listing)]
     sink = [int(n) for n in re.findall(r"Sink Latency: (\d+) usec", listing)]
     return [round((b + k) / 1000, 1) for b, k in zip(buffer, sink)]
+
+
+def impaired_link(kind: str, port: int) -> Impairment | None:
+    """The link in front of page a, or None for a good network (loopback)."""
+    if kind == "good":
+        return None
+    jitter = 30.0 if kind == "jitter" else 0.0
+    return Impairment("127.0.0.1", port, up=Link(delay_ms=10, jitter_ms=jitter),
+                      down=Link(delay_ms=10, jitter_ms=jitter), seed=1)
+
+
+async def stall_now_and_then(link: Impairment, first_s: float, stalls: list[tuple[float, float]]) -> None:
+    """Stall both directions every STALL_EVERY_S s, lengths cycling through STALL_MS; note each (wall ms, ms)."""
+    await asyncio.sleep(first_s)
+    for number in range(10_000):
+        length = STALL_MS[number % len(STALL_MS)]
+        stalls.append((time.time() * 1000, length))
+        link.stall(length / 1000)
+        await asyncio.sleep(STALL_EVERY_S)
 
 
 async def open_page(engine: str, name: str, origin: str, wav: Path, period: float, playwright, pulse):
@@ -374,6 +441,12 @@ async def run(args: argparse.Namespace) -> dict:
 
     popen, port = start_server()
     origin = f"http://127.0.0.1:{port}"
+    link = impaired_link(args.link, port)
+    if link is not None:
+        await link.start()
+    origins = (f"http://127.0.0.1:{link.port}" if link is not None else origin, origin)
+    stalls: list[tuple[float, float]] = []
+    stalling = None
     pulse = PulseAudio().start() if "firefox" in args.browsers else None
     pages = []
     try:
@@ -381,8 +454,8 @@ async def run(args: argparse.Namespace) -> dict:
             wav = write_click_train(Path(folder) / "ticks.wav", period_s=args.period)
             async with async_playwright() as playwright:
                 info = []
-                for engine, name in zip(args.browsers, ("a", "b")):
-                    page = await open_page(engine, name, origin, wav, args.period, playwright, pulse)
+                for engine, name, page_origin in zip(args.browsers, ("a", "b"), origins):
+                    page = await open_page(engine, name, page_origin, wav, args.period, playwright, pulse)
                     pages.append(page)
                     await page.click("#start")
                     await page.wait_for("() => window.duoduel.session !== null", what="the session")
@@ -391,6 +464,8 @@ async def run(args: argparse.Namespace) -> dict:
                     await page.wait_for("() => document.getElementById('status').textContent.includes('Connected')",
                                         what="Connected")
                 start = time.time() * 1000 + args.warmup * 1000
+                if args.link == "stalls":
+                    stalling = asyncio.create_task(stall_now_and_then(link, args.warmup + 2, stalls))
                 await asyncio.sleep(args.warmup + args.seconds / 2)
                 pulse_latency = pulse_output_latency(pulse) if pulse else []
                 await asyncio.sleep(args.seconds / 2)
@@ -399,7 +474,11 @@ async def run(args: argparse.Namespace) -> dict:
                 data = [await page.evaluate("() => window.__bench", timeout=30) for page in pages]
                 states = [await page.text("#status") for page in pages]
     finally:
+        if stalling is not None:
+            stalling.cancel()
         await asyncio.gather(*(page.close() for page in pages))
+        if link is not None:
+            await link.close()
         if pulse:
             pulse.stop()
         popen.send_signal(signal.SIGTERM)
@@ -410,13 +489,14 @@ async def run(args: argparse.Namespace) -> dict:
     period_ms = args.period * 1000
     return {
         "browsers": dict(zip("ab", args.browsers)),
+        "link": args.link,
         "seconds": args.seconds,
         "warmup_s": args.warmup,
         "sample_rate": info[0]["rate"],
         "output_latency_pulse_ms": pulse_latency,
         "status_at_end": states,
-        "a->b": direction(data[0], data[1], start, end, period_ms),
-        "b->a": direction(data[1], data[0], start, end, period_ms),
+        "a->b": direction(data[0], data[1], start, end, period_ms, stalls),
+        "b->a": direction(data[1], data[0], start, end, period_ms, stalls),
         "targets": TARGETS,
     }
 
@@ -434,6 +514,8 @@ def headline(result: dict) -> dict:
             "mouth_to_ear_p50": ear.get("p50"), "mouth_to_ear_p95": ear.get("p95"),
             "page_estimate_p50": d["page_estimate_ms"]["p50"],
             "dropouts": d["dropouts"], "lost": d["frames"]["lost"], "kbit_s": d["kbit_s"],
+            "stall_recovered_after_s": [(row["measured"] or {}).get("recovered_after_s") for row in d["stall_recovery"]],
+            "page_stall_recovered_after_s": [(row["page"] or {}).get("recovered_after_s") for row in d["stall_recovery"]],
         }
     return rows
 
@@ -446,6 +528,9 @@ def medians(runs: list[dict]) -> dict:
         out[row] = {}
         for column in tables[0][row]:
             values = [t[row][column] for t in tables if t[row][column] is not None]
+            if values and isinstance(values[0], list):  # one figure per stall: every run's, in order
+                out[row][column] = [value for run in values for value in run]
+                continue
             out[row][column] = round(statistics.median(values), 4 if column == "dropouts" else 1) if values else None
     return out
 
@@ -454,6 +539,8 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--browsers", default="chromium,chromium",
                         help="engines of page a and page b: chromium or firefox (default chromium,chromium)")
+    parser.add_argument("--link", choices=LINKS, default="good",
+                        help="page a's link: good (loopback), jitter or stalls, through bench/impair.py (default good)")
     parser.add_argument("--seconds", type=float, default=20, help="measured call time (default 20)")
     parser.add_argument("--warmup", type=float, default=3, help="call time ignored first (default 3)")
     parser.add_argument("--period", type=float, default=0.5, help="seconds between ticks (default 0.5)")
