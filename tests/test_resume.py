@@ -393,6 +393,24 @@ async def test_the_resume_window_comes_from_the_command_line(start_process):
     await bob.websocket.close()
 
 
+async def test_frames_for_a_held_partner_go_nowhere_and_the_call_resumes(start_process):
+    """As a person runs it (uvloop when installed): Bob keeps talking while Ann's place is held; his frames
+    reach nobody, his socket stays fine, and once Ann resumes she hears what he says next."""
+    process = start_process()
+    ann, bob = await call(process.running)
+    drop(ann)
+    assert await receive_json(bob.websocket) == {"type": "reconnecting"}
+    for _ in range(20):
+        await bob.websocket.send(b"while ann is away")
+    assert await round_trip(bob.websocket) == []
+    again, _, before = await come_back(process.running, ann)
+    assert before == [{"type": "connected"}]
+    assert await receive_json(bob.websocket) == {"type": "resumed"}
+    await hears(again.websocket, bob.websocket, b"welcome back")
+    await again.websocket.close()
+    await bob.websocket.close()
+
+
 async def test_sigterm_with_a_place_held_closes_the_rest_with_1001_and_exits_0(start_process):
     """A window still open does not keep a stopping server alive: the partner gets 1001, the process exits 0."""
     process = start_process()
