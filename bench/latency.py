@@ -7,6 +7,10 @@ usage: python bench/latency.py [--browsers chromium,firefox] [--link good|jitter
 --link puts page a (the page and its /ws) behind bench/impair.py; page b talks to the server directly:
   good    no proxy: loopback.
   jitter  each direction 10 ms + uniform 0-30 ms, order kept as TCP keeps it (a's two legs of the call).
+  cut     each direction 10 ms; 2 s into the call the link resets a's connection and refuses new ones
+          for 3 s (a network gone for 3 s): the page resumes its call. `resume` gives, for each page, when
+          it showed "Connected" again after the cut, and per direction how long after that the first frame
+          arrived and the first tick (sent after the reconnection) was heard, with that tick's delay.
   stalls  each direction 10 ms; every 5 s (from 2 s into the call) nothing crosses for 300, 400, then 500 ms,
           and what was held arrives at once. Each direction's stall_recovery lists, per stall, the level of
           the delay before it, the worst after it, and how long after the stall's end the delay came back
@@ -76,7 +80,9 @@ from bench.impair import Impairment, Link  # noqa: E402
 LISTENING = re.compile(r"listening on (https?)://[^ ]*:(\d+)/")
 FRAME_MS = 20
 TARGETS = {"mouth_to_ear_p50_ms": 40, "dropouts": 0.005, "kbit_s": 40}
-LINKS = ("good", "jitter", "stalls")
+LINKS = ("good", "jitter", "stalls", "cut")
+CUT_AFTER_S = 2.0
+CUT_REFUSE_S = 3.0
 STALL_EVERY_S = 5.0
 STALL_MS = (300, 400, 500)
 RECOVERED_WITHIN_MS = 20  # the delay is back when it is within this of its level before the stall
@@ -207,6 +213,11 @@ INSTRUMENT_JS = (
   s.partnerOutput.connect(tap);
   tap.connect(ctx.destination);  // outputs silence; keeps the tap pulled
 
+  // Every text the status line shows, with when: the cut bench finds the reconnection there.
+  b.status = [{t: wallNow(), text: document.getElementById('status').textContent}];
+  new MutationObserver(() => b.status.push({t: wallNow(), text: document.getElementById('status').textContent}))
+    .observe(document.getElementById('status'), {childList: true, characterData: true, subtree: true});
+
   // The jitter buffer's figures and the page's own estimate, four times a second.
   const estimate = /mouth-to-ear (\\d+) ms/;
   setInterval(() => {
@@ -326,6 +337,30 @@ def stall_recovery(sender: dict, receiver: dict, output: float | None, stalls: l
     return out
 
 
+def resumed(pages: list[dict], cut_at: float, output: list[float | None], period_ms: float) -> dict:
+    """After a cut at cut_at (wall ms): when each page showed "Connected" again, and per direction how long
+    after page a's reconnection the first frame arrived and the first tick sent after it was heard."""
+    back = {}
+    for name, page in zip("ab", pages):
+        again = [entry["t"] for entry in page["status"] if entry["t"] > cut_at and entry["text"] == "Connected"]
+        back[name] = round((again[0] - cut_at) / 1000, 2) if again else None
+    out = {"connected_again_s_after_cut": back}
+    if back["a"] is None:
+        return out
+    reconnected = cut_at + back["a"] * 1000
+    for key, sender, receiver, latency in (("a->b", pages[0], pages[1], output[1]), ("b->a", pages[1], pages[0], output[0])):
+        frames = [f["t"] for f in receiver["frames"] if f["t"] > reconnected]
+        ticks = [tick for tick in sender["sentOnsets"] if tick["t"] > reconnected]
+        pairs = match_ticks(ticks, map_heard(receiver, latency), period_ms)
+        out[key] = {
+            "first_frame_ms_after_reconnection": round(frames[0] - reconnected, 1) if frames else None,
+            "first_tick_heard_ms_after_reconnection": round(pairs[0][1]["t"] - reconnected, 1) if pairs else None,
+            "that_tick_sent_ms_after_reconnection": round(pairs[0][0]["t"] - reconnected, 1) if pairs else None,
+            "that_tick_mouth_to_ear_ms": round(pairs[0][1]["t"] - pairs[0][0]["t"], 1) if pairs else None,
+        }
+    return out
+
+
 def direction(sender: dict, receiver: dict, start: float, end: float, period_ms: float,
               stalls: list[tuple[float, float]] | None = None) -> dict:
     """Figures for sender -> receiver over [start, end) (wall ms)."""
@@ -411,7 +446,7 @@ def impaired_link(kind: str, port: int) -> Impairment | None:
     """The link in front of page a, or None for a good network (loopback)."""
     if kind == "good":
         return None
-    jitter = 30.0 if kind == "jitter" else 0.0
+    jitter = 30.0 if kind == "jitter" else 0.0  # stalls and cut: a steady 10 ms
     return Impairment("127.0.0.1", port, up=Link(delay_ms=10, jitter_ms=jitter),
                       down=Link(delay_ms=10, jitter_ms=jitter), seed=1)
 
@@ -424,6 +459,13 @@ async def stall_now_and_then(link: Impairment, first_s: float, stalls: list[tupl
         stalls.append((time.time() * 1000, length))
         link.stall(length / 1000)
         await asyncio.sleep(STALL_EVERY_S)
+
+
+async def cut_once(link: Impairment, after_s: float, cuts: list[tuple[float, float]]) -> None:
+    """Reset every connection through the link after after_s, and refuse new ones for CUT_REFUSE_S."""
+    await asyncio.sleep(after_s)
+    cuts.append((time.time() * 1000, CUT_REFUSE_S * 1000))
+    link.cut(refuse_for=CUT_REFUSE_S)
 
 
 async def open_page(engine: str, name: str, origin: str, wav: Path, period: float, playwright, pulse):
@@ -466,6 +508,8 @@ async def run(args: argparse.Namespace) -> dict:
                 start = time.time() * 1000 + args.warmup * 1000
                 if args.link == "stalls":
                     stalling = asyncio.create_task(stall_now_and_then(link, args.warmup + 2, stalls))
+                if args.link == "cut":
+                    stalling = asyncio.create_task(cut_once(link, args.warmup + CUT_AFTER_S, stalls))
                 await asyncio.sleep(args.warmup + args.seconds / 2)
                 pulse_latency = pulse_output_latency(pulse) if pulse else []
                 await asyncio.sleep(args.seconds / 2)
@@ -487,7 +531,10 @@ async def run(args: argparse.Namespace) -> dict:
         except subprocess.TimeoutExpired:
             popen.kill()
     period_ms = args.period * 1000
+    latencies = [direction(data[1], data[0], start, end, period_ms)["output_latency_ms"],
+                 direction(data[0], data[1], start, end, period_ms)["output_latency_ms"]]
     return {
+        **({"resume": resumed(data, stalls[0][0], latencies, period_ms)} if args.link == "cut" and stalls else {}),
         "browsers": dict(zip("ab", args.browsers)),
         "link": args.link,
         "seconds": args.seconds,
@@ -495,8 +542,8 @@ async def run(args: argparse.Namespace) -> dict:
         "sample_rate": info[0]["rate"],
         "output_latency_pulse_ms": pulse_latency,
         "status_at_end": states,
-        "a->b": direction(data[0], data[1], start, end, period_ms, stalls),
-        "b->a": direction(data[1], data[0], start, end, period_ms, stalls),
+        "a->b": direction(data[0], data[1], start, end, period_ms, stalls if args.link == "stalls" else []),
+        "b->a": direction(data[1], data[0], start, end, period_ms, stalls if args.link == "stalls" else []),
         "targets": TARGETS,
     }
 
@@ -509,6 +556,7 @@ def headline(result: dict) -> dict:
         engines = f"{result['browsers'][key[0]]}->{result['browsers'][key[-1]]}"
         ear = d["mouth_to_ear_ms"] or {}
         rows[f"{key} {engines}"] = {
+            **({"audio_back": result["resume"].get(key)} if "resume" in result else {}),
             "to_output_node_p50": d["to_output_node_ms"]["p50"], "to_output_node_p95": d["to_output_node_ms"]["p95"],
             "output_latency": d["output_latency_ms"],
             "mouth_to_ear_p50": ear.get("p50"), "mouth_to_ear_p95": ear.get("p95"),
@@ -530,6 +578,9 @@ def medians(runs: list[dict]) -> dict:
             values = [t[row][column] for t in tables if t[row][column] is not None]
             if values and isinstance(values[0], list):  # one figure per stall: every run's, in order
                 out[row][column] = [value for run in values for value in run]
+                continue
+            if values and isinstance(values[0], dict):  # the cut's figures: every run's
+                out[row][column] = values
                 continue
             out[row][column] = round(statistics.median(values), 4 if column == "dropouts" else 1) if values else None
     return out
