@@ -477,7 +477,7 @@ async def resume(
 
 
 def tell_place(lobby: Lobby, client: Client) -> None:
-    """Tell a resumed client where it is now: its group room, its call, or that its partner left meanwhile."""
+    """Tell a resumed client where it is now: its group room, its call, its wait, or that its partner left meanwhile."""
     if client.group is not None:
         others = [member for member in client.group.members if member is not client]
         send_now(client.websocket, json.dumps({
@@ -487,6 +487,8 @@ def tell_place(lobby: Lobby, client: Client) -> None:
         send_now(client.websocket, CONNECTED if others else WAITING)
     elif client.partner is not None:
         send_now(client.websocket, CONNECTED)
+    elif lobby.waiting.get(client.room) is client:  # it resumed a wait (its old socket was still open)
+        send_now(client.websocket, WAITING)
     else:
         send_now(client.websocket, DISCONNECTED)
         if client.room is not None:  # in a room, as when a partner leaves: wait there again
@@ -1067,7 +1069,7 @@ def make_process_request(lobby: Lobby, config: Config) -> Callable[[ServerConnec
 
 
 def resuming(lobby: Lobby, query: str) -> bool:
-    """Whether a handshake brings back a place the server holds: it takes no new one, so it is never turned away as full."""
+    """Whether a handshake brings back a place the server holds: it takes no new place, so it is never refused as full."""
     return any(token in lobby.tokens for token in urllib.parse.parse_qs(query).get("resume", ()))
 
 
@@ -1171,7 +1173,7 @@ def metrics_text(lobby: Lobby) -> str:
     metric("connections_total", "counter", "WebSocket connections accepted.", [("", m.connections)])
     metric("holds_total", "counter", "Places held after a socket dropped in a call.", [("", m.holds)])
     metric("resumes_total", "counter", "Places taken back with a resume token.", [("", m.resumes)])
-    metric("resumes_refused_total", "counter", "Resume tokens refused (unknown, used or expired).", [("", m.resumes_refused)])
+    metric("resumes_refused_total", "counter", "Resume tokens refused: unknown, used or expired.", [("", m.resumes_refused)])
     metric("pairs_total", "counter", "Two-person calls started.", [("", m.pairs)])
     metric("groups_total", "counter", "Group calls started (a group room reached two members).", [("", m.groups)])
     metric("frames_relayed_total", "counter", "Audio frames delivered, one per receiver.", [("", m.frames_relayed)])

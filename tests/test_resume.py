@@ -261,6 +261,20 @@ async def test_a_client_that_waited_alone_is_not_held(server):
     await settle(server, clients=0, waiting=0, held=0)
 
 
+async def test_a_client_still_waiting_resumes_its_wait(server):
+    """A waiting client's new socket (the old one still open) takes its place in the queue: waiting, and the
+    next arrival pairs with the new socket."""
+    ann, _ = await arrive(server)
+    again, _, before = await come_back(server, ann)
+    assert before == [{"type": "waiting"}]
+    bob, told = await arrive(server)
+    assert told == [{"type": "connected"}]
+    assert await receive_json(again.websocket) == {"type": "connected"}
+    await hears(bob.websocket, again.websocket, b"queued on the new socket")
+    await again.websocket.close()
+    await bob.websocket.close()
+
+
 async def test_a_room_partner_who_left_meanwhile_is_reported_on_resume():
     """In a private call (--room-size 2) Bob leaves while Ann's place is held: Ann resumes, hears
     "disconnected", and waits in the room again, where the next arrival pairs with her."""
