@@ -276,6 +276,12 @@ def match_ticks(sent: list[dict], heard: list[dict], period_ms: float) -> list[t
     return pairs
 
 
+def increase(counts: list[int]) -> int:
+    """How much a counter went up over the samples; a counter that restarts from 0 (the partner's playback
+    was made anew, after Next or a resume) adds what it counted since."""
+    return sum(b - a if b >= a else b for a, b in zip(counts, counts[1:]))
+
+
 def gaps(capture_times: list[float]) -> int:
     """Frames missing from a sequence of 20 ms frames, judged by their capture times."""
     ordered = sorted(capture_times)
@@ -380,8 +386,8 @@ def direction(sender: dict, receiver: dict, start: float, end: float, period_ms:
     buffered_ahead = statistics.median(jitter) - FRAME_MS if jitter else 0
     shown = [st["shown"] for st in stats if st["shown"] is not None]
     first, last = stats[0], stats[-1]
-    concealed = last["concealed"] - first["concealed"]
-    underruns = last["underruns"] - first["underruns"]
+    concealed = increase([st["concealed"] for st in stats])
+    underruns = increase([st["underruns"] for st in stats])
     span_s = (last["t"] - first["t"]) / 1000
     expected = span_s * 1000 / FRAME_MS
     raw_first, raw_last = first["raw"] or {}, last["raw"] or {}
@@ -410,8 +416,8 @@ def direction(sender: dict, receiver: dict, start: float, end: float, period_ms:
         "dropouts": round((concealed + underruns) / expected, 4) if expected else None,
         "frames": {
             "expected": round(expected), "received": delta("received"), "concealed": concealed,
-            "underruns": underruns, "lost": last["lost"] - first["lost"], "late": delta("late"),
-            "dropped": last["dropped"] - first["dropped"], "resyncs": delta("resyncs"),
+            "underruns": underruns, "lost": increase([st["lost"] for st in stats]), "late": delta("late"),
+            "dropped": increase([st["dropped"] for st in stats]), "resyncs": delta("resyncs"),
             "drops": delta("drops"), "inserts": delta("inserts"),
             # Where missing frames went missing: never captured, never sent, or lost on the way.
             "not_captured": gaps([m["capture"] for m in sender["toMain"] if start <= m["capture"] < end]),

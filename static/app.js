@@ -7,7 +7,7 @@ import { startAudio } from './audio.js';
 import { meterValue, mouthToEar } from './figures.js';
 import { qrMatrix, svgElement } from './qr.js';
 import { newRoomName, reconnectDelay, roomFromLocation, roomUrl, wsUrl } from './room.js';
-import { Resume, RESUME_REFUSED, resumeDelay } from './resume.js';
+import { Resume, RESUME_REFUSED } from './resume.js';
 
 const PING_INTERVAL_MS = 2000;
 const AUTO_NEXT_MS = 1500; // in the lobby, how long "Partner left" shows before we look for someone new
@@ -306,9 +306,9 @@ function onClose(event) {
     return;
   }
   if (!session) return;
-  if (resume.onClose(event.code, inCall)) {
-    // Dropped in a call: try at once, then back off, while the server holds our place.
-    const delay = resumeDelay(attempt++, reconnectDelay);
+  if (resume.onClose(event.code, inCall, performance.now())) {
+    // Dropped in a call: try at once, then about once a second while the server holds our place.
+    const delay = resume.delay(attempt++, reconnectDelay, performance.now());
     setStatus('Reconnecting…', 'connecting');
     reconnectTimer = setTimeout(connect, delay);
     return;

@@ -27,7 +27,8 @@ export function sessionUrl(base, token = null) {
  *
  *   const resume = new Resume();
  *   resume.onSession(message);            // each {"type":"session"} from the server
- *   resume.onClose(code, inCall);         // the socket closed: true if the page should resume
+ *   resume.onClose(code, inCall, now);    // the socket closed: true if the page should resume
+ *   resume.delay(attempt, backoff, now);  // how long to wait before the next try
  *   resume.url(base);                     // what to open next
  *   resume.forget();                      // the page leaves on purpose (another room, Next is not this)
  */
@@ -36,6 +37,7 @@ export class Resume {
     this.token = null;
     this.windowMs = 0;
     this.resuming = false; // the socket dropped in a call and the page is trying to get it back
+    this.droppedAt = 0; // when (performance.now() ms) the socket dropped
   }
 
   /** Take the token of a session message; return true if it says the call was resumed. */
@@ -51,9 +53,10 @@ export class Resume {
    * The socket closed with this code: keep the token only for a drop in a call, where the server holds
    * the place; return whether the next socket should try to resume.
    */
-  onClose(code, inCall) {
+  onClose(code, inCall, now = 0) {
     if (this.resuming) return this.token !== null; // a retry that failed too: keep trying with the token
     this.resuming = code === DROPPED && inCall && this.token !== null;
+    this.droppedAt = now;
     if (!this.resuming) this.token = null;
     return this.resuming;
   }
@@ -69,6 +72,14 @@ export class Resume {
     this.resuming = false;
   }
 
+  /**
+   * Delay before reconnect attempt `attempt` at time `now`: resumeDelay() while the server still holds the
+   * place, then the ordinary backoff(attempt) (the token is still tried: the server says if it is too late).
+   */
+  delay(attempt, backoff, now) {
+    return now - this.droppedAt < this.windowMs ? resumeDelay(attempt, backoff) : backoff(attempt);
+  }
+
   url(base) {
     return sessionUrl(base, this.resuming ? this.token : null);
   }
@@ -76,9 +87,10 @@ export class Resume {
 
 /**
  * Delay before reconnect attempt `attempt` (0, 1, ...) while resuming: the first at once, then
- * backoff(attempt - 1), so that a page whose network came back does not wait, and a page whose network
- * is still gone does not hammer it.
+ * backoff(0), then backoff(1) again and again (with room.js's backoff: 0.25-0.5 s, then 0.5-1 s), so that a
+ * page whose network comes back within the server's window finds it within a second, and a page whose
+ * network is still gone tries about once a second, never all pages in the same millisecond.
  */
 export function resumeDelay(attempt, backoff) {
-  return attempt === 0 ? 0 : backoff(attempt - 1);
+  return attempt === 0 ? 0 : backoff(Math.min(attempt - 1, 1));
 }

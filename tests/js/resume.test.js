@@ -56,7 +56,17 @@ test('a_refused_token_or_leaving_on_purpose_starts_anew', () => {
   assert.equal(resume.onClose(DROPPED, true), false);
 });
 
-test('resumeDelay_tries_at_once_then_backs_off', () => {
+test('resumeDelay_tries_at_once_then_about_once_a_second', () => {
   const backoff = (attempt) => 500 * 2 ** attempt;
-  assert.deepEqual([0, 1, 2, 3].map((attempt) => resumeDelay(attempt, backoff)), [0, 500, 1000, 2000]);
+  assert.deepEqual([0, 1, 2, 3, 10].map((attempt) => resumeDelay(attempt, backoff)), [0, 500, 1000, 1000, 1000]);
+});
+
+test('delay_is_quick_within_the_window_then_the_ordinary_backoff', () => {
+  const backoff = (attempt) => 500 * 2 ** attempt;
+  const resume = new Resume();
+  resume.onSession({ type: 'session', token: 'tok', window: 10 });
+  assert.equal(resume.onClose(DROPPED, true, 1000), true);
+  assert.equal(resume.delay(0, backoff, 1000), 0);
+  assert.equal(resume.delay(4, backoff, 9000), 1000);
+  assert.equal(resume.delay(4, backoff, 11000), 8000);
 });
