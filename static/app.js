@@ -7,9 +7,12 @@ import { startAudio } from './audio.js';
 import { meterValue, mouthToEar } from './figures.js';
 import { qrMatrix, svgElement } from './qr.js';
 import { newRoomName, reconnectDelay, roomFromLocation, roomUrl, wsUrl } from './room.js';
-import { Resume, RESUME_REFUSED } from './resume.js';
+import { DROPPED, Resume, RESUME_REFUSED } from './resume.js';
 
 const PING_INTERVAL_MS = 2000;
+// In a call, a socket that has brought nothing (no audio, no pong) for this long is taken for dead: after a
+// network change the old connection can stay half-open for minutes. The page resumes on a new socket.
+const SILENT_SOCKET_MS = 6000;
 const AUTO_NEXT_MS = 1500; // in the lobby, how long "Partner left" shows before we look for someone new
 const STATS_INTERVAL_MS = 500;
 // Audio frames queued in the socket beyond this are dropped: late audio is worse than lost audio.
@@ -61,6 +64,8 @@ let reconnectTimer = 0;
 let autoNextTimer = 0;
 let pingTimer = 0;
 const resume = new Resume(); // the resume token, and whether the page is getting its call back
+let lastHeard = 0; // performance.now() of the current socket's latest message
+let abandoned = null; // a silent socket left behind for a new one, closed once the call is back
 
 // Status and errors.
 
@@ -141,6 +146,10 @@ function sendControl(message) {
 }
 
 function ping() {
+  if (paired && resume.token && performance.now() - lastHeard > SILENT_SOCKET_MS) {
+    abandonSilentSocket();
+    return;
+  }
   sendControl({ type: 'ping', t: performance.now() });
 }
 
@@ -190,6 +199,7 @@ function onControl(message) {
         // Back too late: the call is over and the server starts a new session (waiting follows).
         resume.onRefused();
         partnerLeft = true;
+        dropAbandoned();
       } else {
         console.warn('duoduel: server refused a message:', message.reason);
       }
@@ -207,7 +217,11 @@ function onControl(message) {
 function onResumeMessage(message) {
   switch (message.type) {
     case 'session':
-      resume.onSession(message);
+      if (resume.onSession(message) && abandoned) {
+        // The server has moved the call to this socket: a goodbye on the old one no longer ends it.
+        abandoned.close(1000, 'resumed');
+        abandoned = null;
+      }
       break;
     case 'reconnecting':
       // The partner's socket dropped; the server holds their place for a few seconds.
@@ -220,6 +234,22 @@ function onResumeMessage(message) {
       if (paired) setStatus('Connected', 'connected');
       break;
   }
+}
+
+function dropAbandoned() {
+  if (abandoned) abandoned.close(1000, 'leaving');
+  abandoned = null;
+}
+
+/** The socket went silent in a call: leave it open (a close frame would end the call) and resume on a new one. */
+function abandonSilentSocket() {
+  dropAbandoned();
+  abandoned = ws;
+  forgetSocket();
+  resume.onClose(DROPPED, true, performance.now());
+  setStatus('Reconnecting…', 'connecting');
+  attempt = 1;
+  connect();
 }
 
 function onRoomFull() {
@@ -261,6 +291,7 @@ function connect() {
 
   socket.addEventListener('open', () => {
     if (ws !== socket) return;
+    lastHeard = performance.now();
     els.next.disabled = false;
     ping();
     clearInterval(pingTimer);
@@ -268,6 +299,7 @@ function connect() {
   });
   socket.addEventListener('message', (event) => {
     if (ws !== socket) return;
+    lastHeard = performance.now();
     if (typeof event.data !== 'string') {
       if (paired && session) session.receive(event.data);
       return;
@@ -326,6 +358,7 @@ function reconnectNow() {
   partnerLeft = false;
   attempt = 0;
   resume.forget();
+  dropAbandoned();
   if (old) old.close(1000, 'leaving');
   connect(); // also cancels a pending reconnect
 }

@@ -30,6 +30,7 @@ FIREFOX_SOCKET_FAILURE = re.compile(
     r"(can.t establish a connection to the server|was interrupted while the page was loading).* ws://"
     r"|^The connection to ws://.* was interrupted"
 )
+SILENT_S = 8.0  # a stall this long makes Ann's page give up its silent socket (after 6 s) and resume
 CUT_S = 3.0  # the link refuses Ann's reconnections this long: shorter than the window
 SHORT_WINDOW = 1.5  # a server whose window a cut of CUT_S outlasts
 
@@ -116,3 +117,23 @@ async def test_a_cut_longer_than_the_window_shows_the_partner_left(browsers, eng
         forgive_socket_failures(ann)
         for page in (ann, bob):
             await page.close()
+
+
+@engines("chromium-chromium")
+async def test_a_socket_gone_silent_is_replaced_and_the_call_resumes(server, link, browsers, engines):
+    """The link delivers nothing for 8 s but resets nothing, as a half-open connection after a network change:
+    Ann's page gives up its silent socket, opens a new one with its token, and when the link flows again the
+    server moves the call to it (it never saw a drop, so Bob hears no "Partner reconnecting…"): both are
+    connected to each other and hear each other's tone."""
+    ann, bob = await call_through_link(browsers, server, link, engines)
+    for page in (ann, bob):
+        await forget_status(page)
+    link.stall(SILENT_S)
+    await wait_status_seen(ann, "Reconnecting…")
+    await wait_status(ann, "Connected")
+    assert await wait_hearing(ann, TONES["bob"]) == pytest.approx(TONES["bob"], abs=HZ_TOLERANCE)
+    assert await wait_hearing(bob, TONES["ann"]) == pytest.approx(TONES["ann"], abs=HZ_TOLERANCE)
+    seen = await bob.evaluate("() => window.__statusLog")
+    assert not [text for text in seen if "left" in text], f"Bob's page showed {seen}"
+    state = await health(server)
+    assert (state["resumes"], state["pairs"], state["clients"]) == (1, 1, 2)
