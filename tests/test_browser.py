@@ -185,7 +185,8 @@ async def test_mute_silences_this_page_for_the_partner_only(open_page, engines):
     await wait_rms(bob, below=SILENT)
     # The analyser holds 0.74 s (32768 samples at 44.1 kHz), concealment fades within 60 ms.
     assert loop.time() - muted_at < 3
-    assert await heard_hz(ann) == pytest.approx(TONES["bob"], abs=HZ_TOLERANCE)  # ann still hears bob
+    # Ann still hears Bob (polled: one window may hold the jitter buffer skipping a few ms, which shifts the peak).
+    assert await wait_hearing(ann, TONES["bob"]) == pytest.approx(TONES["bob"], abs=HZ_TOLERANCE)
     await ann.click("#mute")
     assert await ann.attribute("#mute", "aria-pressed") == "false"
     assert await wait_hearing(bob, TONES["ann"]) == pytest.approx(TONES["ann"], abs=HZ_TOLERANCE)
