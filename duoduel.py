@@ -20,6 +20,7 @@ import json
 import logging
 import posixpath
 import re
+import secrets
 import signal
 import socket
 import ssl
@@ -93,11 +94,19 @@ ROOM_SIZE = 8
 MAX_ROOM_SIZE = 16
 # A member's label is shown to the others as text, never as markup.
 MAX_LABEL = 32
+# How long a client whose socket dropped keeps its place for a resume (issue 13):
+# a network change or a laptop lid shut for a moment, not a page that left.
+RESUME_WINDOW = 10.0
+# A resume token's random bytes: 192 bits, 32 characters of base64url.
+RESUME_TOKEN_BYTES = 24
 
 WAITING = json.dumps({"type": "waiting"})
 CONNECTED = json.dumps({"type": "connected"})
 DISCONNECTED = json.dumps({"type": "disconnected"})
 ROOM_FULL = json.dumps({"type": "error", "reason": "room full"})
+RECONNECTING = json.dumps({"type": "reconnecting"})
+RESUMED = json.dumps({"type": "resumed"})
+RESUME_REFUSED = json.dumps({"type": "error", "reason": "resume token unknown or expired: starting a new session"})
 BAD_LABEL = f"label must be text of 1 to {MAX_LABEL} characters"
 
 log = logging.getLogger("duoduel")
@@ -122,6 +131,8 @@ class Client:
     closing: asyncio.Task[None] | None = None
     messages: int = 0
     window_start: float = 0.0
+    token: str | None = None  # its resume token, if it asked for one (?resumable=1)
+    expiry: asyncio.Task[None] | None = None  # while its place is held after a drop: the end of the window
 
 
 @dataclass
@@ -134,6 +145,9 @@ class Metrics:
     frames_relayed: int = 0
     bytes_relayed: int = 0
     frames_dropped: int = 0
+    holds: int = 0
+    resumes: int = 0
+    resumes_refused: int = 0
     rejections: Counter[str] = field(default_factory=Counter)
     closes: Counter[str] = field(default_factory=Counter)
 
@@ -169,6 +183,8 @@ class Config:
     # "auto": cut audio frames from the byte stream ourselves if the start-up
     # self-check passes, else websockets' public API alone; "public": always the latter.
     relay_route: Literal["auto", "public"] = "auto"
+    # Seconds a dropped client's place is held for a resume; 0: a drop ends the call at once.
+    resume_window: float = RESUME_WINDOW
 
 
 @dataclass
@@ -185,6 +201,8 @@ class Lobby:
     rooms: dict[str, Room] = field(default_factory=dict)
     clients: set[Client] = field(default_factory=set)
     metrics: Metrics = field(default_factory=Metrics)
+    tokens: dict[str, Client] = field(default_factory=dict)  # resume tokens of clients connected or held
+    held: set[Client] = field(default_factory=set)  # clients (in `clients` too) whose socket dropped, for a while
 
 
 # Sending.
@@ -339,6 +357,161 @@ def where(client: Client) -> str:
     return "" if client.room is None else f" in room {client.room}"
 
 
+# Resuming after a dropped socket (issue 13). A page that asks (?resumable=1)
+# gets a resume token on its own socket. If that socket drops in a call (no
+# closing handshake: 1006), the client's place (partner, room, slot, label) is
+# held for resume_window seconds and the others hear "reconnecting"; a socket
+# that opens /ws?resume=TOKEN meanwhile takes the place back. A page that says
+# goodbye (any close frame: 1000, or 1001 when its tab closes) leaves at once.
+# Tokens are single use: each resume hands out a new one. The Client object
+# stays; only its socket changes, detached from the old one first, so audio
+# that the old socket delivers late is never relayed.
+
+
+def grant_token(lobby: Lobby, client: Client, resumed: bool = False) -> None:
+    """Give the client a fresh resume token (forgetting its old one) and tell it, on its own socket."""
+    if client.token is not None:
+        lobby.tokens.pop(client.token, None)
+    client.token = secrets.token_urlsafe(RESUME_TOKEN_BYTES)
+    lobby.tokens[client.token] = client
+    session = {"type": "session", "token": client.token, "window": lobby.config.resume_window}
+    if resumed:
+        session["resumed"] = True
+    send_now(client.websocket, json.dumps(session))
+
+
+def forget_token(lobby: Lobby, client: Client) -> None:
+    """The client will not be back: its token opens nothing from now on."""
+    if client.token is not None:
+        lobby.tokens.pop(client.token, None)
+        client.token = None
+
+
+def tell_others(client: Client, kind: str) -> None:
+    """Tell the client's partner, or the rest of its group room, that it is reconnecting or resumed."""
+    if client.group is not None:
+        notice = json.dumps({"type": kind, "slot": client.slot})
+        for member in client.group.members:
+            if member is not client:
+                send_now(member.websocket, notice)
+    elif client.partner is not None:
+        send_now(client.partner.websocket, RECONNECTING if kind == "reconnecting" else RESUMED)
+
+
+def holdable(lobby: Lobby, client: Client, websocket: RelayConnection) -> bool:
+    """Whether a closed socket was a drop worth holding a place for.
+
+    Only a drop: the page sent no close frame (1006), and the server did not
+    close it on purpose (flooding, stalled). Only in company: a call, or a group
+    room with someone else in it; whoever waited alone just waits again.
+    """
+    if lobby.config.resume_window <= 0 or client.token is None or client.closing is not None:
+        return False
+    if websocket.close_code != 1006:
+        return False
+    if client.group is not None:
+        return len(client.group.members) > 1
+    return client.partner is not None
+
+
+def hold(lobby: Lobby, client: Client) -> None:
+    """Keep a dropped client's place for the resume window; tell the others it is reconnecting."""
+    lobby.held.add(client)
+    lobby.metrics.holds += 1
+    client.expiry = asyncio.create_task(expire(lobby, client))
+    tell_others(client, "reconnecting")
+    log.info("%s dropped%s: place held for %g s", client.name, where(client), lobby.config.resume_window)
+
+
+async def expire(lobby: Lobby, client: Client) -> None:
+    """At the end of the window, a client that did not come back leaves as if it had just gone."""
+    await asyncio.sleep(lobby.config.resume_window)
+    async with lobby.lock:
+        if client.expiry is not asyncio.current_task():
+            return  # it resumed while this task waited for the lock
+        client.expiry = None
+        lobby.held.discard(client)
+        forget_token(lobby, client)
+    log.info("%s did not come back within %g s", client.name, lobby.config.resume_window)
+    await leave(lobby, client)
+
+
+async def depart(lobby: Lobby, client: Client, websocket: RelayConnection) -> None:
+    """The client's socket closed: hold its place for a resume, or let it leave."""
+    async with lobby.lock:
+        if client.websocket is not websocket:
+            return  # resumed on another socket already: nothing here is this socket's any more
+        if holdable(lobby, client, websocket):
+            return hold(lobby, client)
+        forget_token(lobby, client)  # before the lock goes: no resume can slip in before leave()
+    await leave(lobby, client)
+
+
+async def resume(
+    lobby: Lobby, websocket: RelayConnection, token: str, room: str | None
+) -> tuple[Client, RelayConnection] | None:
+    """Give a held (or still connected) client's place to a new socket; return the client and the socket it had.
+
+    None if the token opens nothing here: unknown, used already, expired, or
+    for another room. The old socket is detached before the new one is attached.
+    """
+    async with lobby.lock:
+        client = lobby.tokens.get(token)
+        if client is None or client.room != room:
+            return None
+        old = client.websocket
+        old.stop_relay()
+        client.websocket = websocket
+        client.closing, client.stalled_since = None, None
+        client.messages, client.window_start = 0, asyncio.get_running_loop().time()
+        if client.expiry is not None:
+            client.expiry.cancel()
+            client.expiry = None
+        lobby.held.discard(client)
+        lobby.metrics.resumes += 1
+        tell_place(lobby, client)
+        grant_token(lobby, client, resumed=True)
+        tell_others(client, "resumed")
+    log.info("%s resumed%s", client.name, where(client))
+    return client, old
+
+
+def tell_place(lobby: Lobby, client: Client) -> None:
+    """Tell a resumed client where it is now: its group room, its call, its wait, or that its partner left meanwhile."""
+    if client.group is not None:
+        others = [member for member in client.group.members if member is not client]
+        send_now(client.websocket, json.dumps({
+            "type": "room", "slot": client.slot, "label": client.label, "size": lobby.config.room_size,
+            "members": [{"slot": member.slot, "label": member.label} for member in others],
+        }))
+        send_now(client.websocket, CONNECTED if others else WAITING)
+    elif client.partner is not None:
+        send_now(client.websocket, CONNECTED)
+    elif lobby.waiting.get(client.room) is client:  # it resumed a wait (its old socket was still open)
+        send_now(client.websocket, WAITING)
+    else:
+        send_now(client.websocket, DISCONNECTED)
+        if client.room is not None:  # in a room, as when a partner leaves: wait there again
+            pair_or_wait(lobby, client)
+
+
+def session_query(path: str) -> tuple[bool, str | None]:
+    """Whether a /ws URL asks for a resume token (?resumable=1), and the token it resumes with (?resume=)."""
+    query = urllib.parse.parse_qs(urllib.parse.urlsplit(path).query, keep_blank_values=True)
+    tokens = query.get("resume")
+    token = None if tokens is None else tokens[0] if len(tokens) == 1 else ""
+    return query.get("resumable") == ["1"] or token is not None, token
+
+
+async def release_held(lobby: Lobby) -> None:
+    """On shutdown: end every hold now, so no window outlives the server."""
+    for client in list(lobby.held):
+        if client.expiry is not None:
+            client.expiry.cancel()
+    lobby.held.clear()
+    lobby.tokens.clear()
+
+
 # The relay: an audio frame from one client to whoever listens to it. No await,
 # no task switch, no logging, no lock; nothing allocated but the unmasked frame
 # and the bytes written. Both routes below hand every binary frame to relay().
@@ -487,6 +660,9 @@ class RelayConnection(ServerConnection):
     def start_relay(self, lobby: Lobby, client: Client) -> None:
         """From now on the client's audio goes to relay(): here, through the handler's loop."""
 
+    def stop_relay(self) -> None:
+        """The client resumed on another socket: relay nothing more from this one (the handler's loop stops)."""
+
     def send_frame(self, frame: bytes) -> bool:
         """Queue an audio frame at once; return False if the connection is closing."""
         if self.state is not State.OPEN:
@@ -565,6 +741,10 @@ class CuttingConnection(RelayConnection):
     def start_relay(self, lobby: Lobby, client: Client) -> None:
         """From now on, the client's complete audio frames go straight from the socket to relay()."""
         self.lobby, self.client = lobby, client
+
+    def stop_relay(self) -> None:
+        """The client resumed on another socket: from now on every frame read here goes to websockets."""
+        self.client = None
 
     def send_frame(self, frame: bytes) -> bool:
         """Queue an audio frame at once; return False if the connection is closing."""
@@ -743,21 +923,36 @@ def flooding(lobby: Lobby, client: Client) -> bool:
 
 
 async def handler(websocket: RelayConnection, lobby: Lobby) -> None:
-    """Handle a connection from a page: pair it, then relay and obey it until it leaves."""
+    """Handle a connection from a page: pair it (or give it its place back), then relay and obey it until it leaves."""
     room = room_of(websocket.request.path)
-    client = Client(websocket, room, websocket.id.hex[:8], window_start=asyncio.get_running_loop().time())
-    address = websocket.remote_address[0] if websocket.remote_address else "?"
-    log.info("%s connected from %s%s", client.name, address, where(client))
-    if not await join(lobby, client):
-        log.info("%s refused: room %s is full", client.name, room)
-        lobby.metrics.rejections["room_full"] += 1
-        send_now(websocket, ROOM_FULL)
-        await websocket.close(1008, "room full")
-        return
+    resumable, token = session_query(websocket.request.path)
+    resumed = None if token is None else await resume(lobby, websocket, token, room)
+    if resumed is not None:
+        client, replaced = resumed
+        # Close the socket it had, if the server had not noticed its drop; the task lives as long as this handler.
+        retiring = asyncio.create_task(replaced.close(1000, "resumed on another connection"))  # noqa: F841
+    else:
+        if token is not None:
+            lobby.metrics.resumes_refused += 1
+            send_now(websocket, RESUME_REFUSED)
+        client = Client(websocket, room, websocket.id.hex[:8], window_start=asyncio.get_running_loop().time())
+        address = websocket.remote_address[0] if websocket.remote_address else "?"
+        log.info("%s connected from %s%s", client.name, address, where(client))
+        if not await join(lobby, client):
+            log.info("%s refused: room %s is full", client.name, room)
+            lobby.metrics.rejections["room_full"] += 1
+            send_now(websocket, ROOM_FULL)
+            await websocket.close(1008, "room full")
+            return
+        if resumable:
+            async with lobby.lock:
+                grant_token(lobby, client)
     lobby.metrics.connections += 1
     websocket.start_relay(lobby, client)  # from now on, every audio frame from the client goes to relay()
     try:
         async for message in websocket:  # control messages; audio too on the public route, or if fragmented
+            if client.websocket is not websocket:
+                break  # the page resumed on another socket: this one has nothing more to say
             if flooding(lobby, client):
                 continue
             if isinstance(message, str):
@@ -767,7 +962,7 @@ async def handler(websocket: RelayConnection, lobby: Lobby) -> None:
     except ConnectionClosed:
         pass
     finally:
-        await leave(lobby, client)
+        await depart(lobby, client, websocket)
         code = websocket.close_code if websocket.close_code is not None else 1006
         log.info("%s disconnected (%s)", client.name, code)
 
@@ -857,7 +1052,7 @@ def make_process_request(lobby: Lobby, config: Config) -> Callable[[ServerConnec
         rooms = urllib.parse.parse_qs(query, keep_blank_values=True).get("room")
         if rooms is not None and (len(rooms) != 1 or not ROOM_NAME.fullmatch(rooms[0])):
             return refuse(request, "bad_room", HTTPStatus.BAD_REQUEST, BAD_ROOM_NAME)
-        if len(lobby.clients) >= config.max_clients:
+        if len(lobby.clients) >= config.max_clients and not resuming(lobby, query):
             log.warning("refused a client: %d clients already (--max-clients)", len(lobby.clients))
             return refuse(request, "full", HTTPStatus.SERVICE_UNAVAILABLE, "The server is full. Try again in a minute.")
         return None
@@ -871,6 +1066,11 @@ def make_process_request(lobby: Lobby, config: Config) -> Callable[[ServerConnec
         return respond(request, status, f"{line}\n".encode(), "text/plain; charset=utf-8", headers)
 
     return process_request
+
+
+def resuming(lobby: Lobby, query: str) -> bool:
+    """Whether a handshake brings back a place the server holds: it takes no new place, so it is never refused as full."""
+    return any(token in lobby.tokens for token in urllib.parse.parse_qs(query).get("resume", ()))
 
 
 def census(lobby: Lobby) -> dict[str, int]:
@@ -887,6 +1087,8 @@ def census(lobby: Lobby) -> dict[str, int]:
         "rooms": len(lobby.rooms),
         "groups": sum(size > 1 for size in grouped),
         "group_members": sum(size for size in grouped if size > 1),
+        "held": len(lobby.held),
+        "resumes": lobby.metrics.resumes,
     }
 
 
@@ -967,7 +1169,11 @@ def metrics_text(lobby: Lobby) -> str:
     metric("rooms", "gauge", "Private rooms with someone in them.", [("", now["rooms"])])
     metric("groups", "gauge", "Group rooms with two or more members talking.", [("", now["groups"])])
     metric("group_members", "gauge", "Clients in group rooms with two or more members.", [("", now["group_members"])])
+    metric("held", "gauge", "Clients whose socket dropped in a call, their place held for a resume.", [("", now["held"])])
     metric("connections_total", "counter", "WebSocket connections accepted.", [("", m.connections)])
+    metric("holds_total", "counter", "Places held after a socket dropped in a call.", [("", m.holds)])
+    metric("resumes_total", "counter", "Places taken back with a resume token.", [("", m.resumes)])
+    metric("resumes_refused_total", "counter", "Resume tokens refused: unknown, used or expired.", [("", m.resumes_refused)])
     metric("pairs_total", "counter", "Two-person calls started.", [("", m.pairs)])
     metric("groups_total", "counter", "Group calls started (a group room reached two members).", [("", m.groups)])
     metric("frames_relayed_total", "counter", "Audio frames delivered, one per receiver.", [("", m.frames_relayed)])
@@ -992,7 +1198,7 @@ async def make_server(config: Config) -> AsyncIterator[Server]:
     """Serve while in the context, with a lobby of its own, on the relay route the self-check allows."""
     lobby = Lobby(config)
     connection, problem = await choose_route(config)
-    async with serve(
+    async with holds_released(lobby), serve(
         lambda websocket: handler(websocket, lobby),
         config.host,
         config.port,
@@ -1020,6 +1226,15 @@ async def make_server(config: Config) -> AsyncIterator[Server]:
         else:
             log.info("relay route: frames cut from the byte stream (self-check passed)")
         yield server
+
+
+@contextlib.asynccontextmanager
+async def holds_released(lobby: Lobby) -> AsyncIterator[None]:
+    """End every hold when the server is closed (its connections first): no window outlives the server."""
+    try:
+        yield
+    finally:
+        await release_held(lobby)
 
 
 async def choose_route(config: Config) -> tuple[type[RelayConnection], str | None]:
@@ -1075,6 +1290,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--allow-origin", action="append", default=[], metavar="ORIGIN", help="also accept WebSockets from this origin, e.g. https://example.org (repeatable)")
     parser.add_argument("--max-clients", type=int, default=MAX_CLIENTS, help=f"refuse new clients with HTTP 503 past this many (default: {MAX_CLIENTS})")
     parser.add_argument("--room-size", type=room_size, default=ROOM_SIZE, help=f"people a private room admits, 2 to {MAX_ROOM_SIZE} (default: {ROOM_SIZE}; 2 makes rooms private calls)")
+    parser.add_argument("--resume-window", type=resume_window, default=RESUME_WINDOW, metavar="SECONDS", help=f"hold a dropped caller's place this long for its page to come back (default: {RESUME_WINDOW:g}; 0: a drop ends the call)")
     parser.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"], help="default: info")
     return parser.parse_args(argv)
 
@@ -1088,6 +1304,17 @@ def room_size(text: str) -> int:
     if not 2 <= size <= MAX_ROOM_SIZE:
         raise argparse.ArgumentTypeError(f"{text!r} is not a room size: give a whole number from 2 to {MAX_ROOM_SIZE}")
     return size
+
+
+def resume_window(text: str) -> float:
+    """Read --resume-window: seconds, 0 to 600."""
+    try:
+        seconds = float(text)
+    except ValueError:
+        seconds = -1.0
+    if not 0 <= seconds <= 600:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a resume window: give seconds from 0 to 600")
+    return seconds
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -1115,6 +1342,7 @@ def start(args: argparse.Namespace) -> None:
         allowed_origins=frozenset(origin.rstrip("/") for origin in args.allow_origin),
         max_clients=args.max_clients,
         room_size=args.room_size,
+        resume_window=args.resume_window,
     )
     try:
         import uvloop  # optional: a faster event loop, when installed

@@ -1,8 +1,20 @@
 #!/usr/bin/env python3
 """Browser latency benchmark: two headless pages (Chromium, Firefox or one of each) talk through duoduel.py.
 
-usage: python bench/latency.py [--browsers chromium,firefox] [--seconds 20] [--warmup 3] [--period 0.5] [--runs 1]
-                             [--room-members 3]
+usage: python bench/latency.py [--browsers chromium,firefox] [--link good|jitter|stalls|cut] [--seconds 20]
+                               [--warmup 3] [--period 0.5] [--runs 1] [--room-members 3]
+
+--link puts page a (the page and its /ws) behind bench/impair.py; page b talks to the server directly:
+  good    no proxy: loopback.
+  jitter  each direction 10 ms + uniform 0-30 ms, order kept as TCP keeps it (a's two legs of the call).
+  cut     each direction 10 ms; 2 s into the call the link resets a's connection and refuses new ones
+          for 3 s (a network gone for 3 s): the page resumes its call. `resume` gives, for each page, when
+          it showed "Connected" again after the cut, and per direction how long after that the first frame
+          arrived and the first tick (sent after the reconnection) was heard, with that tick's delay.
+  stalls  each direction 10 ms; every 5 s (from 2 s into the call) nothing crosses for 300, 400, then 500 ms,
+          and what was held arrives at once. Each direction's stall_recovery lists, per stall, the level of
+          the delay before it, the worst after it, and how long after the stall's end the delay came back
+          within 20 ms of that level: measured (ticks heard) and by the receiving page's own estimate.
 
 --browsers names the engines of page a and page b (default chromium,chromium). Each page's microphone
 is a click train (a 10 ms, 1 kHz tick every --period s): Chromium's fake capture device plays it from a
@@ -69,9 +81,18 @@ from browser import missing_browser, write_click_train  # noqa: E402
 from firefox import PulseAudio, missing_firefox  # noqa: E402
 from pages import ChromiumPage, FirefoxPage  # noqa: E402
 
+sys.path.insert(0, str(ROOT))
+from bench.impair import Impairment, Link  # noqa: E402
+
 LISTENING = re.compile(r"listening on (https?)://[^ ]*:(\d+)/")
 FRAME_MS = 20
 TARGETS = {"mouth_to_ear_p50_ms": 40, "dropouts": 0.005, "kbit_s": 40}
+LINKS = ("good", "jitter", "stalls", "cut")
+CUT_AFTER_S = 2.0
+CUT_REFUSE_S = 3.0
+STALL_EVERY_S = 5.0
+STALL_MS = (300, 400, 500)
+RECOVERED_WITHIN_MS = 20  # the delay is back when it is within this of its level before the stall
 
 # Streaming onset detector, the same on both sides. A sample above TRIGGER (after REFRACTORY_S of
 # quiet) opens a window; the onset is the first sample in it that reaches half the window's peak, so
@@ -201,6 +222,11 @@ INSTRUMENT_JS = (
   s.partnerOutput.connect(tap);
   tap.connect(ctx.destination);  // outputs silence; keeps the tap pulled
 
+  // Every text the status line shows, with when: the cut bench finds the reconnection there.
+  b.status = [{t: wallNow(), text: document.getElementById('status').textContent}];
+  new MutationObserver(() => b.status.push({t: wallNow(), text: document.getElementById('status').textContent}))
+    .observe(document.getElementById('status'), {childList: true, characterData: true, subtree: true});
+
   // The jitter buffer's figures and the page's own estimate, four times a second.
   const estimate = /mouth-to-ear (\\d+) ms/;
   setInterval(() => {
@@ -259,6 +285,12 @@ def match_ticks(sent: list[dict], heard: list[dict], period_ms: float) -> list[t
     return pairs
 
 
+def increase(counts: list[int]) -> int:
+    """How much a counter went up over the samples; a counter that restarts from 0 (the partner's playback
+    was made anew, after Next or a resume) adds what it counted since."""
+    return sum(b - a if b >= a else b for a, b in zip(counts, counts[1:]))
+
+
 def gaps(capture_times: list[float]) -> int:
     """Frames missing from a sequence of 20 ms frames, judged by their capture times."""
     ordered = sorted(capture_times)
@@ -290,7 +322,62 @@ def map_heard(receiver: dict, output_latency_ms: float | None) -> list[dict]:
     return heard
 
 
-def direction(sender: dict, receiver: dict, start: float, end: float, period_ms: float) -> dict:
+def stall_recovery(sender: dict, receiver: dict, output: float | None, stalls: list[tuple[float, float]],
+                   period_ms: float) -> list[dict]:
+    """Per stall (wall ms of its start, its length): the delay's level in the 2 s before it, its worst in
+    the 2 s after, and the seconds from the stall's end to the first tick sent after it whose delay is back
+    within RECOVERED_WITHIN_MS of that level; the same from the page's own estimate (sampled every 250 ms)."""
+    pairs = match_ticks(sender["sentOnsets"], map_heard(receiver, output), period_ms)
+    delays = [(tick["t"], onset["t"] - tick["t"]) for tick, onset in pairs]
+    shown = [(st["t"], st["shown"]) for st in receiver["stats"] if st["shown"] is not None]
+    out = []
+    for begin, length in stalls:
+        finish = begin + length
+        row = {"stall_ms": length}
+        for name, series in (("measured", delays), ("page", shown)):
+            before = [d for t, d in series if begin - 2000 <= t < begin]
+            after = [(t, d) for t, d in series if t >= finish]
+            if not before or not after:
+                row[name] = None
+                continue
+            level = statistics.median(before)
+            back = next((t for t, d in after if d <= level + RECOVERED_WITHIN_MS), None)
+            row[name] = {
+                "before_ms": round(level, 1),
+                "worst_after_ms": round(max(d for t, d in series if begin <= t < finish + 2000), 1)
+                if any(begin <= t < finish + 2000 for t, _ in series) else None,
+                "recovered_after_s": round((back - finish) / 1000, 2) if back is not None else None,
+            }
+        out.append(row)
+    return out
+
+
+def resumed(pages: list[dict], cut_at: float, output: list[float | None], period_ms: float) -> dict:
+    """After a cut at cut_at (wall ms): when each page showed "Connected" again, and per direction how long
+    after page a's reconnection the first frame arrived and the first tick sent after it was heard."""
+    back = {}
+    for name, page in zip("ab", pages):
+        again = [entry["t"] for entry in page["status"] if entry["t"] > cut_at and entry["text"] == "Connected"]
+        back[name] = round((again[0] - cut_at) / 1000, 2) if again else None
+    out = {"connected_again_s_after_cut": back}
+    if back["a"] is None:
+        return out
+    reconnected = cut_at + back["a"] * 1000
+    for key, sender, receiver, latency in (("a->b", pages[0], pages[1], output[1]), ("b->a", pages[1], pages[0], output[0])):
+        frames = [f["t"] for f in receiver["frames"] if f["t"] > reconnected]
+        ticks = [tick for tick in sender["sentOnsets"] if tick["t"] > reconnected]
+        pairs = match_ticks(ticks, map_heard(receiver, latency), period_ms)
+        out[key] = {
+            "first_frame_ms_after_reconnection": round(frames[0] - reconnected, 1) if frames else None,
+            "first_tick_heard_ms_after_reconnection": round(pairs[0][1]["t"] - reconnected, 1) if pairs else None,
+            "that_tick_sent_ms_after_reconnection": round(pairs[0][0]["t"] - reconnected, 1) if pairs else None,
+            "that_tick_mouth_to_ear_ms": round(pairs[0][1]["t"] - pairs[0][0]["t"], 1) if pairs else None,
+        }
+    return out
+
+
+def direction(sender: dict, receiver: dict, start: float, end: float, period_ms: float,
+              stalls: list[tuple[float, float]] | None = None) -> dict:
     """Figures for sender -> receiver over [start, end) (wall ms)."""
     stats = [st for st in receiver["stats"] if start <= st["t"] < end]
     output = statistics.median([st["outputLatencyMs"] for st in stats]) if stats and stats[-1]["outputLatencyMs"] is not None else None
@@ -308,8 +395,8 @@ def direction(sender: dict, receiver: dict, start: float, end: float, period_ms:
     buffered_ahead = statistics.median(jitter) - FRAME_MS if jitter else 0
     shown = [st["shown"] for st in stats if st["shown"] is not None]
     first, last = stats[0], stats[-1]
-    concealed = last["concealed"] - first["concealed"]
-    underruns = last["underruns"] - first["underruns"]
+    concealed = increase([st["concealed"] for st in stats])
+    underruns = increase([st["underruns"] for st in stats])
     span_s = (last["t"] - first["t"]) / 1000
     expected = span_s * 1000 / FRAME_MS
     raw_first, raw_last = first["raw"] or {}, last["raw"] or {}
@@ -338,8 +425,8 @@ def direction(sender: dict, receiver: dict, start: float, end: float, period_ms:
         "dropouts": round((concealed + underruns) / expected, 4) if expected else None,
         "frames": {
             "expected": round(expected), "received": delta("received"), "concealed": concealed,
-            "underruns": underruns, "lost": last["lost"] - first["lost"], "late": delta("late"),
-            "dropped": last["dropped"] - first["dropped"], "resyncs": delta("resyncs"),
+            "underruns": underruns, "lost": increase([st["lost"] for st in stats]), "late": delta("late"),
+            "dropped": increase([st["dropped"] for st in stats]), "resyncs": delta("resyncs"),
             "drops": delta("drops"), "inserts": delta("inserts"),
             # Where missing frames went missing: never captured, never sent, or lost on the way.
             "not_captured": gaps([m["capture"] for m in sender["toMain"] if start <= m["capture"] < end]),
@@ -357,6 +444,7 @@ def direction(sender: dict, receiver: dict, start: float, end: float, period_ms:
             "first_decoder_drop_s": first_change(receiver["stats"], lambda st: st.get("decoderDrops") or 0),
         },
         "kbit_s": round(sum(f["bytes"] for f in frames) * 8 / seconds / 1000, 1),
+        "stall_recovery": stall_recovery(sender, receiver, output, stalls or [], period_ms),
     }
 
 
@@ -367,6 +455,32 @@ def pulse_output_latency(pulse) -> list[float]:
     buffer = [int(n) for n in re.findall(r"Buffer Latency: (\d+) usec", listing)]
     sink = [int(n) for n in re.findall(r"Sink Latency: (\d+) usec", listing)]
     return [round((b + k) / 1000, 1) for b, k in zip(buffer, sink)]
+
+
+def impaired_link(kind: str, port: int) -> Impairment | None:
+    """The link in front of page a, or None for a good network (loopback)."""
+    if kind == "good":
+        return None
+    jitter = 30.0 if kind == "jitter" else 0.0  # stalls and cut: a steady 10 ms
+    return Impairment("127.0.0.1", port, up=Link(delay_ms=10, jitter_ms=jitter),
+                      down=Link(delay_ms=10, jitter_ms=jitter), seed=1)
+
+
+async def stall_now_and_then(link: Impairment, first_s: float, stalls: list[tuple[float, float]]) -> None:
+    """Stall both directions every STALL_EVERY_S s, lengths cycling through STALL_MS; note each (wall ms, ms)."""
+    await asyncio.sleep(first_s)
+    for number in range(10_000):
+        length = STALL_MS[number % len(STALL_MS)]
+        stalls.append((time.time() * 1000, length))
+        link.stall(length / 1000)
+        await asyncio.sleep(STALL_EVERY_S)
+
+
+async def cut_once(link: Impairment, after_s: float, cuts: list[tuple[float, float]]) -> None:
+    """Reset every connection through the link after after_s, and refuse new ones for CUT_REFUSE_S."""
+    await asyncio.sleep(after_s)
+    cuts.append((time.time() * 1000, CUT_REFUSE_S * 1000))
+    link.cut(refuse_for=CUT_REFUSE_S)
 
 
 async def open_page(engine: str, name: str, origin: str, wav: Path, period: float, playwright, pulse,
@@ -400,6 +514,12 @@ async def run(args: argparse.Namespace) -> dict:
 
     popen, port = start_server()
     origin = f"http://127.0.0.1:{port}"
+    link = impaired_link(args.link, port)
+    if link is not None:
+        await link.start()
+    origins = (f"http://127.0.0.1:{link.port}" if link is not None else origin, origin)
+    stalls: list[tuple[float, float]] = []
+    stalling = None
     pulse = PulseAudio().start() if "firefox" in args.browsers else None
     pages = []
     try:
@@ -409,8 +529,9 @@ async def run(args: argparse.Namespace) -> dict:
                 info = []
                 names = "abcdefgh"[:max(2, args.room_members)]
                 path = "/r/bench-latency" if args.room_members > 2 else "/"
-                for engine, name in zip(args.browsers, names):
-                    page = await open_page(engine, name, origin, wav, args.period, playwright, pulse, path)
+                page_origins = origins + (origin,) * (len(names) - 2)
+                for engine, name, page_origin in zip(args.browsers, names, page_origins):
+                    page = await open_page(engine, name, page_origin, wav, args.period, playwright, pulse, path)
                     pages.append(page)
                     await page.click("#start")
                     await page.wait_for("() => window.duoduel.session !== null", what="the session")
@@ -425,6 +546,10 @@ async def run(args: argparse.Namespace) -> dict:
                     states = [await page.text("#status") for page in pages]
                 else:
                     start = time.time() * 1000 + args.warmup * 1000
+                    if args.link == "stalls":
+                        stalling = asyncio.create_task(stall_now_and_then(link, args.warmup + 2, stalls))
+                    if args.link == "cut":
+                        stalling = asyncio.create_task(cut_once(link, args.warmup + CUT_AFTER_S, stalls))
                     await asyncio.sleep(args.warmup + args.seconds / 2)
                     pulse_latency = pulse_output_latency(pulse) if pulse else []
                     await asyncio.sleep(args.seconds / 2)
@@ -433,7 +558,11 @@ async def run(args: argparse.Namespace) -> dict:
                     data = [await page.evaluate("() => window.__bench", timeout=30) for page in pages]
                     states = [await page.text("#status") for page in pages]
     finally:
+        if stalling is not None:
+            stalling.cancel()
         await asyncio.gather(*(page.close() for page in pages))
+        if link is not None:
+            await link.close()
         if pulse:
             pulse.stop()
         popen.send_signal(signal.SIGTERM)
@@ -451,15 +580,19 @@ async def run(args: argparse.Namespace) -> dict:
                 if j != i:
                     result[f"{names[i]}->{names[j]}"] = direction(data[i], data[j], start, end, period_ms)
         return result
+    latencies = [direction(data[1], data[0], start, end, period_ms)["output_latency_ms"],
+                 direction(data[0], data[1], start, end, period_ms)["output_latency_ms"]]
     return {
+        **({"resume": resumed(data, stalls[0][0], latencies, period_ms)} if args.link == "cut" and stalls else {}),
         "browsers": dict(zip("ab", args.browsers)),
+        "link": args.link,
         "seconds": args.seconds,
         "warmup_s": args.warmup,
         "sample_rate": info[0]["rate"],
         "output_latency_pulse_ms": pulse_latency,
         "status_at_end": states,
-        "a->b": direction(data[0], data[1], start, end, period_ms),
-        "b->a": direction(data[1], data[0], start, end, period_ms),
+        "a->b": direction(data[0], data[1], start, end, period_ms, stalls if args.link == "stalls" else []),
+        "b->a": direction(data[1], data[0], start, end, period_ms, stalls if args.link == "stalls" else []),
         "targets": TARGETS,
     }
 
@@ -472,11 +605,14 @@ def headline(result: dict) -> dict:
         engines = f"{result['browsers'][key[0]]}->{result['browsers'][key[-1]]}"
         ear = d["mouth_to_ear_ms"] or {}
         rows[f"{key} {engines}"] = {
+            **({"audio_back": result["resume"].get(key)} if "resume" in result else {}),
             "to_output_node_p50": d["to_output_node_ms"]["p50"], "to_output_node_p95": d["to_output_node_ms"]["p95"],
             "output_latency": d["output_latency_ms"],
             "mouth_to_ear_p50": ear.get("p50"), "mouth_to_ear_p95": ear.get("p95"),
             "page_estimate_p50": d["page_estimate_ms"]["p50"],
             "dropouts": d["dropouts"], "lost": d["frames"]["lost"], "kbit_s": d["kbit_s"],
+            "stall_recovered_after_s": [(row["measured"] or {}).get("recovered_after_s") for row in d["stall_recovery"]],
+            "page_stall_recovered_after_s": [(row["page"] or {}).get("recovered_after_s") for row in d["stall_recovery"]],
         }
     return rows
 
@@ -489,6 +625,12 @@ def medians(runs: list[dict]) -> dict:
         out[row] = {}
         for column in tables[0][row]:
             values = [t[row][column] for t in tables if t[row][column] is not None]
+            if values and isinstance(values[0], list):  # one figure per stall: every run's, in order
+                out[row][column] = [value for run in values for value in run]
+                continue
+            if values and isinstance(values[0], dict):  # the cut's figures: every run's
+                out[row][column] = values
+                continue
             out[row][column] = round(statistics.median(values), 4 if column == "dropouts" else 1) if values else None
     return out
 
@@ -497,6 +639,8 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--browsers", default="chromium,chromium",
                         help="engines of page a and page b: chromium or firefox (default chromium,chromium)")
+    parser.add_argument("--link", choices=LINKS, default="good",
+                        help="page a's link: good (loopback), jitter or stalls, through bench/impair.py (default good)")
     parser.add_argument("--seconds", type=float, default=20, help="measured call time (default 20)")
     parser.add_argument("--warmup", type=float, default=3, help="call time ignored first (default 3)")
     parser.add_argument("--period", type=float, default=0.5, help="seconds between ticks (default 0.5)")
@@ -511,6 +655,8 @@ def main() -> None:
         raise SystemExit("latency bench: --browsers takes two of chromium, firefox, e.g. chromium,firefox")
     if not 2 <= args.room_members <= 8 or not set(args.browsers) <= {"chromium", "firefox"}:
         raise SystemExit("latency bench: --room-members takes 2 to 8, --browsers chromium or firefox for each page")
+    if args.room_members > 2 and args.link != "good":
+        raise SystemExit("latency bench: --link is for a call of two; leave it out with --room-members")
     if reason := missing_browser() or ("firefox" in args.browsers and missing_firefox()):
         raise SystemExit(f"latency bench: {reason}")
     runs = []

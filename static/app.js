@@ -10,8 +10,12 @@ import { meterValue, mouthToEar } from './figures.js';
 import { cleanLabel, emptyRoom, MAX_LABEL_LENGTH, reduceRoom, splitSlot } from './members.js';
 import { qrMatrix, svgElement } from './qr.js';
 import { newRoomName, reconnectDelay, roomFromLocation, roomUrl, wsUrl } from './room.js';
+import { DROPPED, Resume, RESUME_REFUSED } from './resume.js';
 
 const PING_INTERVAL_MS = 2000;
+// In a call, a socket that has brought nothing (no audio, no pong) for this long is taken for dead: after a
+// network change the old connection can stay half-open for minutes. The page resumes on a new socket.
+const SILENT_SOCKET_MS = 6000;
 const AUTO_NEXT_MS = 1500; // in the lobby, how long "Partner left" shows before we look for someone new
 const STATS_INTERVAL_MS = 500;
 // Audio frames queued in the socket beyond this are dropped: late audio is worse than lost audio.
@@ -72,6 +76,10 @@ let pingTimer = 0;
 let group = emptyRoom(); // the group room as the server described it (members.js); group.group false in a call of two
 let talking = false; // push-to-talk: Space held while muted
 const rows = new Map(); // slot -> the member's row in the list: {li, name, meter, volume, mute, figures}
+const reconnecting = new Set(); // slots of group members whose socket dropped, held by the server
+const resume = new Resume(); // the resume token, and whether the page is getting its call back
+let lastHeard = 0; // performance.now() of the current socket's latest message
+let abandoned = null; // a silent socket left behind for a new one, closed once the call is back
 
 // Status and errors.
 
@@ -166,6 +174,10 @@ function sendControl(message) {
 }
 
 function ping() {
+  if (paired && resume.token && performance.now() - lastHeard > SILENT_SOCKET_MS) {
+    abandonSilentSocket();
+    return;
+  }
   sendControl({ type: 'ping', t: performance.now() });
 }
 
@@ -216,9 +228,19 @@ function onControl(message) {
         partnerLeft = true; // the server puts us back in the room and says "waiting" right away
       }
       break;
+    case 'session':
+    case 'reconnecting':
+    case 'resumed':
+      onResumeMessage(message);
+      break;
     case 'error':
       if (message.reason === 'room full') {
         onRoomFull();
+      } else if (typeof message.reason === 'string' && message.reason.startsWith(RESUME_REFUSED)) {
+        // Back too late: the call is over and the server starts a new session (waiting follows).
+        resume.onRefused();
+        partnerLeft = true;
+        dropAbandoned();
       } else {
         console.warn('duoduel: server refused a message:', message.reason);
       }
@@ -229,6 +251,57 @@ function onControl(message) {
     default:
       console.warn('duoduel: unknown message type', message.type);
   }
+}
+
+// Resuming after a dropped socket (see resume.js).
+
+function onResumeMessage(message) {
+  switch (message.type) {
+    case 'session':
+      if (resume.onSession(message) && abandoned) {
+        // The server has moved the call to this socket: a goodbye on the old one no longer ends it.
+        abandoned.close(1000, 'resumed');
+        abandoned = null;
+      }
+      break;
+    case 'reconnecting':
+      // The partner's (a member's) socket dropped; the server holds their place for a few seconds.
+      if (group.group) {
+        reconnecting.add(message.slot);
+        renderGroup();
+      } else if (paired) {
+        setStatus('Partner reconnecting…', 'connecting');
+      }
+      break;
+    case 'resumed':
+      // The partner (a member) is back on a new socket: start their playback afresh, so the delay their
+      // silence and any burst left in the jitter buffer does not stay.
+      if (group.group) {
+        reconnecting.delete(message.slot);
+        if (session) session.restartMember(message.slot);
+        renderGroup();
+      } else {
+        if (session) session.resetPartner();
+        if (paired) setStatus('Connected', 'connected');
+      }
+      break;
+  }
+}
+
+function dropAbandoned() {
+  if (abandoned) abandoned.close(1000, 'leaving');
+  abandoned = null;
+}
+
+/** The socket went silent in a call: leave it open (a close frame would end the call) and resume on a new one. */
+function abandonSilentSocket() {
+  dropAbandoned();
+  abandoned = ws;
+  forgetSocket();
+  resume.onClose(DROPPED, true, performance.now());
+  setStatus('Reconnecting…', 'connecting');
+  attempt = 1;
+  connect();
 }
 
 function onRoomFull() {
@@ -259,7 +332,7 @@ function connect() {
   reconnectTimer = 0;
   let socket;
   try {
-    socket = new WebSocket(wsUrl(location, room));
+    socket = new WebSocket(resume.url(wsUrl(location, room)));
   } catch (err) {
     showError(`Cannot connect to the server (${err.message}): reload the page.`);
     return;
@@ -270,6 +343,7 @@ function connect() {
 
   socket.addEventListener('open', () => {
     if (ws !== socket) return;
+    lastHeard = performance.now();
     els.next.disabled = false;
     ping();
     clearInterval(pingTimer);
@@ -277,6 +351,7 @@ function connect() {
   });
   socket.addEventListener('message', (event) => {
     if (ws !== socket) return;
+    lastHeard = performance.now();
     if (typeof event.data !== 'string') {
       if (!paired || !session) return;
       if (group.group) {
@@ -318,6 +393,7 @@ function forgetSocket() {
 }
 
 function onClose(event) {
+  const inCall = paired;
   forgetSocket();
   if (event.code === 1008 && event.reason === 'room full') roomFull = true;
   if (roomFull) {
@@ -325,6 +401,13 @@ function onClose(event) {
     return;
   }
   if (!session) return;
+  if (resume.onClose(event.code, inCall, performance.now())) {
+    // Dropped in a call: try at once, then about once a second while the server holds our place.
+    const delay = resume.delay(attempt++, reconnectDelay, performance.now());
+    setStatus('Reconnecting…', 'connecting');
+    reconnectTimer = setTimeout(connect, delay);
+    return;
+  }
   const delay = reconnectDelay(attempt++);
   setStatus(`Reconnecting… (connection lost, trying again in ${Math.ceil(delay / 1000)} s)`, 'connecting');
   reconnectTimer = setTimeout(connect, delay);
@@ -337,6 +420,8 @@ function reconnectNow() {
   roomFull = false;
   partnerLeft = false;
   attempt = 0;
+  resume.forget();
+  dropAbandoned();
   if (old) old.close(1000, 'leaving');
   connect(); // also cancels a pending reconnect
 }
@@ -501,6 +586,7 @@ function renderGroup() {
       rows.delete(slot);
     }
   }
+  for (const slot of reconnecting) if (!present.has(slot)) reconnecting.delete(slot);
   for (const member of group.members) {
     let row = rows.get(member.slot);
     if (!row) {
@@ -509,7 +595,8 @@ function renderGroup() {
       const after = [...els.members.children].find((li) => Number(li.dataset.slot) > member.slot);
       els.members.insertBefore(row.li, after || null);
     }
-    row.name.textContent = member.label; // never innerHTML: a label is whatever its member typed
+    // never innerHTML: a label is whatever its member typed
+    row.name.textContent = reconnecting.has(member.slot) ? `${member.label} (reconnecting…)` : member.label;
     row.volume.setAttribute('aria-label', `Volume of ${member.label} on this page`);
     row.mute.setAttribute('aria-label', `Mute ${member.label} on this page`);
   }
@@ -684,6 +771,7 @@ function init() {
     if (event.persisted && ws) {
       const old = ws;
       ws = null;
+      resume.forget();
       old.close(1000, 'page hidden');
     }
   });

@@ -165,6 +165,13 @@ export class AudioSession {
     }
   }
 
+  /** A member is back on a new socket: its playback starts afresh, at this page's volume for it. */
+  restartMember(slot) {
+    const volume = this._volumes.get(slot);
+    this.removeMember(slot);
+    if (volume) this._volumes.set(slot, volume);
+  }
+
   /** How loud this page plays one member: percent 0..100, muted (this page only). */
   setMemberVolume(slot, percent, muted) {
     this._volumes.set(slot, { percent, muted });

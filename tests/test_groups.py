@@ -340,7 +340,7 @@ async def test_health_and_metrics_count_group_calls_and_their_members(server):
     lone = await enter(server, "alone")
     lobby = await join_pair(server)
     assert await health(server) == {
-        "up": True, "clients": 6, "waiting": 1, "pairs": 1, "rooms": 2, "groups": 1, "group_members": 3
+        "up": True, "clients": 6, "waiting": 1, "pairs": 1, "rooms": 2, "groups": 1, "group_members": 3, "held": 0, "resumes": 0
     }
     await group[0].websocket.send(FRAME)
     await flush([member.websocket for member in group])

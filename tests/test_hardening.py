@@ -246,12 +246,12 @@ async def test_allow_origin_admits_another_site():
 
 
 async def test_healthz_reports_clients_waiting_and_pairs(server):
-    assert await health(server) == {"up": True, "clients": 0, "waiting": 0, "pairs": 0, "rooms": 0, "groups": 0, "group_members": 0}
+    assert await health(server) == {"up": True, "clients": 0, "waiting": 0, "pairs": 0, "rooms": 0, "groups": 0, "group_members": 0, "held": 0, "resumes": 0}
     first, second = await join_pair(server)
     third, _ = await join(server)
     reply = await http_request(server, "/healthz")
     assert reply.headers["content-type"] == "application/json"
-    assert json.loads(reply.body) == {"up": True, "clients": 3, "waiting": 1, "pairs": 1, "rooms": 0, "groups": 0, "group_members": 0}
+    assert json.loads(reply.body) == {"up": True, "clients": 3, "waiting": 1, "pairs": 1, "rooms": 0, "groups": 0, "group_members": 0, "held": 0, "resumes": 0}
     for websocket in (first, second, third):
         await websocket.close()
 

@@ -23,7 +23,7 @@ async def test_first_client_is_told_to_wait(server):
 async def test_second_client_is_paired_with_the_waiting_one(server):
     """The next arrival is paired with the waiting client and both are told."""
     first, second = await join_pair(server)
-    assert await health(server) == {"up": True, "clients": 2, "waiting": 0, "pairs": 1, "rooms": 0, "groups": 0, "group_members": 0}
+    assert await health(server) == {"up": True, "clients": 2, "waiting": 0, "pairs": 1, "rooms": 0, "groups": 0, "group_members": 0, "held": 0, "resumes": 0}
     await first.close()
     await second.close()
 
@@ -79,7 +79,7 @@ async def test_fifty_clients_arriving_at_once_are_all_paired(server):
     for index, websocket in enumerate(clients):
         heard[index] = int.from_bytes(await asyncio.wait_for(websocket.recv(), 5), "big")
     assert all(heard[heard[index]] == index and heard[index] != index for index in heard)
-    assert await health(server) == {"up": True, "clients": 50, "waiting": 0, "pairs": 25, "rooms": 0, "groups": 0, "group_members": 0}
+    assert await health(server) == {"up": True, "clients": 50, "waiting": 0, "pairs": 25, "rooms": 0, "groups": 0, "group_members": 0, "held": 0, "resumes": 0}
     for websocket in clients:
         assert await round_trip(websocket) == [], "a client heard more than its partner"
     for websocket in clients:

@@ -41,7 +41,7 @@ async def test_rooms_and_the_lobby_never_cross(server):
         assert await second.recv() == f"from {query or 'lobby'}".encode()
     for first, second in pairs.values():
         assert await round_trip(first) == [] and await round_trip(second) == []
-    assert await health(server) == {"up": True, "clients": 6, "waiting": 0, "pairs": 3, "rooms": 2, "groups": 0, "group_members": 0}
+    assert await health(server) == {"up": True, "clients": 6, "waiting": 0, "pairs": 3, "rooms": 2, "groups": 0, "group_members": 0, "held": 0, "resumes": 0}
     for first, second in pairs.values():
         await first.close()
         await second.close()

@@ -1,0 +1,139 @@
+"""A call that survives a cut connection, in real headless browsers (issue 13).
+
+Ann's page comes whole (the page and its /ws) through bench/impair.py; Bob talks to the server directly.
+Each fake microphone plays a tone of its own, so the dominant frequency of what a page plays says whose
+voice reached it. Mid-call the proxy resets Ann's connection and refuses new ones for a while, as a
+network that goes away for a few seconds does: Ann's page reconnects by itself with its resume token.
+The pages are tests/pages.py's Page, so an engine is one parameter.
+Skipped without Chromium and Playwright, unless DUODUEL_REQUIRE_BROWSER=1 (CI), which fails instead.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import AsyncIterator
+
+import pytest
+
+import duoduel
+from bench.impair import Impairment
+from conftest import Running, health, running_server
+from pages import Page
+from test_browser import (  # noqa: F401 (browsers is a fixture)
+    HZ_TOLERANCE, MISSING, RECORD_STATUS_JS, TONES, browsers, engines, require, wait_hearing, wait_status,
+    wait_status_seen,
+)
+
+# What Firefox logs (as a "javascript" entry, which tests count as uncaught errors) for a socket that the
+# cut link resets or refuses: the network's doing, not the page's.
+FIREFOX_SOCKET_FAILURE = re.compile(
+    r"(can.t establish a connection to the server|was interrupted while the page was loading).* ws://"
+    r"|^The connection to ws://.* was interrupted"
+)
+SILENT_S = 8.0  # a stall this long makes Ann's page give up its silent socket (after 6 s) and resume
+CUT_S = 3.0  # the link refuses Ann's reconnections this long: shorter than the window
+SHORT_WINDOW = 1.5  # a server whose window a cut of CUT_S outlasts
+
+
+@pytest.fixture
+def config() -> duoduel.Config:
+    """Rooms of two (the page speaks group rooms only once their browser part lands), the default window."""
+    return duoduel.Config(host="127.0.0.1", port=0, room_size=2)
+
+
+async def call_through_link(browsers, running: Running, link: Impairment, engines: tuple[str, str]) -> tuple[Page, Page]:
+    """Ann (through the link) waits, Bob (direct) joins; both hear the other's tone."""
+    pages = []
+    for person, engine, origin in (("ann", engines[0], f"http://127.0.0.1:{link.port}"), ("bob", engines[1], running.origin)):
+        require(MISSING[engine]())
+        page = await browsers.launch(person, engine, TONES[person])
+        await page.goto(origin + "/")
+        await page.evaluate(RECORD_STATUS_JS)
+        await page.click("#start")
+        await wait_status(page, "Waiting for a partner" if person == "ann" else "Connected")
+        pages.append(page)
+    ann, bob = pages
+    await wait_status(ann, "Connected")
+    assert await wait_hearing(ann, TONES["bob"]) == pytest.approx(TONES["bob"], abs=HZ_TOLERANCE)
+    assert await wait_hearing(bob, TONES["ann"]) == pytest.approx(TONES["ann"], abs=HZ_TOLERANCE)
+    return ann, bob
+
+
+async def forget_status(page: Page) -> None:
+    """Start the page's record of what #status showed afresh."""
+    await page.evaluate("() => { window.__statusLog = [document.getElementById('status').textContent]; }")
+
+
+def forgive_socket_failures(page: Page) -> None:
+    """Drop the socket failures the cut caused from the page's error log, so that any other error still fails."""
+    if page.engine == "firefox":
+        page.firefox.log = [
+            entry for entry in page.firefox.log
+            if not (entry.type == "javascript" and FIREFOX_SOCKET_FAILURE.search(entry.text))
+        ]
+
+
+@pytest.fixture
+async def link(server) -> AsyncIterator[Impairment]:
+    """A perfect link in front of the server, until the test cuts it."""
+    async with Impairment(server.host, server.port, seed=13) as proxy:
+        yield proxy
+
+
+@engines("chromium-chromium", "firefox-chromium")
+async def test_a_call_cut_for_three_seconds_continues_with_the_same_partner(server, link, browsers, engines):
+    """The link resets Ann's connection and refuses her for 3 s: Bob's page says "Partner reconnecting…"
+    (never "Partner left"), Ann's says "Reconnecting…"; then both are connected again, to each other
+    (the server counts one resume), and each hears the other's tone again."""
+    ann, bob = await call_through_link(browsers, server, link, engines)
+    for page in (ann, bob):
+        await forget_status(page)
+    assert link.cut(refuse_for=CUT_S) >= 1
+    await wait_status_seen(bob, "Partner reconnecting…")
+    await wait_status_seen(ann, "Reconnecting…")
+    await wait_status(ann, "Connected")
+    await wait_status(bob, "Connected")
+    assert await wait_hearing(ann, TONES["bob"]) == pytest.approx(TONES["bob"], abs=HZ_TOLERANCE)
+    assert await wait_hearing(bob, TONES["ann"]) == pytest.approx(TONES["ann"], abs=HZ_TOLERANCE)
+    seen = await bob.evaluate("() => window.__statusLog")
+    assert not [text for text in seen if "left" in text], f"Bob's page showed {seen}"
+    state = await health(server)
+    assert (state["resumes"], state["held"], state["pairs"]) == (1, 0, 1)
+    forgive_socket_failures(ann)
+
+
+@engines("chromium-chromium")
+async def test_a_cut_longer_than_the_window_shows_the_partner_left(browsers, engines):
+    """With a 1.5 s window, a 3 s cut outlasts it: Bob's page goes from "Partner reconnecting…" to
+    "Partner left", and nobody resumed."""
+    config = duoduel.Config(host="127.0.0.1", port=0, room_size=2, resume_window=SHORT_WINDOW)
+    async with running_server(config) as running, Impairment(running.host, running.port, seed=13) as link:
+        ann, bob = await call_through_link(browsers, running, link, engines)
+        await forget_status(bob)
+        assert link.cut(refuse_for=CUT_S) >= 1
+        await wait_status_seen(bob, "Partner reconnecting…")
+        await wait_status_seen(bob, "Partner left")
+        assert (await health(running))["resumes"] == 0
+        forgive_socket_failures(ann)
+        for page in (ann, bob):
+            await page.close()
+
+
+@engines("chromium-chromium")
+async def test_a_socket_gone_silent_is_replaced_and_the_call_resumes(server, link, browsers, engines):
+    """The link delivers nothing for 8 s but resets nothing, as a half-open connection after a network change:
+    Ann's page gives up its silent socket, opens a new one with its token, and when the link flows again the
+    server moves the call to it (it never saw a drop, so Bob hears no "Partner reconnecting…"): both are
+    connected to each other and hear each other's tone."""
+    ann, bob = await call_through_link(browsers, server, link, engines)
+    for page in (ann, bob):
+        await forget_status(page)
+    link.stall(SILENT_S)
+    await wait_status_seen(ann, "Reconnecting…")
+    await wait_status(ann, "Connected")
+    assert await wait_hearing(ann, TONES["bob"]) == pytest.approx(TONES["bob"], abs=HZ_TOLERANCE)
+    assert await wait_hearing(bob, TONES["ann"]) == pytest.approx(TONES["ann"], abs=HZ_TOLERANCE)
+    seen = await bob.evaluate("() => window.__statusLog")
+    assert not [text for text in seen if "left" in text], f"Bob's page showed {seen}"
+    state = await health(server)
+    assert (state["resumes"], state["pairs"], state["clients"]) == (1, 1, 2)
