@@ -125,6 +125,7 @@ class Arrival:
     url: str
     moves: int = 0
     errors: list = field(default_factory=list)
+    options: dict = field(default_factory=dict)  # connect()'s options, for the next move
 
 
 async def arrive(url: str, max_moves: int = 3, **kwargs) -> Arrival:
@@ -137,7 +138,7 @@ async def arrive(url: str, max_moves: int = 3, **kwargs) -> Arrival:
             errors.append(told)
             continue
         if told.get("type") != "moved":
-            return Arrival(websocket, told, url, moves, errors)
+            return Arrival(websocket, told, url, moves, errors, kwargs)
         assert moves < max_moves, f"moved more than {max_moves} times"
         moves += 1
         await websocket.close()
@@ -165,7 +166,7 @@ async def until_connected(arrival: Arrival, timeout: float = 10) -> None:
         arrival.told = await receive_json(arrival.websocket, timeout)
         if arrival.told.get("type") == "moved":
             await arrival.websocket.close()
-            moved = await arrive(arrival.told["url"])
+            moved = await arrive(arrival.told["url"], **arrival.options)
             arrival.websocket, arrival.told, arrival.url = moved.websocket, moved.told, moved.url
             arrival.moves += 1 + moved.moves
             arrival.errors += moved.errors
