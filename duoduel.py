@@ -527,12 +527,13 @@ class SharedLobby:
     async def beat(self, lobby: Lobby) -> None:
         """Renew this process's liveness key, put lost waiters back in line, notice Redis leaving or returning."""
         try:
-            await self.redis.set(ALIVE_KEY + self.pid, self.url, px=ALIVE_MS)
+            before = await self.redis.set(ALIVE_KEY + self.pid, self.url, px=ALIVE_MS, get=True)
             lost = await self.sweep(keys=[SLOT_KEY], args=[self.pid, REDIS_PREFIX, *self.waiters]) if self.waiters else []
         except self.errors as exc:
             return await self.went_down(lobby, exc)
-        if not self.up:
-            return await self.came_back(lobby)
+        # No key from the last beat: Redis restarted (or forgot us) between two beats, even if no command failed.
+        if not self.up or before is None:
+            await self.came_back(lobby)
         async with lobby.lock:
             for ticket in lost:
                 client = self.waiters.pop(ticket, None)
@@ -562,6 +563,9 @@ class SharedLobby:
         """Redis answers (again): clear what this process left in the slot and wait in the shared lobby."""
         with contextlib.suppress(*self.errors):
             await self.leave_slot(keys=[SLOT_KEY], args=[f"{self.pid} "])
+            # A Redis that restarted forgot which rooms live here: pin them again (unless taken meanwhile).
+            for name in list(lobby.rooms):
+                await self.claim_room(keys=[room_key(name)], args=[self.pid, REDIS_PREFIX, ROOM_MS])
         async with lobby.lock:
             self.up = True
             log.info("in the shared lobby at %s as %s (%s)", self.where, self.pid, self.url)

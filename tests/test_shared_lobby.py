@@ -402,3 +402,18 @@ async def test_call_token_without_redis_gets_an_error_and_normal_pairing(tmp_pat
         assert "redis" not in (await health_of(process.running))
     finally:
         process.kill()
+
+
+async def test_private_room_keeps_its_process_across_a_redis_restart(redis_server, processes):
+    """Redis restarted empty: the process holding a room pins it again, so a later member still reaches it."""
+    a, b = processes
+    first = await arrive(b.running.ws_url("?room=kept"))
+    assert first.told["type"] == "room"
+    redis_server.stop()
+    redis_server.start()
+    for process in processes:
+        while (await health_of(process.running)).get("redis") != "up" or process is b and not redis_server.client().keys("duoduel:room:*"):
+            await asyncio.sleep(0.05)
+    second = await arrive(a.running.ws_url("?room=kept"))
+    assert second.moves == 1 and port_of(second) == b.port
+    assert second.told["members"] == [{"slot": 0, "label": "Guest 1"}]
