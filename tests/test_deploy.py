@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 import re
 import shlex
 import shutil
@@ -19,6 +20,7 @@ import pytest
 from websockets.asyncio.client import connect
 from websockets.exceptions import InvalidStatus
 
+from browser import launch_args, missing_browser, write_tone
 from cluster import Duoduel, RedisServer, arrive, free_port, until_connected, wait_for_port
 from conftest import ROOT, Running, http_request
 
@@ -174,3 +176,43 @@ async def test_page_through_the_proxy_allows_its_websockets(proxied):
     with pytest.raises(InvalidStatus) as refused:
         await connect(proxied.ws_url(), origin="https://evil.example", ssl=proxied.tls)
     assert refused.value.response.status_code == 403
+
+
+async def test_pages_in_chromium_talk_after_a_move_through_the_proxy(proxied, tmp_path):
+    """Two Chromium pages at the public address: nginx puts them on different processes, the second page is
+    moved to the first's process at once, and each hears the other's tone."""
+    missing = missing_browser()
+    if missing is not None:
+        if os.environ.get("DUODUEL_REQUIRE_BROWSER") == "1":
+            pytest.fail(f"DUODUEL_REQUIRE_BROWSER=1 but {missing}")
+        pytest.skip(missing)
+    from playwright.async_api import async_playwright
+
+    from test_browser import RECORD_STATUS_JS, TONES, wait_hearing, wait_status
+
+    async with async_playwright() as playwright:
+        pages, browsers = [], []
+        for person in ("ann", "bob"):
+            options = launch_args(write_tone(tmp_path / f"{person}.wav", TONES[person]))
+            options["args"].append("--ignore-certificate-errors")  # gen_cert.sh's certificate is self-signed
+            browser = await playwright.chromium.launch(**options)
+            browsers.append(browser)
+            page = await browser.new_page()
+            page.set_default_timeout(15_000)
+            await page.goto(proxied.origin + "/")
+            await page.evaluate(RECORD_STATUS_JS)
+            await page.click("#start")
+            await wait_status(page, "Waiting for a partner" if person == "ann" else "Connected")
+            pages.append(page)
+        ann, bob = pages
+        await wait_status(ann, "Connected")
+        assert abs(await wait_hearing(ann, "bob") - TONES["bob"]) <= 5
+        assert abs(await wait_hearing(bob, "ann") - TONES["ann"]) <= 5
+        shown = await bob.evaluate("() => window.__statusLog")
+        assert not any("left" in text for text in shown), shown
+        moved = sum([int(re.search(r"^duoduel_moved_total (\d+)", (await http_request(
+            Running("127.0.0.1", proxied.port, "https"), f"/p/{port}/metrics", ssl=proxied.tls, headers=CLOSE)
+        ).body.decode(), re.MULTILINE)[1]) for port in proxied.ports])
+        assert moved == 1, "nginx put both pages on one process: nothing was moved"
+        for browser in browsers:
+            await browser.close()
