@@ -7,12 +7,23 @@
 // replayed back and forth while fading to silence within CONCEAL_FADE_MS).
 //
 // Delay control. For each new frame we know how much was still buffered when it arrived (the "trough")
-// and how late it was compared with the best transit time seen recently (its "lateness"). trough +
+// and how late it was compared with the best transit time seen recently (its "lateness"; the baseline
+// of best transit may rise as fast as the sender's clock is measured to drift, see _trackDrift). trough +
 // lateness is the headroom an on-time frame would have found. The buffer keeps that headroom near
-// margin = one render quantum + 1 ms + the peak lateness (which decays slowly), so that the buffered delay
-// right after a frame arrives sits near one frame + margin. Too much headroom (burst, sender clock
-// faster) -> skip ahead in the ring with a short crossfade; too little (sender clock slower) -> replay a
-// few ms with a crossfade. Nothing in pull() allocates.
+// margin = one render quantum + 1 ms + the peak lateness, so that the buffered delay right after a frame
+// arrives sits near one frame + margin. Too much headroom (burst, sender clock faster) -> skip ahead in
+// the ring with a short crossfade; too little (sender clock slower) -> replay a few ms with a crossfade.
+// Nothing in pull() allocates.
+//
+// The peak lateness is held for PEAK_HOLD_MS while jitter keeps coming near it, then decays: jitter's
+// rare worst cases recur every few seconds, and a peak that decays between them costs dropouts.
+// An outage is not jitter. Over TCP a lost segment arrives as a stall and then a burst: no frame for
+// OUTAGE_GAP_MS or more, then everything held at once. Those frames' lateness is the outage's, and if
+// it went into the peak the buffer would keep the whole stall as delay for seconds after it (a 400 ms
+// stall kept the delay near 230 ms, decaying over 8 s). So a frame that would have arrived before the
+// outage ended raises the peak by at most OUTAGE_STEP_MS: a lone stall is skipped with a crossfade and
+// costs at most that (5 ms) for PEAK_HOLD_MS; outages that come more often than that add up, step by step,
+// until the buffer waits them out.
 
 import { CONCEAL_FADE_MS, FRAME_MS, MAX_JITTER_MARGIN_MS, RENDER_QUANTUM } from './constants.js';
 
@@ -25,7 +36,13 @@ const SLOT_CONSUMED = 2; // already moved to the ring (used to tell duplicates f
 
 const SAFETY_MS = 1; // headroom above one render quantum on a perfect network
 const BASELINE_RISE = 0.02; // the transit baseline may rise 2% of elapsed time (sender clock 2% slower)
-const PEAK_DECAY_MS = 4000; // time constant of the lateness peak's decay
+const BASELINE_RISE_FLOOR = 0.001; // ... and rises at least 0.1% (ten times a sound card's drift)
+const DRIFT_BLOCK_MS = 2000; // the best transit of each such block, against the last one's, gives the drift
+const PEAK_HOLD_MS = 2000; // a lateness peak seen again (within PEAK_REFRESH) is kept this long, then decays
+const PEAK_REFRESH = 0.8;
+const PEAK_DECAY_MS = 4000; // time constant of the lateness peak's decay, once its hold has expired
+const OUTAGE_GAP_MS = 150; // no frame for this long: a stall (retransmission, handover), not jitter
+const OUTAGE_STEP_MS = 5; // one outage raises the lateness peak by at most this much
 const T0_SMOOTHING = 0.3; // EMA weight of the newest headroom measurement
 const DROP_HYSTERESIS_MS = 4;
 const INSERT_HYSTERESIS_MS = 1.5;
@@ -88,6 +105,9 @@ export class JitterBuffer {
   reset() {
     this._clearStream();
     this._peakLateness = 0;
+    this._peakHeldUntil = -Infinity;
+    this._outageEndMs = -Infinity;
+    this._outageCeiling = 0;
     this._arrivalJitter = 0;
     this.received = 0;
     this.lost = 0;
@@ -118,6 +138,10 @@ export class JitterBuffer {
     this._arrivals = 0;
     this._lastTransit = 0;
     this._baseline = 0;
+    this._riseRate = BASELINE_RISE; // until the drift is measured
+    this._blockStart = 0;
+    this._blockMin = Infinity;
+    this._previousBlockMin = null;
     this._t0 = null;
     this._cooldown = 0;
     this._dropPending = 0;
@@ -250,20 +274,54 @@ export class JitterBuffer {
     const transit = arrivalMs - ext * this.frameMs;
     if (this._lastArrival === null) {
       this._baseline = transit;
+      this._blockStart = arrivalMs;
     } else {
       const dt = Math.max(0, arrivalMs - this._lastArrival);
-      this._baseline = Math.min(transit, this._baseline + BASELINE_RISE * dt);
+      this._baseline = Math.min(transit, this._baseline + this._riseRate * dt);
       // RFC 3550 interarrival jitter, for the stats.
       this._arrivalJitter += (Math.abs(transit - this._lastTransit) - this._arrivalJitter) / 16;
-      this._peakLateness *= Math.exp(-dt / PEAK_DECAY_MS);
+      const decaying = arrivalMs - Math.max(this._lastArrival, this._peakHeldUntil);
+      if (decaying > 0) this._peakLateness *= Math.exp(-decaying / PEAK_DECAY_MS);
+      if (dt > OUTAGE_GAP_MS) {
+        this._outageEndMs = arrivalMs;
+        this._outageCeiling = this._peakLateness + OUTAGE_STEP_MS;
+      }
     }
+    this._trackDrift(transit, arrivalMs);
     const lateness = transit - this._baseline;
     this._arrivals++;
+    // A frame held up by an outage (it would have arrived before the outage ended) is late because of the
+    // outage, not of jitter: the burst is skipped, and the margin stays where the jitter needs it.
+    const held = arrivalMs - lateness < this._outageEndMs;
+    const counted = held ? Math.min(lateness, this._outageCeiling) : lateness;
     const cap = this._arrivals <= WARMUP_FRAMES ? WARMUP_MAX_LATENESS_MS : MAX_JITTER_MARGIN_MS;
-    if (lateness > this._peakLateness && this._peakLateness < cap) this._peakLateness = Math.min(lateness, cap);
+    // Jitter near the peak keeps it; an outage keeps only the step it added, so that outages coming more
+    // often than PEAK_HOLD_MS add up and are waited for, while a lone one is forgotten.
+    if (held ? counted > this._peakLateness : counted >= PEAK_REFRESH * this._peakLateness) {
+      this._peakHeldUntil = arrivalMs + PEAK_HOLD_MS;
+    }
+    if (counted > this._peakLateness && this._peakLateness < cap) this._peakLateness = Math.min(counted, cap);
     this._lastArrival = Math.max(arrivalMs, this._lastArrival ?? arrivalMs);
     this._lastTransit = transit;
     return lateness;
+  }
+
+  /**
+   * Let the baseline rise only as fast as the sender's clock is seen to drift. Rising faster (as it did, at
+   * 2% whatever the drift) lifts it above the best transit between two fast frames, which on a jittery
+   * link are rare: every frame then looks less late than it is, and the buffer inserts delay it does not
+   * need (on two jittery legs the baseline sat 5 to 19 ms above the best transit).
+   */
+  _trackDrift(transit, arrivalMs) {
+    this._blockMin = Math.min(this._blockMin, transit);
+    if (arrivalMs - this._blockStart < DRIFT_BLOCK_MS) return;
+    if (this._previousBlockMin !== null) {
+      const slope = (this._blockMin - this._previousBlockMin) / (arrivalMs - this._blockStart);
+      this._riseRate = Math.min(BASELINE_RISE, Math.max(0, slope) + BASELINE_RISE_FLOOR);
+    }
+    this._previousBlockMin = this._blockMin;
+    this._blockMin = Infinity;
+    this._blockStart = arrivalMs;
   }
 
   /** Decide on a drop or an insert from the headroom an on-time frame would have found (ms). */

@@ -347,3 +347,146 @@ test('works at 44.1 kHz with frames of varying length', () => {
   assert.ok(stats.delayMs < 30);
   assert.ok(pushed > 0);
 });
+
+// Impaired links, as bench/impair.py makes them: TCP legs that keep order, with jitter and stalls.
+
+/** Seed-fixed uniform random numbers in [0, 1) (mulberry32). */
+function prng(seed) {
+  let state = seed | 0;
+  return () => {
+    state = (state + 0x6d2b79f5) | 0;
+    let t = Math.imul(state ^ (state >>> 15), 1 | state);
+    t = (t + Math.imul(t ^ (t >>> 7), 61 | t)) ^ t;
+    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
+  };
+}
+
+/**
+ * Arrival times of frames sent every 20 ms after crossing `legs` TCP links, each delayMs + uniform(0, jitterMs)
+ * per frame, in order (a late frame holds back the ones behind it). A stall [startMs, durationMs] on the first
+ * leg holds everything due inside it until it ends, then delivers it at once.
+ */
+function tcpArrivals(count, { legs = 2, delayMs = 10, jitterMs = 30, seed = 1, stall = null } = {}) {
+  const random = prng(seed);
+  let times = Array.from({ length: count }, (_, k) => k * 20);
+  for (let leg = 0; leg < legs; leg++) {
+    let previous = -Infinity;
+    times = times.map((sent) => {
+      let due = sent + delayMs + random() * jitterMs;
+      if (leg === 0 && stall && due >= stall[0] && due < stall[0] + stall[1]) due = stall[0] + stall[1];
+      previous = Math.max(due, previous);
+      return previous;
+    });
+  }
+  return times;
+}
+
+/** Frame k's samples are the sender's sample numbers k*FRAME+1 ..: what is played tells when it was sent. */
+function rampFrame(k) {
+  const frame = new Float32Array(FRAME);
+  for (let i = 0; i < FRAME; i++) frame[i] = k * FRAME + i + 1;
+  return frame;
+}
+
+/** Play frames arriving at these times; return the output and the buffer. */
+function playArrivals(times, durationMs) {
+  const buffer = new JitterBuffer({ sampleRate: RATE });
+  const events = times.map((arrivalMs, k) => ({ k, seq: k & 0xffff, arrivalMs, samples: rampFrame(k) }));
+  const out = play(buffer, events, durationMs);
+  return { out, buffer };
+}
+
+/**
+ * Mouth-to-ear through the link and the buffer, ms, for every output sample that is the sender's audio
+ * played as is (not concealment, silence, a fade or a crossfade); NaN elsewhere.
+ */
+function playoutLatency(out) {
+  const latency = new Float64Array(out.length).fill(NaN);
+  for (let p = 1; p < out.length - 1; p++) {
+    const v = out[p];
+    if (v >= 1 && Number.isInteger(v) && (out[p + 1] === v + 1 || out[p - 1] === v - 1)) {
+      latency[p] = ((p - (v - 1)) / RATE) * 1000;
+    }
+  }
+  return latency;
+}
+
+function median(values) {
+  const sorted = [...values].sort((a, b) => a - b);
+  return sorted[Math.floor(sorted.length / 2)];
+}
+
+/** Latencies of the real samples played between fromMs and toMs (every 48th sample: one per ms). */
+function latenciesBetween(latency, fromMs, toMs) {
+  const values = [];
+  for (let p = Math.round((fromMs / 1000) * RATE); p < (toMs / 1000) * RATE && p < latency.length; p += 48) {
+    if (!Number.isNaN(latency[p])) values.push(latency[p]);
+  }
+  return values;
+}
+
+for (const stallMs of [300, 400, 500]) {
+  for (const [link, jitterMs] of [['a quiet link', 0], ['two jittery legs', 30]]) {
+    test(`after a ${stallMs} ms stall on ${link} the delay is back within 20 ms of its level within 2 s`, () => {
+      const stallAt = 10000;
+      const end = stallAt + stallMs;
+      const times = tcpArrivals(1000, { jitterMs, seed: stallMs, stall: [stallAt, stallMs] });
+      const { out, buffer } = playArrivals(times, 20500);
+      const latency = playoutLatency(out);
+      const before = median(latenciesBetween(latency, 5000, stallAt));
+      const after = latenciesBetween(latency, end + 2000, 20000);
+      assert.ok(after.length > 7000, 'audio plays after the stall');
+      const worst = Math.max(...after.map((ms) => Math.abs(ms - before)));
+      assert.ok(worst <= 20, `${worst.toFixed(1)} ms away from ${before.toFixed(1)} ms, 2 s after the stall`);
+      // The burst was skipped (crossfaded away), not played late: the stall's audio is mostly gone.
+      const stats = buffer.stats();
+      assert.ok(stats.droppedMs + stats.late * 20 >= stallMs / 2, `only ${stats.droppedMs} ms skipped`);
+      assert.ok(stats.targetMs <= buffer.frameMs + 3.67 + 60 + 10, `target ${stats.targetMs} ms`);
+    });
+  }
+}
+
+test('a stall raises the margin by at most one 5 ms step; stalls that keep coming raise it step by step', () => {
+  const quietTarget = new JitterBuffer({ sampleRate: RATE }).targetMs;
+  const single = playArrivals(tcpArrivals(600, { jitterMs: 0, stall: [5000, 400] }), 12500).buffer;
+  assert.ok(single.stats().targetMs <= quietTarget + 5, `target ${single.stats().targetMs} ms after one stall`);
+  // 170 ms without a frame every 400 ms: too often to conceal each time; the buffer learns to wait instead.
+  let times = Array.from({ length: 2000 }, (_, k) => k * 20 + 20);
+  for (let t = 3000; t < 40000; t += 400) times = times.map((a) => (a >= t && a < t + 170 ? t + 170 : a));
+  const buffer = new JitterBuffer({ sampleRate: RATE });
+  const events = times.map((arrivalMs, k) => ({ seq: k, arrivalMs, samples: rampFrame(k) }));
+  let underrunsAt20s = null;
+  play(buffer, events, 40000, { keep: false, onQuantum: (now, b) => { if (now >= 20000 && underrunsAt20s === null) underrunsAt20s = b.underruns; } });
+  assert.ok(play.stats.targetMs > 120, `target ${play.stats.targetMs} ms`);
+  assert.equal(play.stats.underruns, underrunsAt20s, 'no underrun in the last 20 s: it has learnt');
+});
+
+for (const seed of [1, 2, 3, 4, 5]) {
+  test(`two jittery legs (10 ms + 0-30 ms each, seed ${seed}): no frame later than it must, dropouts at most 2 %`, () => {
+    const count = 1500; // 30 s
+    const times = tcpArrivals(count, { seed });
+    const { out, buffer } = playArrivals(times, 30500);
+    const stats = play.stats;
+    const dropouts = (stats.concealed + stats.underruns) / count;
+    assert.ok(dropouts <= 0.02, `dropouts ${(100 * dropouts).toFixed(2)} %`);
+    // The smallest fixed delay that would have played every frame so far in time: the largest transit
+    // so far, plus one render quantum (a frame arriving just after a pull waits for the next one).
+    const latency = playoutLatency(out);
+    let worstTransit = 0;
+    let worstExcess = -Infinity;
+    for (let k = 0; k < count - 1; k++) {
+      worstTransit = Math.max(worstTransit, times[k] - k * 20);
+      if (k < 100) continue; // the first 2 s: learning
+      const p = Math.round(((k * 20 + worstTransit) / 1000) * RATE);
+      for (let q = p; q < p + 4 * FRAME && q < latency.length; q += 48) {
+        const v = out[q];
+        if (Number.isNaN(latency[q]) || Math.floor((v - 1) / FRAME) !== k) continue;
+        worstExcess = Math.max(worstExcess, latency[q] - worstTransit - QUANTUM_MS);
+      }
+    }
+    // What there is above it: 1 ms of safety and the controller's tolerance before it skips (4 ms + 10 %
+    // of the peak, about 10 ms here). A baseline that rises faster than the drift adds 5 to 10 ms more.
+    assert.ok(worstExcess <= 15, `a frame played ${worstExcess.toFixed(1)} ms later than it had to`);
+    assert.ok(buffer.stats().delayMs < 100, `delay ${buffer.stats().delayMs} ms`);
+  });
+}
