@@ -473,7 +473,9 @@ class SharedLobby:
     """This process's part in the lobby and the rooms that duoduel processes share through Redis."""
 
     def __init__(self, config: Config) -> None:
-        import redis.asyncio  # optional: only --redis needs it (start() checks it is installed)
+        if not config.public_url:
+            raise StartupError("--redis needs --public-url, how a browser reaches this process")
+        import redis.asyncio  # optional: only --redis needs it (public_url() checks it is installed)
         from redis.asyncio.retry import Retry
         from redis.backoff import NoBackoff
 
@@ -491,7 +493,7 @@ class SharedLobby:
         self.claim_room = self.redis.register_script(CLAIM_ROOM)
         self.release = self.redis.register_script(RELEASE_ROOM)
         self.pid = secrets.token_hex(8)  # this run of this process: a restart is a new process
-        self.url = websocket_base(config.public_url or "")
+        self.url = websocket_base(config.public_url)
         self.where = redact(config.redis_url or "")
         self.up: bool | None = None  # None until Redis first answers or fails
         self.waiters: dict[str, Client] = {}  # ticket -> local client parked in (or taken from) the slot
