@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import os
 import secrets
+import signal
 import subprocess
 import sys
 import time
@@ -417,3 +418,25 @@ async def test_private_room_keeps_its_process_across_a_redis_restart(redis_serve
     second = await arrive(a.running.ws_url("?room=kept"))
     assert second.moves == 1 and port_of(second) == b.port
     assert second.told["members"] == [{"slot": 0, "label": "Guest 1"}]
+
+
+async def test_frozen_redis_times_out_into_local_pairing(redis_server, processes):
+    """A Redis that stops answering (SIGSTOP) is an outage after 0.5 s: newcomers pair locally, and rejoin after SIGCONT."""
+    a, b = processes
+    redis_server.popen.send_signal(signal.SIGSTOP)
+    try:
+        started = time.monotonic()
+        first, second = await asyncio.gather(arrive(a.running.ws_url()), arrive(a.running.ws_url()))
+        await asyncio.gather(until_connected(first), until_connected(second))
+        await talk(first, second)
+        assert time.monotonic() - started < 3
+        assert (await health_of(a.running))["redis"] == "down"
+    finally:
+        redis_server.popen.send_signal(signal.SIGCONT)
+    deadline = time.monotonic() + 5
+    while (await health_of(a.running))["redis"] != "up":
+        assert time.monotonic() < deadline
+        await asyncio.sleep(0.05)
+    waiter = await arrive(a.running.ws_url())
+    newcomer = await arrive(b.running.ws_url())
+    assert waiter.told == {"type": "waiting"} and newcomer.moves == 1 and newcomer.told == {"type": "connected"}
