@@ -16,6 +16,9 @@ import { Resampler } from './resampler.js';
 
 const FRAME_US = FRAME_MS * 1000;
 const MAX_CODEC_QUEUE = 3; // frames waiting in the decoder before we drop (the jitter buffer conceals)
+// Until a new decoder's first output: Firefox's first output comes several frames late (issue 11), and
+// dropping the frames that queue meanwhile showed as up to 4 lost frames at the start of Firefox calls.
+const MAX_STARTING_CODEC_QUEUE = 10;
 const PENDING_LIMIT = 64;
 
 export class PartnerPlayback {
@@ -34,6 +37,7 @@ export class PartnerPlayback {
     this._decodeSeq = new Map(); // decode index -> seq
     this._resampler = null;
     this._decoderDrops = 0; // frames dropped because the decoder was MAX_CODEC_QUEUE frames behind
+    this._decoderStarted = false; // the decoder has produced its first output
     this._stats = null; // latest stats posted by the playback worklet
     this.node = new AudioWorkletNode(context, 'playback-processor', {
       numberOfInputs: 0,
@@ -71,12 +75,13 @@ export class PartnerPlayback {
         });
         this._decoder.configure({ codec: 'opus', sampleRate: frame.sampleRate, numberOfChannels: 1 });
         this._decoderRate = frame.sampleRate;
+        this._decoderStarted = false;
       } catch {
         this._closeDecoder();
         return;
       }
     }
-    if (this._decoder.decodeQueueSize > MAX_CODEC_QUEUE) {
+    if (this._decoder.decodeQueueSize > (this._decoderStarted ? MAX_CODEC_QUEUE : MAX_STARTING_CODEC_QUEUE)) {
       this._decoderDrops++;
       return;
     }
@@ -91,6 +96,7 @@ export class PartnerPlayback {
   }
 
   _onDecoded(audio) {
+    this._decoderStarted = true;
     try {
       const index = Math.round(audio.timestamp / FRAME_US);
       const seq = this._decodeSeq.get(index);

@@ -189,3 +189,23 @@ def start_process() -> Iterator:
 def run_command(*args: str, **kwargs) -> subprocess.CompletedProcess:
     """Run a command in the repository and capture what it prints."""
     return subprocess.run(args, cwd=ROOT, capture_output=True, text=True, timeout=30, env=os.environ, **kwargs)
+
+
+@pytest.fixture(scope="session")
+def pulse_audio() -> Iterator:
+    """A private PulseAudio server with a null sink for the whole session: Firefox's audio output."""
+    from firefox import PulseAudio
+
+    pulse = PulseAudio().start()
+    yield pulse
+    pulse.stop()
+
+
+@pytest.fixture(scope="session")
+def xvfb_display() -> Iterator:
+    """A virtual X display for the whole session: WebKitGTK's MiniBrowser needs one."""
+    from webkit import Xvfb
+
+    display = Xvfb().start()
+    yield display
+    display.stop()

@@ -20,7 +20,7 @@ import pytest
 from websockets.asyncio.client import connect
 from websockets.exceptions import InvalidStatus
 
-from browser import launch_args, missing_browser, write_tone
+from browser import PARTNER_RMS_JS, PARTNER_SAMPLES_JS, dominant_hz, launch_args, missing_browser, write_tone
 from cluster import Duoduel, RedisServer, arrive, free_port, until_connected, wait_for_port
 from conftest import ROOT, Running, http_request
 
@@ -188,31 +188,61 @@ async def test_pages_in_chromium_talk_after_a_move_through_the_proxy(proxied, tm
         pytest.skip(missing)
     from playwright.async_api import async_playwright
 
-    from test_browser import RECORD_STATUS_JS, TONES, wait_hearing, wait_status
-
+    tones = {"ann": 440.0, "bob": 660.0}
     async with async_playwright() as playwright:
         pages, browsers = [], []
-        for person in ("ann", "bob"):
-            options = launch_args(write_tone(tmp_path / f"{person}.wav", TONES[person]))
-            options["args"].append("--ignore-certificate-errors")  # gen_cert.sh's certificate is self-signed
-            browser = await playwright.chromium.launch(**options)
-            browsers.append(browser)
-            page = await browser.new_page()
-            page.set_default_timeout(15_000)
-            await page.goto(proxied.origin + "/")
-            await page.evaluate(RECORD_STATUS_JS)
-            await page.click("#start")
-            await wait_status(page, "Waiting for a partner" if person == "ann" else "Connected")
-            pages.append(page)
-        ann, bob = pages
-        await wait_status(ann, "Connected")
-        assert abs(await wait_hearing(ann, "bob") - TONES["bob"]) <= 5
-        assert abs(await wait_hearing(bob, "ann") - TONES["ann"]) <= 5
-        shown = await bob.evaluate("() => window.__statusLog")
-        assert not any("left" in text for text in shown), shown
-        moved = sum([int(re.search(r"^duoduel_moved_total (\d+)", (await http_request(
-            Running("127.0.0.1", proxied.port, "https"), f"/p/{port}/metrics", ssl=proxied.tls, headers=CLOSE)
-        ).body.decode(), re.MULTILINE)[1]) for port in proxied.ports])
-        assert moved == 1, "nginx put both pages on one process: nothing was moved"
-        for browser in browsers:
-            await browser.close()
+        try:
+            for person, hz in tones.items():
+                options = launch_args(write_tone(tmp_path / f"{person}.wav", hz))
+                options["args"].append("--ignore-certificate-errors")  # gen_cert.sh's certificate is self-signed
+                browser = await playwright.chromium.launch(**options)
+                browsers.append(browser)
+                page = await browser.new_page()
+                page.set_default_timeout(15_000)
+                await page.goto(proxied.origin + "/")
+                await page.evaluate(RECORD_STATUS_JS)
+                await page.click("#start")
+                await page_status(page, "Waiting for a partner" if person == "ann" else "Connected")
+                pages.append(page)
+            ann, bob = pages
+            await page_status(ann, "Connected")
+            assert abs(await page_hears(ann) - tones["bob"]) <= 5
+            assert abs(await page_hears(bob) - tones["ann"]) <= 5
+            shown = await bob.evaluate("() => window.__statusLog")
+            assert not any("left" in text for text in shown), shown
+            moved = 0
+            for port in proxied.ports:
+                metrics = await http_request(Running("127.0.0.1", proxied.port, "https"), f"/p/{port}/metrics",
+                                             ssl=proxied.tls, headers=CLOSE)
+                moved += int(re.search(r"^duoduel_moved_total (\d+)", metrics.body.decode(), re.MULTILINE)[1])
+            assert moved == 1, "nginx put both pages on one process: nothing was moved"
+        finally:
+            for browser in browsers:
+                await browser.close()
+
+
+# Records every text #status shows, so a short-lived one ("Partner left") cannot be missed.
+RECORD_STATUS_JS = """() => {
+  window.__statusLog = [document.getElementById('status').textContent];
+  new MutationObserver(() => window.__statusLog.push(document.getElementById('status').textContent))
+    .observe(document.getElementById('status'), {childList: true, characterData: true, subtree: true});
+}"""
+
+
+async def page_status(page, text: str) -> None:
+    """Wait until the page's #status shows text."""
+    await page.wait_for_function("text => document.getElementById('status').textContent.includes(text)",
+                                 arg=text, polling=50)
+
+
+async def page_hears(page) -> float:
+    """Wait until the page plays its partner's audio; return the dominant frequency of what it plays."""
+    await page.wait_for_function(f"() => ({PARTNER_RMS_JS})() > 0.005", polling=100)
+    heard = 0.0
+    for _ in range(50):
+        window = await page.evaluate(PARTNER_SAMPLES_JS)
+        heard = dominant_hz(window["samples"], window["rate"])
+        if heard > 100:
+            return heard
+        await asyncio.sleep(0.2)
+    return heard

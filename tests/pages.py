@@ -1,0 +1,246 @@
+"""One page interface over three engines: headless Chromium (Playwright), Firefox (WebDriver BiDi) and
+WebKit (WebKitGTK's MiniBrowser through WebKitWebDriver on Xvfb).
+
+Tests talk to a Page and never to the engine, so a test written once runs in both:
+
+    page = await browsers.open("ann", "firefox", origin + "/")
+    await page.click("#start")
+    await page.wait_for("() => window.duoduel.session !== null")
+
+Every call into the page has a deadline: a page that stops answering (a frozen main thread) fails
+the test with PageStuck and the engine's last words instead of hanging the suite.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from browser import launch_args, write_tone
+from firefox import DENIED_MICROPHONE, Firefox, PageStuck, PulseAudio, fake_microphone
+from webkit import WebKit, Xvfb
+
+ENGINES = ("chromium", "firefox", "webkit")
+EVALUATE_TIMEOUT_S = 15  # one call into a page; a live page answers in milliseconds
+WAIT_TIMEOUT_S = 15  # how long a condition may take to come true (two or three browsers, 2 loaded cores)
+POLL_S = 0.05
+
+
+class WaitTimeout(AssertionError):
+    """A condition did not come true in time (the page itself answered)."""
+
+
+class Page:
+    """A tab in a browser of its own, whatever the engine. Subclasses provide _evaluate and goto."""
+
+    engine = ""
+
+    def __init__(self, name: str):
+        self.name = name  # the person, for messages
+
+    def __repr__(self) -> str:
+        return f"{self.name} ({self.engine})"
+
+    async def _evaluate(self, function: str, arg: Any, timeout: float) -> Any:
+        raise NotImplementedError
+
+    async def goto(self, url: str) -> None:
+        raise NotImplementedError
+
+    async def close(self) -> None:
+        raise NotImplementedError
+
+    @property
+    def errors(self) -> list[str]:
+        """Uncaught exceptions in the page so far."""
+        raise NotImplementedError
+
+    async def evaluate(self, function: str, arg: Any = None, timeout: float = EVALUATE_TIMEOUT_S) -> Any:
+        """Call function (JS source, maybe async) with arg in the page; return its JSON-able result."""
+        return await self._evaluate(function, arg, timeout)
+
+    async def wait_for(self, function: str, arg: Any = None, timeout: float = WAIT_TIMEOUT_S,
+                       what: str | None = None) -> Any:
+        """Poll function(arg) until it returns something truthy, and return that."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout
+        while True:
+            value = await self.evaluate(function, arg)
+            if value:
+                return value
+            if loop.time() > deadline:
+                raise WaitTimeout(f"{self}: waited {timeout:g} s for {what or function}")
+            await asyncio.sleep(POLL_S)
+
+    async def click(self, selector: str) -> None:
+        """Click a visible, enabled element, as a person would (counts as a user gesture)."""
+        await self.wait_for(
+            """(selector) => {
+              const el = document.querySelector(selector);
+              return el !== null && !el.disabled && el.offsetParent !== null;
+            }""", selector, what=f"{selector} to be visible and enabled")
+        await self._click(selector)
+
+    async def _click(self, selector: str) -> None:
+        await self.evaluate("(selector) => { document.querySelector(selector).click(); }", selector)
+
+    async def text(self, selector: str) -> str:
+        return await self.evaluate("(selector) => document.querySelector(selector).textContent", selector)
+
+    async def attribute(self, selector: str, name: str) -> str | None:
+        return await self.evaluate("([selector, name]) => document.querySelector(selector).getAttribute(name)",
+                                   [selector, name])
+
+    async def is_hidden(self, selector: str) -> bool:
+        return await self.evaluate(
+            "(selector) => { const el = document.querySelector(selector); return !el || el.offsetParent === null; }",
+            selector)
+
+
+class ChromiumPage(Page):
+    """A Playwright page in a Chromium process of its own."""
+
+    engine = "chromium"
+
+    def __init__(self, name: str, browser, page):
+        super().__init__(name)
+        self._browser = browser
+        self._page = page
+        self._errors: list[str] = []
+        page.on("pageerror", lambda error: self._errors.append(str(error)))
+
+    @classmethod
+    async def launch(cls, playwright, name: str, microphone: Path | None, bypass_csp: bool = False) -> ChromiumPage:
+        """A fresh Chromium whose fake microphone plays this WAV (None: the microphone is refused)."""
+        args = launch_args(microphone) if microphone else launch_args(Path("/dev/null"))
+        if microphone is None:
+            # No fake "allow" UI: the permission request is refused, as when a person clicks Block.
+            args["args"] = [flag for flag in args["args"] if flag != "--use-fake-ui-for-media-stream"]
+            args["args"].append("--deny-permission-prompts")
+        browser = await playwright.chromium.launch(**args)
+        page = await browser.new_page(bypass_csp=bypass_csp)
+        page.set_default_timeout(WAIT_TIMEOUT_S * 1000)
+        return cls(name, browser, page)
+
+    async def _evaluate(self, function: str, arg: Any, timeout: float) -> Any:
+        try:
+            return await asyncio.wait_for(self._page.evaluate(function, arg), timeout)
+        except asyncio.TimeoutError:
+            raise PageStuck(f"{self}: no answer to an evaluation in {timeout:g} s: the page stopped answering") from None
+
+    async def _click(self, selector: str) -> None:
+        await self._page.click(selector)
+
+    async def goto(self, url: str) -> None:
+        await self._page.goto(url)
+
+    async def close(self) -> None:
+        with contextlib.suppress(Exception):
+            await asyncio.wait_for(self._browser.close(), 15)
+
+    @property
+    def errors(self) -> list[str]:
+        return self._errors
+
+
+class FirefoxPage(Page):
+    """The tab of a Firefox process of its own, over WebDriver BiDi."""
+
+    engine = "firefox"
+
+    def __init__(self, name: str, firefox: Firefox):
+        super().__init__(name)
+        self.firefox = firefox
+
+    @classmethod
+    async def launch(cls, pulse: PulseAudio, name: str, hz: float | None, preload: str | None = None) -> FirefoxPage:
+        """A fresh Firefox whose fake microphone plays a sine at hz (None: the microphone is refused);
+        preload (JS function source) runs in every document first, e.g. to replace getUserMedia."""
+        prefs = fake_microphone(hz) if hz is not None else {**fake_microphone(), **DENIED_MICROPHONE}
+        firefox = await Firefox.launch(prefs=prefs, env=pulse.env, name=f"{name} (firefox)")
+        if preload is not None:
+            await firefox.add_preload_script(preload)
+        return cls(name, firefox)
+
+    async def _evaluate(self, function: str, arg: Any, timeout: float) -> Any:
+        return await self.firefox.evaluate(function, arg, timeout)
+
+    async def goto(self, url: str) -> None:
+        await self.firefox.navigate(url)
+
+    async def close(self) -> None:
+        await self.firefox.close()
+
+    @property
+    def errors(self) -> list[str]:
+        return self.firefox.errors
+
+
+class WebKitPage(Page):
+    """MiniBrowser's page through a WebKitWebDriver of its own; the microphone is a tone put in place of
+    getUserMedia after each navigation (WebKitGTK's own mock device is a hum with bips)."""
+
+    engine = "webkit"
+
+    def __init__(self, name: str, webkit: WebKit, hz: float | None):
+        super().__init__(name)
+        self.webkit = webkit
+        self._hz = hz
+
+    @classmethod
+    async def launch(cls, pulse: PulseAudio, display: Xvfb, name: str, hz: float | None) -> WebKitPage:
+        webkit = await WebKit.launch({**pulse.env, **display.env}, name=f"{name} (webkit)")
+        return cls(name, webkit, hz)
+
+    async def _evaluate(self, function: str, arg: Any, timeout: float) -> Any:
+        return await self.webkit.evaluate(function, arg, timeout)
+
+    async def _click(self, selector: str) -> None:
+        await self.webkit.click(selector)
+
+    async def goto(self, url: str) -> None:
+        await self.webkit.navigate(url)
+        if self._hz is not None:
+            await self.webkit.install_tone(self._hz)
+
+    async def close(self) -> None:
+        await self.webkit.close()
+
+    @property
+    def errors(self) -> list[str]:
+        return []  # WebDriver classic has no log of uncaught exceptions
+
+
+class Browsers:
+    """Opens pages in any engine, each in a browser process of its own; closes them all at the end."""
+
+    def __init__(self, playwright, service: Callable[[str], Any], folder: Path):
+        self._playwright = playwright
+        # service("pulse_audio") or service("xvfb_display"), started on first use: Chromium alone needs neither.
+        self._service = service
+        self._folder = folder
+        self.pages: list[Page] = []
+
+    async def launch(self, name: str, engine: str, hz: float | None) -> Page:
+        """A browser of that engine whose microphone plays a sine at hz (None: microphone refused)."""
+        if engine == "chromium":
+            wav = write_tone(self._folder / f"{name}-{hz:g}.wav", hz) if hz is not None else None
+            page = await ChromiumPage.launch(self._playwright, name, wav)
+        elif engine == "firefox":
+            page = await FirefoxPage.launch(self._service("pulse_audio"), name, hz)
+        elif engine == "webkit":
+            page = await WebKitPage.launch(self._service("pulse_audio"), self._service("xvfb_display"), name, hz)
+        else:
+            raise ValueError(f"unknown engine {engine!r}: use one of {ENGINES}")
+        self.pages.append(page)
+        return page
+
+    async def close(self) -> None:
+        await asyncio.gather(*(page.close() for page in self.pages))
+
+    @property
+    def errors(self) -> list[str]:
+        return [f"{page}: {error}" for page in self.pages for error in page.errors]
