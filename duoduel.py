@@ -13,6 +13,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import dataclasses
 import email.utils
 import errno
 import hashlib
@@ -32,7 +33,10 @@ from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass, field
 from http import HTTPStatus
 from pathlib import Path
-from typing import Literal
+from typing import TYPE_CHECKING, Any, Literal
+
+if TYPE_CHECKING:  # redis is optional: imported at run time only with --redis
+    import redis.asyncio
 
 from websockets.asyncio.server import Server, ServerConnection, broadcast, serve
 from websockets.datastructures import Headers
@@ -64,6 +68,7 @@ CONTENT_TYPES = {
 ROOM_NAME = re.compile(r"[A-Za-z0-9_-]{1,64}")
 ROOM_PAGE = re.compile(r"/r/[A-Za-z0-9_-]{1,64}")
 BAD_ROOM_NAME = "bad room name: use 1 to 64 letters, digits, '-' or '_'"
+BAD_CALL_TOKEN = "bad call token: open the page again to be paired"
 # A Host header we are willing to echo into the Content-Security-Policy.
 SAFE_HOST = re.compile(r"[A-Za-z0-9.\-]+(:[0-9]{1,5})?|\[[0-9A-Fa-f:.]+\](:[0-9]{1,5})?")
 
@@ -133,6 +138,9 @@ class Client:
     window_start: float = 0.0
     token: str | None = None  # its resume token, if it asked for one (?resumable=1)
     expiry: asyncio.Task[None] | None = None  # while its place is held after a drop: the end of the window
+    call: str | None = None  # the call token it came with, moved here by another process (shared lobby)
+    ticket: str | None = None  # its place in the shared lobby's waiting slot, while it waits there
+    seeking: asyncio.Task[None] | None = None  # its search through the shared lobby, while one runs
 
 
 @dataclass
@@ -150,6 +158,9 @@ class Metrics:
     resumes_refused: int = 0
     rejections: Counter[str] = field(default_factory=Counter)
     closes: Counter[str] = field(default_factory=Counter)
+    moved: int = 0  # clients sent to another process of the shared lobby
+    answered: int = 0  # clients moved here and paired with the waiter they were sent to
+    redis_errors: int = 0
 
 
 @dataclass(eq=False)
@@ -185,6 +196,9 @@ class Config:
     relay_route: Literal["auto", "public"] = "auto"
     # Seconds a dropped client's place is held for a resume; 0: a drop ends the call at once.
     resume_window: float = RESUME_WINDOW
+    # The shared lobby (--redis): where Redis is, and how a browser reaches this process.
+    redis_url: str | None = None
+    public_url: str | None = None
 
 
 @dataclass
@@ -203,6 +217,7 @@ class Lobby:
     metrics: Metrics = field(default_factory=Metrics)
     tokens: dict[str, Client] = field(default_factory=dict)  # resume tokens of clients connected or held
     held: set[Client] = field(default_factory=set)  # clients (in `clients` too) whose socket dropped, for a while
+    shared: SharedLobby | None = None  # with --redis: the lobby and rooms this process shares with others
 
 
 # Sending.
@@ -232,12 +247,20 @@ def send_error(client: Client, reason: str) -> None:
 
 def pair_or_wait(lobby: Lobby, client: Client) -> None:
     """Pair the client with whoever waits in its room, or make it the one who waits."""
+    # With --redis, the lobby's waiting slot is in Redis (while Redis answers).
+    if client.room is None and lobby.shared is not None and lobby.shared.seek(lobby, client):
+        return
     waiter = lobby.waiting.pop(client.room, None)
     # A waiter whose socket is closing is about to run leave(): never pair with it.
     if waiter is None or waiter is client or waiter.websocket.state is not State.OPEN:
         lobby.waiting[client.room] = client
         send_now(client.websocket, WAITING)
         return
+    pair(lobby, client, waiter)
+
+
+def pair(lobby: Lobby, client: Client, waiter: Client) -> None:
+    """Put two clients in a call and tell them both, the waiter first."""
     client.partner, waiter.partner = waiter, client
     lobby.metrics.pairs += 1
     send_now(waiter.websocket, CONNECTED)
@@ -249,6 +272,8 @@ def unpair(lobby: Lobby, client: Client) -> Client | None:
     """End the client's call or its wait; return the partner it had, told it left."""
     if lobby.waiting.get(client.room) is client:
         del lobby.waiting[client.room]
+    if lobby.shared is not None:
+        lobby.shared.forget(client)
     partner, client.partner = client.partner, None
     if partner is not None:
         partner.partner = None
@@ -292,6 +317,8 @@ async def leave(lobby: Lobby, client: Client) -> None:
         room.members = tuple(member for member in room.members if member is not client)
         if not room.members:
             del lobby.rooms[client.room]
+            if lobby.shared is not None:
+                lobby.shared.release_room(client.room)
         if client.group is not None:
             leave_group(client)
         elif partner is not None and partner.websocket.state is State.OPEN:
@@ -510,6 +537,386 @@ async def release_held(lobby: Lobby) -> None:
             client.expiry.cancel()
     lobby.held.clear()
     lobby.tokens.clear()
+
+
+# ---------------------------------------------------------------------------
+# The shared lobby (--redis, issue 14): N duoduel processes, on one machine or
+# many, act as one service. Every call lives on one process and its audio
+# never leaves it: Redis holds only who waits and where each private room
+# lives, never a frame. Redis commands are spent per call (about three: park,
+# take, answer), never per frame, plus two a second per process to say it is
+# alive.
+#
+# The lobby's waiting slot is one Redis key, "PID TICKET", taken or set by the
+# Lua script TAKE_SLOT in one atomic step: pop a waiter whose process is alive
+# (its key ALIVE_KEY + PID has not expired), or park the caller. A newcomer
+# that takes a waiter of another process is sent there ({"type": "moved"})
+# with a call token: single-use (GETDEL), short-lived (CALL_MS), unguessable
+# (128 random bits). The waiter's process pairs the two when it arrives. A
+# waiter taken by a newcomer who never arrives is back in the slot within
+# CLAIM_MS plus a second (sweep). A private room belongs to the process its
+# first member reached (ROOM_KEY); later members are moved there.
+#
+# Redis unreachable: calls go on (they never touched it), each process pairs
+# its own clients locally and says so once, in the log, /healthz and /metrics,
+# and rejoins the shared lobby at the first heartbeat Redis answers.
+# ---------------------------------------------------------------------------
+
+REDIS_PREFIX = "duoduel:"
+SLOT_KEY = REDIS_PREFIX + "waiting"
+ALIVE_KEY = REDIS_PREFIX + "alive:"
+CALL_KEY = REDIS_PREFIX + "call:"
+CLAIMED_KEY = REDIS_PREFIX + "claimed:"
+ROOM_KEY = REDIS_PREFIX + "room:"
+HEARTBEAT = 1.0  # seconds between two "alive" refreshes
+ALIVE_MS = 3000  # a process silent this long is dead: its waiters and rooms are never used again
+CALL_MS = 3000  # a moved client has this long to reach the waiter's process
+CLAIM_MS = CALL_MS + 1000  # the waiter is held a second longer, so an answer in time always finds it
+ROOM_MS = 24 * 3600 * 1000  # a room's owner key outlives any call; each member's arrival renews it
+REDIS_TIMEOUT = 0.5  # one slow answer is an outage: pair locally rather than keep people waiting
+REDIS_CONNECTIONS = 8
+SEEK_TRIES = 5  # a waiter taken from the slot may have left a moment before: try again, within reason
+CALL_TOKEN = re.compile(r"[A-Za-z0-9_-]{22}")
+CALL_UNKNOWN = "call token unknown, already used or expired: looking for a partner here instead"
+
+# KEYS[1] the slot; ARGV: pid, ticket, call token, CLAIM_MS, CALL_MS, prefix.
+# Returns nil (the caller waits now) or {pid, ticket, public URL} of the waiter taken.
+TAKE_SLOT = """
+local waiter = redis.call('GET', KEYS[1])
+if waiter then
+  local pid, ticket = string.match(waiter, '^(%S+) (%S+)$')
+  local url = pid and redis.call('GET', ARGV[6] .. 'alive:' .. pid)
+  if url then
+    redis.call('DEL', KEYS[1])
+    if pid ~= ARGV[1] then
+      redis.call('SET', ARGV[6] .. 'call:' .. ARGV[3], ticket, 'PX', ARGV[5])
+      redis.call('SET', ARGV[6] .. 'claimed:' .. ticket, pid, 'PX', ARGV[4])
+    end
+    return {pid, ticket, url}
+  end
+end
+redis.call('SET', KEYS[1], ARGV[1] .. ' ' .. ARGV[2])
+return false
+"""
+
+# KEYS[1] the slot; ARGV[1] "PID TICKET", or "PID " for any ticket of that process. Empties the slot if it holds it.
+LEAVE_SLOT = """
+local waiter = redis.call('GET', KEYS[1])
+if waiter and string.sub(waiter, 1, #ARGV[1]) == ARGV[1] then
+  redis.call('DEL', KEYS[1])
+end
+return false
+"""
+
+# KEYS[1] the slot; ARGV: pid, prefix, tickets... Returns the tickets neither in the slot nor claimed by a newcomer.
+SWEEP = """
+local waiter = redis.call('GET', KEYS[1])
+local lost = {}
+for i = 3, #ARGV do
+  if waiter ~= ARGV[1] .. ' ' .. ARGV[i] and redis.call('EXISTS', ARGV[2] .. 'claimed:' .. ARGV[i]) == 0 then
+    lost[#lost + 1] = ARGV[i]
+  end
+end
+return lost
+"""
+
+# KEYS[1] the room's key; ARGV: pid, prefix, ROOM_MS. Returns {owner pid, owner URL} (URL '' when the caller owns it now).
+CLAIM_ROOM = """
+local owner = redis.call('GET', KEYS[1])
+if owner and owner ~= ARGV[1] then
+  local url = redis.call('GET', ARGV[2] .. 'alive:' .. owner)
+  if url then
+    redis.call('PEXPIRE', KEYS[1], ARGV[3])
+    return {owner, url}
+  end
+end
+redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[3])
+return {ARGV[1], ''}
+"""
+
+# KEYS[1] the room's key; ARGV[1] pid. Deletes the key if this process owns the room.
+RELEASE_ROOM = """
+if redis.call('GET', KEYS[1]) == ARGV[1] then redis.call('DEL', KEYS[1]) end
+return false
+"""
+
+
+class SharedLobby:
+    """This process's part in the lobby and the rooms that duoduel processes share through Redis."""
+
+    def __init__(self, config: Config) -> None:
+        if not config.public_url:
+            raise StartupError("--redis needs --public-url, how a browser reaches this process")
+        import redis.asyncio  # optional: only --redis needs it (public_url() checks it is installed)
+        from redis.asyncio.retry import Retry
+        from redis.backoff import NoBackoff
+
+        self.errors: tuple[type[BaseException], ...] = (redis.RedisError, OSError)
+        # A few connections, shared: a burst of arrivals queues for them (up to REDIS_TIMEOUT)
+        # rather than opening one connection each.
+        pool = redis.asyncio.BlockingConnectionPool.from_url(
+            config.redis_url, max_connections=REDIS_CONNECTIONS, timeout=REDIS_TIMEOUT, decode_responses=True,
+            socket_timeout=REDIS_TIMEOUT, socket_connect_timeout=REDIS_TIMEOUT, retry=Retry(NoBackoff(), 0),
+        )
+        self.redis: redis.asyncio.Redis = redis.asyncio.Redis(connection_pool=pool)
+        self.take_slot = self.redis.register_script(TAKE_SLOT)
+        self.leave_slot = self.redis.register_script(LEAVE_SLOT)
+        self.sweep = self.redis.register_script(SWEEP)
+        self.claim_room = self.redis.register_script(CLAIM_ROOM)
+        self.release = self.redis.register_script(RELEASE_ROOM)
+        self.pid = secrets.token_hex(8)  # this run of this process: a restart is a new process
+        self.url = websocket_base(config.public_url)
+        self.where = redact(config.redis_url or "")
+        self.up: bool | None = None  # None until Redis first answers or fails
+        self.waiters: dict[str, Client] = {}  # ticket -> local client parked in (or taken from) the slot
+        self.tasks: set[asyncio.Task[Any]] = set()
+
+    async def start(self, lobby: Lobby) -> None:
+        """Say this process is alive, then keep saying it every second."""
+        await self.beat(lobby)
+        self.spawn(self.keep_alive(lobby))
+
+    async def stop(self) -> None:
+        """Leave the shared lobby: nobody is sent here any more."""
+        for task in list(self.tasks):
+            task.cancel()
+        with contextlib.suppress(*self.errors):
+            await self.leave_slot(keys=[SLOT_KEY], args=[f"{self.pid} "])
+            await self.redis.delete(ALIVE_KEY + self.pid)
+        await self.redis.aclose(close_connection_pool=True)
+
+    def spawn(self, coroutine: Any) -> asyncio.Task[Any]:
+        """Run a coroutine in the background, keeping a reference until it ends."""
+        task = asyncio.get_running_loop().create_task(coroutine)
+        self.tasks.add(task)
+        task.add_done_callback(self.tasks.discard)
+        return task
+
+    async def keep_alive(self, lobby: Lobby) -> None:
+        """Beat every HEARTBEAT seconds until cancelled."""
+        while True:
+            await asyncio.sleep(HEARTBEAT)
+            await self.beat(lobby)
+
+    async def beat(self, lobby: Lobby) -> None:
+        """Renew this process's liveness key, put lost waiters back in line, notice Redis leaving or returning."""
+        try:
+            before = await self.redis.set(ALIVE_KEY + self.pid, self.url, px=ALIVE_MS, get=True)
+            lost = await self.sweep(keys=[SLOT_KEY], args=[self.pid, REDIS_PREFIX, *self.waiters]) if self.waiters else []
+        except self.errors as exc:
+            return await self.went_down(lobby, exc)
+        # No key from the last beat: Redis restarted (or forgot us) between two beats, even if no command failed.
+        if not self.up or before is None:
+            await self.came_back(lobby)
+        async with lobby.lock:
+            for ticket in lost:
+                client = self.waiters.pop(ticket, None)
+                if client is not None:
+                    client.ticket = None
+                    if waiting_alone(lobby, client):
+                        self.seek(lobby, client)
+
+    async def went_down(self, lobby: Lobby, exc: BaseException) -> None:
+        """Redis failed: pair this process's clients locally, and say so once."""
+        lobby.metrics.redis_errors += 1
+        if self.up is False:
+            return
+        self.up = False
+        log.warning(
+            "Redis at %s is unreachable (%s): pairing this process's clients locally until it answers again",
+            self.where, exc.__class__.__name__,
+        )
+        async with lobby.lock:
+            stranded, self.waiters = list(self.waiters.values()), {}
+            for client in stranded:
+                client.ticket = None
+                if waiting_alone(lobby, client):
+                    pair_or_wait(lobby, client)
+
+    async def came_back(self, lobby: Lobby) -> None:
+        """Redis answers (again): clear what this process left in the slot and wait in the shared lobby."""
+        with contextlib.suppress(*self.errors):
+            await self.leave_slot(keys=[SLOT_KEY], args=[f"{self.pid} "])
+            # A Redis that restarted forgot which rooms live here: pin them again (unless taken meanwhile).
+            for name in list(lobby.rooms):
+                await self.claim_room(keys=[room_key(name)], args=[self.pid, REDIS_PREFIX, ROOM_MS])
+        async with lobby.lock:
+            self.up = True
+            log.info("in the shared lobby at %s as %s (%s)", self.where, self.pid, self.url)
+            waiter = lobby.waiting.pop(None, None)
+            if waiter is not None and waiting_alone(lobby, waiter):
+                self.seek(lobby, waiter)
+
+    def seek(self, lobby: Lobby, client: Client) -> bool:
+        """Start looking for the client's partner in the shared lobby; False if Redis is out (pair locally)."""
+        if not self.up:
+            return False
+        client.seeking = self.spawn(self.find_partner(lobby, client))
+        return True
+
+    def forget(self, client: Client) -> None:
+        """The client stops waiting or seeking (it left, or asked for Next): take it out of the slot."""
+        client.seeking = None
+        ticket, client.ticket = client.ticket, None
+        if ticket is not None and self.waiters.pop(ticket, None) is not None:
+            self.spawn(self.unpark(ticket))
+
+    async def unpark(self, ticket: str) -> None:
+        """Empty the slot if it still holds this ticket."""
+        with contextlib.suppress(*self.errors):
+            await self.leave_slot(keys=[SLOT_KEY], args=[f"{self.pid} {ticket}"])
+
+    async def find_partner(self, lobby: Lobby, client: Client) -> None:
+        """Pair the client through the slot: with a waiter here, by moving it to a waiter elsewhere, or park it."""
+        me = asyncio.current_task()
+        if client.call is not None:
+            call, client.call = client.call, None
+            if await self.answer(lobby, client, call, me):
+                return
+        for _ in range(SEEK_TRIES):
+            ticket, call = secrets.token_urlsafe(16), secrets.token_urlsafe(16)
+            try:
+                found = await self.take_slot(
+                    keys=[SLOT_KEY], args=[self.pid, ticket, call, CLAIM_MS, CALL_MS, REDIS_PREFIX]
+                )
+            except self.errors as exc:
+                await self.went_down(lobby, exc)
+                found = ticket = None
+            async with lobby.lock:
+                if self.settle(lobby, client, me, ticket, call, found):
+                    return
+        log.warning("%s: the shared lobby kept giving waiters that had left; waiting here", client.name)
+        async with lobby.lock:
+            if searching(lobby, client, me):
+                client.seeking = None
+                lobby.waiting.setdefault(None, client)
+                send_now(client.websocket, WAITING)
+
+    def settle(
+        self, lobby: Lobby, client: Client, me: object, ticket: str | None, call: str, found: list[str] | None
+    ) -> bool:
+        """Act, under the lock, on what TAKE_SLOT did; False to try again (the waiter taken here had left)."""
+        if not searching(lobby, client, me) or not self.up:
+            if found is None and ticket is not None:
+                self.spawn(self.unpark(ticket))  # parked, but gone meanwhile
+            elif found is not None and found[0] == self.pid:
+                self.requeue(lobby, found[1])  # took a waiter of ours for nobody
+            if searching(lobby, client, me):  # Redis went out meanwhile
+                client.seeking = None
+                pair_or_wait(lobby, client)
+            return True
+        if found is None:
+            client.seeking, client.ticket = None, ticket
+            self.waiters[ticket] = client
+            send_now(client.websocket, WAITING)
+            return True
+        pid, their_ticket, url = found
+        if pid != self.pid:
+            client.seeking = None
+            self.move(lobby, client, f"{url}/ws?call={call}")
+            return True
+        waiter = self.waiters.pop(their_ticket, None)
+        if waiter is None or not waiting_alone(lobby, waiter) or waiter is client:
+            return False
+        waiter.ticket = client.seeking = None
+        pair(lobby, client, waiter)
+        return True
+
+    def requeue(self, lobby: Lobby, ticket: str) -> None:
+        """A waiter of this process was taken from the slot for nobody: put it back in line."""
+        waiter = self.waiters.pop(ticket, None)
+        if waiter is not None:
+            waiter.ticket = None
+            if waiting_alone(lobby, waiter):
+                self.seek(lobby, waiter)
+
+    async def answer(self, lobby: Lobby, client: Client, call: str, me: object) -> bool:
+        """A client moved here with a call token: pair it with the waiter the token names, if still there."""
+        try:
+            ticket = await self.redis.getdel(CALL_KEY + call)
+        except self.errors as exc:
+            await self.went_down(lobby, exc)
+            ticket = None
+        async with lobby.lock:
+            if not searching(lobby, client, me):
+                return True
+            waiter = self.waiters.pop(ticket, None) if ticket is not None else None
+            if waiter is not None and waiting_alone(lobby, waiter):
+                waiter.ticket = client.seeking = None
+                lobby.metrics.answered += 1
+                pair(lobby, client, waiter)
+                return True
+            if waiter is not None:
+                waiter.ticket = None
+            send_error(client, CALL_UNKNOWN)
+            if not self.up:
+                client.seeking = None
+                pair_or_wait(lobby, client)
+                return True
+        return False
+
+    def move(self, lobby: Lobby, client: Client, url: str) -> None:
+        """Send the client to another process, where its call or room is; then close its socket here."""
+        lobby.metrics.moved += 1
+        send_now(client.websocket, json.dumps({"type": "moved", "url": url}))
+        close_soon(lobby, client, 1000, "moved to another process", "moved")
+
+    async def owner_elsewhere(self, lobby: Lobby, client: Client) -> bool:
+        """Move a private room's newcomer to the process that holds the room; False if the room is (now) here."""
+        if not self.up:
+            return False
+        try:
+            owner, url = await self.claim_room(keys=[room_key(client.room)], args=[self.pid, REDIS_PREFIX, ROOM_MS])
+        except self.errors as exc:
+            await self.went_down(lobby, exc)
+            return False
+        if owner == self.pid:
+            return False
+        self.move(lobby, client, f"{url}/ws?room={client.room}")
+        return True
+
+    def release_room(self, name: str) -> None:
+        """The room has emptied here: let the next first member pin it wherever it arrives."""
+        if self.up:
+            self.spawn(self.forget_room(name))
+
+    async def forget_room(self, name: str) -> None:
+        with contextlib.suppress(*self.errors):
+            await self.release(keys=[room_key(name)], args=[self.pid])
+
+
+def searching(lobby: Lobby, client: Client, search: object) -> bool:
+    """Whether this search is still the client's: it has not left, nor asked for Next since."""
+    return client.seeking is search and client in lobby.clients and client.websocket.state is State.OPEN
+
+
+def waiting_alone(lobby: Lobby, client: Client) -> bool:
+    """Whether a client is here, open, and in no call: one that may still be paired."""
+    return client.partner is None and client in lobby.clients and client.websocket.state is State.OPEN
+
+
+def room_key(name: str) -> str:
+    """The Redis key of a private room: a hash, so that whoever reads Redis learns no room's name."""
+    return ROOM_KEY + hashlib.blake2s(name.encode(), digest_size=16).hexdigest()
+
+
+def websocket_base(public_url: str) -> str:
+    """The ws:// or wss:// URL that /ws hangs under, from --public-url."""
+    url = urllib.parse.urlsplit(public_url)
+    scheme = {"http": "ws", "https": "wss"}.get(url.scheme, url.scheme)
+    return urllib.parse.urlunsplit((scheme, url.netloc, url.path.rstrip("/"), "", ""))
+
+
+def redact(url: str) -> str:
+    """A Redis URL without its password, for the log."""
+    parts = urllib.parse.urlsplit(url)
+    host = parts.hostname or ""
+    host = f"[{host}]" if ":" in host else host
+    netloc = host + (f":{parts.port}" if parts.port else "")
+    return urllib.parse.urlunsplit((parts.scheme, netloc, parts.path, "", ""))
+
+
+# End of the shared lobby.
 
 
 # The relay: an audio frame from one client to whoever listens to it. No await,
@@ -924,7 +1331,7 @@ def flooding(lobby: Lobby, client: Client) -> bool:
 
 async def handler(websocket: RelayConnection, lobby: Lobby) -> None:
     """Handle a connection from a page: pair it (or give it its place back), then relay and obey it until it leaves."""
-    room = room_of(websocket.request.path)
+    room, call = room_of(websocket.request.path), call_of(websocket.request.path)
     resumable, token = session_query(websocket.request.path)
     resumed = None if token is None else await resume(lobby, websocket, token, room)
     if resumed is not None:
@@ -935,9 +1342,15 @@ async def handler(websocket: RelayConnection, lobby: Lobby) -> None:
         if token is not None:
             lobby.metrics.resumes_refused += 1
             send_now(websocket, RESUME_REFUSED)
-        client = Client(websocket, room, websocket.id.hex[:8], window_start=asyncio.get_running_loop().time())
+        client = Client(websocket, room, websocket.id.hex[:8], window_start=asyncio.get_running_loop().time(), call=call)
         address = websocket.remote_address[0] if websocket.remote_address else "?"
         log.info("%s connected from %s%s", client.name, address, where(client))
+        if lobby.shared is None and call is not None:
+            client.call = None
+            send_error(client, CALL_UNKNOWN)
+        # With --redis, a private room lives on one process: go there if it is not this one.
+        if lobby.shared is not None and room is not None and await lobby.shared.owner_elsewhere(lobby, client):
+            return
         if not await join(lobby, client):
             log.info("%s refused: room %s is full", client.name, room)
             lobby.metrics.rejections["room_full"] += 1
@@ -986,6 +1399,12 @@ def room_of(path: str) -> str | None:
     return query.get("room", [None])[0]
 
 
+def call_of(path: str) -> str | None:
+    """Return the call token a client moved here brings (shared lobby), or None; checked already."""
+    query = urllib.parse.parse_qs(urllib.parse.urlsplit(path).query)
+    return query.get("call", [None])[0]
+
+
 # HTTP: the page, health, metrics, and the gate in front of /ws.
 
 
@@ -1031,7 +1450,7 @@ def make_process_request(lobby: Lobby, config: Config) -> Callable[[ServerConnec
         if request.method not in ("GET", "HEAD"):
             return refuse(request, "method", HTTPStatus.METHOD_NOT_ALLOWED, "Only GET and HEAD are allowed.", [("Allow", "GET, HEAD")])
         if url.path == "/healthz":
-            return respond(request, HTTPStatus.OK, json.dumps({"up": True, **census(lobby)}).encode(), "application/json")
+            return respond(request, HTTPStatus.OK, json.dumps(health_report(lobby)).encode(), "application/json")
         if url.path == "/metrics":
             return respond(request, HTTPStatus.OK, metrics_text(lobby).encode(), "text/plain; version=0.0.4; charset=utf-8")
         if url.path.startswith("/r/") and not ROOM_PAGE.fullmatch(url.path):
@@ -1049,9 +1468,12 @@ def make_process_request(lobby: Lobby, config: Config) -> Callable[[ServerConnec
         if origin is not None and not origin_allowed(origin, request.headers.get("Host"), config):
             log.info("refused a handshake from origin %.100r", origin)
             return refuse(request, "origin", HTTPStatus.FORBIDDEN, "Cross-site WebSocket connections are not allowed.")
-        rooms = urllib.parse.parse_qs(query, keep_blank_values=True).get("room")
+        fields = urllib.parse.parse_qs(query, keep_blank_values=True)
+        rooms, calls = fields.get("room"), fields.get("call")
         if rooms is not None and (len(rooms) != 1 or not ROOM_NAME.fullmatch(rooms[0])):
             return refuse(request, "bad_room", HTTPStatus.BAD_REQUEST, BAD_ROOM_NAME)
+        if calls is not None and (len(calls) != 1 or not CALL_TOKEN.fullmatch(calls[0]) or rooms is not None):
+            return refuse(request, "bad_call", HTTPStatus.BAD_REQUEST, BAD_CALL_TOKEN)
         if len(lobby.clients) >= config.max_clients and not resuming(lobby, query):
             log.warning("refused a client: %d clients already (--max-clients)", len(lobby.clients))
             return refuse(request, "full", HTTPStatus.SERVICE_UNAVAILABLE, "The server is full. Try again in a minute.")
@@ -1080,9 +1502,10 @@ def census(lobby: Lobby) -> dict[str, int]:
     more is one group call. Room names are secrets: never list them.
     """
     grouped = [len(room.members) for room in lobby.rooms.values()] if lobby.config.room_size > 2 else []
+    shared = len(lobby.shared.waiters) if lobby.shared is not None else 0
     return {
         "clients": len(lobby.clients),
-        "waiting": len(lobby.waiting) + grouped.count(1),
+        "waiting": len(lobby.waiting) + shared + grouped.count(1),
         "pairs": sum(client.partner is not None for client in lobby.clients) // 2,
         "rooms": len(lobby.rooms),
         "groups": sum(size > 1 for size in grouped),
@@ -1090,6 +1513,14 @@ def census(lobby: Lobby) -> dict[str, int]:
         "held": len(lobby.held),
         "resumes": lobby.metrics.resumes,
     }
+
+
+def health_report(lobby: Lobby) -> dict[str, object]:
+    """What /healthz says: up, the census, and with --redis whether the shared lobby is reachable."""
+    report: dict[str, object] = {"up": True, **census(lobby)}
+    if lobby.shared is not None:
+        report["redis"] = "up" if lobby.shared.up else "down"
+    return report
 
 
 def origin_allowed(origin: str, host: str | None, config: Config) -> bool:
@@ -1179,6 +1610,11 @@ def metrics_text(lobby: Lobby) -> str:
     metric("frames_relayed_total", "counter", "Audio frames delivered, one per receiver.", [("", m.frames_relayed)])
     metric("bytes_relayed_total", "counter", "Audio bytes delivered, slot marks included.", [("", m.bytes_relayed)])
     metric("frames_dropped_total", "counter", "Audio frames dropped for slow receivers.", [("", m.frames_dropped)])
+    if lobby.shared is not None:
+        metric("redis_up", "gauge", "1 if the shared lobby's Redis answers, else 0 (pairing locally).", [("", int(bool(lobby.shared.up)))])
+        metric("moved_total", "counter", "Clients sent to another process of the shared lobby.", [("", m.moved)])
+        metric("answered_total", "counter", "Clients moved here and paired with the waiter they came for.", [("", m.answered)])
+        metric("redis_errors_total", "counter", "Redis commands that failed or timed out.", [("", m.redis_errors)])
     metric(
         "rejections_total", "counter", "HTTP requests and handshakes refused, by reason.",
         [(f'{{reason="{reason}"}}', count) for reason, count in sorted(m.rejections.items())],
@@ -1198,7 +1634,7 @@ async def make_server(config: Config) -> AsyncIterator[Server]:
     """Serve while in the context, with a lobby of its own, on the relay route the self-check allows."""
     lobby = Lobby(config)
     connection, problem = await choose_route(config)
-    async with holds_released(lobby), serve(
+    async with holds_released(lobby), shared_lobby(lobby), serve(
         lambda websocket: handler(websocket, lobby),
         config.host,
         config.port,
@@ -1235,6 +1671,20 @@ async def holds_released(lobby: Lobby) -> AsyncIterator[None]:
         yield
     finally:
         await release_held(lobby)
+
+
+@contextlib.asynccontextmanager
+async def shared_lobby(lobby: Lobby) -> AsyncIterator[None]:
+    """With --redis, be in the shared lobby (or know Redis is out) before the first client arrives."""
+    if lobby.config.redis_url is None:
+        yield
+        return
+    lobby.shared = SharedLobby(lobby.config)
+    await lobby.shared.start(lobby)
+    try:
+        yield
+    finally:
+        await lobby.shared.stop()
 
 
 async def choose_route(config: Config) -> tuple[type[RelayConnection], str | None]:
@@ -1291,6 +1741,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--max-clients", type=int, default=MAX_CLIENTS, help=f"refuse new clients with HTTP 503 past this many (default: {MAX_CLIENTS})")
     parser.add_argument("--room-size", type=room_size, default=ROOM_SIZE, help=f"people a private room admits, 2 to {MAX_ROOM_SIZE} (default: {ROOM_SIZE}; 2 makes rooms private calls)")
     parser.add_argument("--resume-window", type=resume_window, default=RESUME_WINDOW, metavar="SECONDS", help=f"hold a dropped caller's place this long for its page to come back (default: {RESUME_WINDOW:g}; 0: a drop ends the call)")
+    parser.add_argument("--redis", metavar="URL", help="share one lobby with the other duoduel processes using this Redis, e.g. redis://127.0.0.1:6379/0 (needs: pip install redis)")
+    parser.add_argument("--public-url", metavar="URL", help="with --redis: how a browser reaches this process, e.g. https://example.org/p/a (where other processes send clients)")
     parser.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"], help="default: info")
     return parser.parse_args(argv)
 
@@ -1315,6 +1767,32 @@ def resume_window(text: str) -> float:
     if not 0 <= seconds <= 600:
         raise argparse.ArgumentTypeError(f"{text!r} is not a resume window: give seconds from 0 to 600")
     return seconds
+
+
+def public_url(args: argparse.Namespace) -> str | None:
+    """Check --redis and --public-url; return the public URL, without a trailing slash."""
+    if args.redis is None:
+        if args.public_url is not None:
+            raise StartupError("--public-url is only used with --redis: add --redis URL, or leave --public-url out")
+        return None
+    try:
+        import redis.asyncio  # noqa: F401
+    except ImportError:
+        raise StartupError("--redis needs the redis package: pip install redis (or leave --redis out)") from None
+    if not args.redis.startswith(("redis://", "rediss://", "unix://")):
+        raise StartupError(f"--redis {args.redis!r} is not a Redis URL: give one like redis://127.0.0.1:6379/0")
+    if args.public_url is None:
+        raise StartupError("--redis needs --public-url, how a browser reaches this process: e.g. --public-url https://example.org/p/a")
+    url = urllib.parse.urlsplit(args.public_url)
+    if url.scheme not in ("http", "https") or not url.hostname or url.query or url.fragment:
+        raise StartupError(f"--public-url {args.public_url!r} is not a page address: give one like https://example.org/p/a")
+    return args.public_url.rstrip("/")
+
+
+def origin_of(url: str) -> str:
+    """The origin (scheme://host[:port]) of a URL, as a browser sends it."""
+    parts = urllib.parse.urlsplit(url)
+    return f"{parts.scheme}://{parts.netloc}".lower()
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -1343,7 +1821,12 @@ def start(args: argparse.Namespace) -> None:
         max_clients=args.max_clients,
         room_size=args.room_size,
         resume_window=args.resume_window,
+        redis_url=args.redis,
+        public_url=public_url(args),
     )
+    if config.public_url is not None:
+        # Behind a TLS-terminating proxy the page's origin is the public one, not what this process serves.
+        config = dataclasses.replace(config, allowed_origins=config.allowed_origins | {origin_of(config.public_url)})
     try:
         import uvloop  # optional: a faster event loop, when installed
     except ImportError:

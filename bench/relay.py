@@ -1,7 +1,8 @@
 #!/usr/bin/env python3
 """Load generator for the duoduel relay: N lobby pairs, or N private rooms of K members, exchange timestamped frames.
 
-usage: python bench/relay.py (--url ws://127.0.0.1:PORT/ws --server-pid PID | --spawn-server [--server PATH] [--server-args "..."])
+usage: python bench/relay.py (--url ws://127.0.0.1:PORT/ws --server-pid PID | --spawn-server [--server PATH] [--server-args "..."]
+                              [--servers K [--redis]])
                              (--pairs N | --rooms N [--room-members K] [--frozen F]) --seconds T [--frame-bytes 1920]
                              [--rate 50] [--procs P] [--cpu 1]
 
@@ -12,6 +13,11 @@ frame; in a group room also that the server's slot mark in front of it is that r
 c joins room c // K; with --spawn-server the server gets --room-size K (K = 2: private calls, today's format).
 With --frozen F, F members of each room stop reading and sending once the rooms are formed: the figures are then the
 others', to compare with a run without.
+
+With --spawn-server --servers K, K server processes share core 0 (with --redis, one lobby through a redis-server of
+the bench's own, also on core 0) and the units are split over them in contiguous blocks, connected one block after
+another: every call stays on one process, as the shared lobby keeps it, and the server figures are summed over all
+K processes, to compare with one process at the same total load. bench/pairing.py measures the moves themselves.
 """
 
 from __future__ import annotations
@@ -240,9 +246,15 @@ async def send_frames(c: Client, t0: int, end: int, period: int, phase: int, siz
         deadline += period
 
 
+def server_of(c: Client, args: argparse.Namespace) -> int:
+    """Which server c connects to: units are split over the servers in contiguous blocks."""
+    return (c.cid // (args.room_members or 2)) * len(args.urls) // args.units
+
+
 def client_url(c: Client, args: argparse.Namespace) -> str:
-    """The lobby URL, or with --rooms the URL of c's room."""
-    return args.url if c.room is None else f"{args.url}?room={args.room_prefix}{c.room}"
+    """c's server's lobby URL, or with --rooms the URL of c's room there."""
+    url = args.urls[server_of(c, args)]
+    return url if c.room is None else f"{url}?room={args.room_prefix}{c.room}"
 
 
 def heard_by_all(c: Client, clients: dict[int, Client]) -> bool:
@@ -260,9 +272,13 @@ async def run_worker(first: int, units: int, args: argparse.Namespace, pipe) -> 
     clients = {cid: Client(cid, size - 1, cid // size if args.rooms else None)
                for cid in range(first, first + size * units)}
     gate = asyncio.Semaphore(HANDSHAKES_IN_FLIGHT)
-    tasks = [asyncio.create_task(open_wire(c, client_url(c, args), gate, tally)) for c in clients.values()]
-    settles = [asyncio.create_task(c.settled.wait()) for c in clients.values()]
-    await asyncio.wait(settles, timeout=CONNECT_TIMEOUT + len(clients) / HANDSHAKES_IN_FLIGHT)
+    tasks = []
+    for server in range(len(args.urls)):  # one server's clients after another's: no call spans two processes
+        group = [c for c in clients.values() if server_of(c, args) == server]
+        tasks += [asyncio.create_task(open_wire(c, client_url(c, args), gate, tally)) for c in group]
+        settles = [asyncio.create_task(c.settled.wait()) for c in group]
+        if settles:
+            await asyncio.wait(settles, timeout=CONNECT_TIMEOUT + len(group) / HANDSHAKES_IN_FLIGHT)
     ours = [c for c in clients.values() if heard_by_all(c, clients)]
     tally.unpaired = len(clients) - len(ours)
     pipe.send(("ready", len(ours)))
@@ -343,6 +359,12 @@ def server_mem_mb(pid: int) -> dict[str, float]:
     return {k: round(int(status[k].split()[0]) / 1024, 1) for k in ("VmRSS", "VmHWM")}
 
 
+def servers_dropped(urls: list[str]) -> int | None:
+    """frames_dropped_total summed over the servers, else None."""
+    counts = [server_dropped(url) for url in urls]
+    return None if None in counts else sum(counts)
+
+
 def server_dropped(url: str) -> int | None:
     """duoduel's frames_dropped_total counter from its /metrics page on the same loopback port, else None."""
     opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))  # never via a proxy
@@ -356,22 +378,56 @@ def server_dropped(url: str) -> int | None:
     return None
 
 
-def spawn_server(args: argparse.Namespace) -> tuple[subprocess.Popen, str]:
-    """Start the server pinned to core 0 on a free loopback port; return it and its lobby URL once it listens."""
+def free_port() -> int:
+    """A loopback port nothing listens on now."""
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
+        return s.getsockname()[1]
+
+
+def spawn_redis() -> tuple[subprocess.Popen, int]:
+    """Start a redis-server of our own, without persistence, pinned to core 0 beside the servers."""
+    port = free_port()
+    proc = subprocess.Popen(["taskset", "-c", "0", "redis-server", "--port", str(port), "--bind", "127.0.0.1",
+                             "--save", "", "--appendonly", "no"], stdout=subprocess.DEVNULL)
+    for _ in range(100):
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=1).close()
+            return proc, port
+        except OSError:
+            time.sleep(0.05)
+    proc.kill()
+    sys.exit("relay.py: redis-server did not listen within 5 s")
+
+
+def redis_calls(port: int) -> int:
+    """Commands Redis has executed since it started (INFO commandstats, INFO itself left out)."""
+    with socket.create_connection(("127.0.0.1", port)) as s:
+        s.sendall(b"INFO commandstats\r\n")
+        data = b""
+        while not data.endswith(b"\r\n") or data.count(b"\r\n") < 2:
+            data += s.recv(65536)
+    return sum(int(line.split(b"calls=")[1].split(b",")[0]) for line in data.split(b"\r\n")
+               if line.startswith(b"cmdstat_") and not line.startswith(b"cmdstat_info"))
+
+
+def spawn_server(args: argparse.Namespace) -> tuple[subprocess.Popen, str]:
+    """Start the server pinned to core 0 on a free loopback port; return it and its lobby URL once it listens."""
+    port = free_port()
     extra = shlex.split(args.server_args)
+    if args.redis_port:
+        extra += ["--redis", f"redis://127.0.0.1:{args.redis_port}/0", "--public-url", f"http://127.0.0.1:{port}"]
     if args.rooms and not any(arg.startswith("--room-size") for arg in extra):
         extra += ["--room-size", str(args.room_members)]
     cmd = ["taskset", "-c", "0", sys.executable, str(args.server_script), "--host", "127.0.0.1",
            "--port", str(port), "--log-level", "warning", *extra]
-    args.server_log = tempfile.TemporaryFile()
-    proc = subprocess.Popen(cmd, stdout=args.server_log, stderr=subprocess.STDOUT)
+    log = tempfile.TemporaryFile()
+    args.server_logs.append(log)
+    proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT)
     for _ in range(100):
         if proc.poll() is not None:
-            args.server_log.seek(0)
-            sys.exit(f"relay.py: server exited {proc.returncode}: {args.server_log.read()[-2000:].decode()}")
+            log.seek(0)
+            sys.exit(f"relay.py: server exited {proc.returncode}: {log.read()[-2000:].decode()}")
         try:
             socket.create_connection(("127.0.0.1", port), timeout=1).close()
             return proc, f"ws://127.0.0.1:{port}{urlsplit(args.url or '/ws').path or '/ws'}"
@@ -381,7 +437,7 @@ def spawn_server(args: argparse.Namespace) -> tuple[subprocess.Popen, str]:
     sys.exit("relay.py: server did not listen within 10 s")
 
 
-def stop_server(proc: subprocess.Popen, args: argparse.Namespace, notes: list[str]) -> None:
+def stop_server(proc: subprocess.Popen, log, notes: list[str]) -> None:
     """SIGTERM the spawned server, kill it if it lingers, and note anything it logged."""
     if proc.poll() is not None:
         notes.append(f"server exited early with {proc.returncode}")
@@ -391,8 +447,8 @@ def stop_server(proc: subprocess.Popen, args: argparse.Namespace, notes: list[st
     except subprocess.TimeoutExpired:
         proc.kill()
         notes.append("server ignored SIGTERM for 5 s: killed")
-    args.server_log.seek(0)
-    lines = args.server_log.read().decode(errors="replace").splitlines()
+    log.seek(0)
+    lines = log.read().decode(errors="replace").splitlines()
     if lines:
         notes.append(f"server logged {len(lines)} lines, last: {lines[-1][:300]}")
 
@@ -420,18 +476,24 @@ def run(args: argparse.Namespace) -> dict:
     notes: list[str] = []
     if args.url:
         check_loopback(args.url)
-    proc, pid = None, args.server_pid
+    procs, pids, args.urls, args.server_logs, args.redis_port, redis = [], [], [args.url], [], None, None
+    if args.server_pid:
+        pids = [args.server_pid]
     if args.spawn_server:
-        proc, args.url = spawn_server(args)
-        pid = proc.pid
+        if args.redis:
+            redis, args.redis_port = spawn_redis()
+        spawned = [spawn_server(args) for _ in range(args.servers)]
+        procs, args.urls = [proc for proc, _ in spawned], [url for _, url in spawned]
+        args.url, pids = args.urls[0], [proc.pid for proc in procs]
     try:
-        return measure(args, proc, pid, notes)
+        return measure(args, procs, pids, notes)
     finally:
-        if proc and proc.poll() is None:
-            proc.kill()
+        for proc in procs + ([redis] if redis else []):
+            if proc.poll() is None:
+                proc.kill()
 
 
-def measure(args: argparse.Namespace, proc: subprocess.Popen | None, pid: int | None, notes: list[str]) -> dict:
+def measure(args: argparse.Namespace, procs: list[subprocess.Popen], pids: list[int], notes: list[str]) -> dict:
     """Spawn the generator processes, connect them one after another, run the window, and build the report."""
     cpus = set(args.cpu)
     os.sched_setaffinity(0, cpus)  # the children inherit it
@@ -444,18 +506,19 @@ def measure(args: argparse.Namespace, proc: subprocess.Popen | None, pid: int | 
         p = ctx.Process(target=worker_main, args=(size * sum(shares[:i]), share, args, there), daemon=True)
         p.start()
         workers.append((p, here))
-    paired = 0
+    paired, calls0 = 0, redis_calls(args.redis_port) if args.redis_port else 0
     for p, pipe in workers:  # one process at a time, so that no pair straddles two processes
         pipe.send("connect")
         msg = pipe.recv() if pipe.poll(CONNECT_TIMEOUT * 4 + args.units / 10) else ("error", "connect timeout")
         if msg[0] != "ready":
             sys.exit(f"relay.py: generator process failed while connecting: {msg[1]}")
         paired += msg[1] // size
+    calls1 = redis_calls(args.redis_port) if args.redis_port else 0
     t0 = time.monotonic_ns() + 500_000_000
     for _, pipe in workers:
         pipe.send(t0)
     time.sleep((t0 - time.monotonic_ns()) / 1e9)
-    cpu0, wall0, dropped0 = server_cpu(pid) if pid else 0.0, time.monotonic(), server_dropped(args.url)
+    cpu0, wall0, dropped0 = sum(map(server_cpu, pids)), time.monotonic(), servers_dropped(args.urls)
     busy0 = core_busy_s()
     tallies = []
     for _, pipe in workers:
@@ -465,17 +528,20 @@ def measure(args: argparse.Namespace, proc: subprocess.Popen | None, pid: int | 
         tallies.append(msg[1])
     window = time.monotonic() - wall0
     busy = {k: round((v - busy0[k]) / window, 3) for k, v in core_busy_s().items()}
-    cpu = server_cpu(pid) - cpu0 if pid else None
-    mem = server_mem_mb(pid) if pid else {"VmRSS": None, "VmHWM": None}
-    dropped1 = server_dropped(args.url)
+    cpu = sum(map(server_cpu, pids)) - cpu0 if pids else None
+    mems = [server_mem_mb(pid) for pid in pids]
+    mem = {k: round(sum(m[k] for m in mems), 1) for k in ("VmRSS", "VmHWM")} if mems else {"VmRSS": None, "VmHWM": None}
+    calls2 = redis_calls(args.redis_port) if args.redis_port else 0
+    dropped1 = servers_dropped(args.urls)
     dropped = dropped1 - dropped0 if dropped0 is not None and dropped1 is not None else None
-    if pid and os.sched_getaffinity(pid) != {0}:
-        notes.append(f"server affinity is {sorted(os.sched_getaffinity(pid))}, not core 0")
+    for pid in pids:
+        if os.sched_getaffinity(pid) != {0}:
+            notes.append(f"server affinity is {sorted(os.sched_getaffinity(pid))}, not core 0")
     for p, pipe in workers:
         pipe.send("close")
         p.join(timeout=10)
-    if proc:
-        stop_server(proc, args, notes)
+    for proc, log in zip(procs, args.server_logs):
+        stop_server(proc, log, notes)
     sent, received = sum(t.sent for t in tallies), sum(t.received for t in tallies)
     expected = sum(t.expected for t in tallies)
     gen = [t.cpu_s / t.wall_s for t in tallies if t.wall_s > args.seconds / 2]
@@ -513,7 +579,10 @@ def measure(args: argparse.Namespace, proc: subprocess.Popen | None, pid: int | 
         # A relayed frame is a delivered one: in a room of K, each frame sent is relayed K - 1 times.
         "server_cpu_us_per_relayed_frame": round(cpu * 1e6 / received, 2) if cpu is not None and received else None,
         "server_cpu_us_per_sent_frame": round(cpu * 1e6 / sent, 2) if cpu is not None and sent else None,
-        "server_rss_mb": mem["VmRSS"], "server_peak_rss_mb": mem["VmHWM"],
+        "server_rss_mb": mem["VmRSS"], "server_peak_rss_mb": mem["VmHWM"], "servers": len(pids),
+        **({"redis_commands_while_pairing": calls1 - calls0,
+            "redis_commands_per_call": round((calls1 - calls0) / paired, 2) if paired else None,
+            "redis_commands_during_window": calls2 - calls1} if args.redis_port else {}),
         "generator_cpu": {"procs": len(tallies), "cpus": sorted(cpus), "per_proc": [round(g, 3) for g in gen],
                           "total_cores": round(sum(t.cpu_s for t in tallies) / window, 3)},
         "core_busy": busy, "connect_failures": sum(failures.values()), "closed_by_server": closed, "notes": notes,
@@ -545,6 +614,8 @@ if __name__ == "__main__":
     parser.add_argument("--cpu", type=cpu_list, default=[1], help="CPU list for the generator (default 1)")
     parser.add_argument("--server-pid", type=int, help="server process to read /proc figures from")
     parser.add_argument("--spawn-server", action="store_true", help="start the server on core 0 and a free port")
+    parser.add_argument("--servers", type=int, default=1, help="with --spawn-server: K server processes, all on core 0")
+    parser.add_argument("--redis", action="store_true", help="with --spawn-server: the servers share one lobby through a redis-server")
     parser.add_argument("--server-args", default="", help="extra arguments for the spawned server")
     parser.add_argument("--server", "--server-script", dest="server_script", type=Path, default=SERVER_SCRIPT, metavar="PATH",
                         help="duoduel.py to spawn (default: this checkout's); another commit's, to compare in one run")

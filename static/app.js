@@ -245,6 +245,9 @@ function onControl(message) {
         console.warn('duoduel: server refused a message:', message.reason);
       }
       break;
+    case 'moved':
+      if (typeof message.url === 'string') moveTo(message.url);
+      break;
     case 'pong':
       if (typeof message.t === 'number') rttMs = performance.now() - message.t;
       break;
@@ -327,12 +330,12 @@ function hideTryAgain() {
 
 // The connection.
 
-function connect() {
+function connect(url = wsUrl(location, room)) {
   clearTimeout(reconnectTimer);
   reconnectTimer = 0;
   let socket;
   try {
-    socket = new WebSocket(resume.url(wsUrl(location, room)));
+    socket = new WebSocket(resume.url(url));
   } catch (err) {
     showError(`Cannot connect to the server (${err.message}): reload the page.`);
     return;
@@ -411,6 +414,18 @@ function onClose(event) {
   const delay = reconnectDelay(attempt++);
   setStatus(`Reconnecting… (connection lost, trying again in ${Math.ceil(delay / 1000)} s)`, 'connecting');
   reconnectTimer = setTimeout(connect, delay);
+}
+
+/**
+ * Another duoduel process holds our partner or our room: go there at once, with no backoff and no
+ * "partner left". If that process is gone, the socket closes and we reconnect here as after any drop.
+ */
+function moveTo(url) {
+  const old = ws;
+  forgetSocket();
+  resume.forget(); // a token opens a place only on the process that gave it
+  if (old) old.close(1000, 'moved');
+  connect(url);
 }
 
 /** Drop the current socket (if any) and connect again at once, e.g. into another room. */

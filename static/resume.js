@@ -38,6 +38,7 @@ export class Resume {
     this.windowMs = 0;
     this.resuming = false; // the socket dropped in a call and the page is trying to get it back
     this.droppedAt = 0; // when (performance.now() ms) the socket dropped
+    this.home = null; // the /ws URL of the process that holds the session
   }
 
   /** Take the token of a session message; return true if it says the call was resumed. */
@@ -81,8 +82,19 @@ export class Resume {
   }
 
   url(base) {
-    return sessionUrl(base, this.resuming ? this.token : null);
+    if (this.resuming) return sessionUrl(this.home ?? base, this.token);
+    // A new session: its token will open its place on the process that answers here (after a move, the
+    // one the page was moved to), so a resume goes back there, without the move's single-use call token.
+    this.home = withoutCall(base);
+    return sessionUrl(base, null);
   }
+}
+
+/** The /ws URL without its ?call= (a shared lobby's move, good once). */
+export function withoutCall(url) {
+  const parsed = new URL(url);
+  parsed.searchParams.delete('call');
+  return parsed.href;
 }
 
 /**

@@ -3,7 +3,7 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 
-import { DROPPED, Resume, resumeDelay, sessionUrl } from '../../static/resume.js';
+import { DROPPED, Resume, resumeDelay, sessionUrl, withoutCall } from '../../static/resume.js';
 
 test('sessionUrl_asks_for_a_token_or_resumes_with_one', () => {
   assert.equal(sessionUrl('ws://h:8080/ws'), 'ws://h:8080/ws?resumable=1');
@@ -54,6 +54,24 @@ test('a_refused_token_or_leaving_on_purpose_starts_anew', () => {
   resume.forget();
   assert.equal(resume.token, null);
   assert.equal(resume.onClose(DROPPED, true), false);
+});
+
+test('after_a_move_the_page_resumes_on_the_process_it_was_moved_to_without_the_call_token', () => {
+  const resume = new Resume();
+  assert.equal(resume.url('wss://h/ws'), 'wss://h/ws?resumable=1');
+  resume.onSession({ type: 'session', token: 'on-a', window: 10 });
+  resume.forget(); // {"type":"moved"}: a's token opens nothing on b
+  assert.equal(resume.url('wss://h/p/b/ws?call=C4ll'), 'wss://h/p/b/ws?call=C4ll&resumable=1');
+  resume.onSession({ type: 'session', token: 'on-b', window: 10 });
+  assert.equal(resume.onClose(DROPPED, true), true);
+  // The page's default URL would reach whichever process the proxy picks; the call lives on b.
+  assert.equal(resume.url('wss://h/ws'), 'wss://h/p/b/ws?resume=on-b');
+});
+
+test('withoutCall_drops_only_the_call_token', () => {
+  assert.equal(withoutCall('ws://h/ws?call=abc'), 'ws://h/ws');
+  assert.equal(withoutCall('wss://h/p/b/ws?room=r1&call=abc'), 'wss://h/p/b/ws?room=r1');
+  assert.equal(withoutCall('ws://h:8080/ws?room=r1'), 'ws://h:8080/ws?room=r1');
 });
 
 test('resumeDelay_tries_at_once_then_about_once_a_second', () => {

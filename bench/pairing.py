@@ -1,0 +1,128 @@
+#!/usr/bin/env python3
+"""Pairing latency in the shared lobby: clients arrive at a steady rate, alternately at two duoduel processes.
+
+usage: python bench/pairing.py [--arrivals 1000] [--rate 100] [--servers 2] [--no-redis] [--cpu 1]
+
+Starts a redis-server of its own (no persistence) and the servers with --redis, all pinned to core 0; the
+arrivals come from this process, pinned to --cpu. A client that finds a partner waiting is timed from the start
+of its TCP connect to {"type": "connected"}, the move to the waiter's process included when there is one. Prints
+one JSON object: p50/p99 of that time for moved and unmoved newcomers, and Redis commands per call (INFO
+commandstats over the run, minus the heartbeats counted while idle). --no-redis: one process, no Redis, the
+baseline. Loopback only; every client is closed at the end.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from websockets.asyncio.client import connect
+
+SERVER = Path(__file__).resolve().parent.parent / "duoduel.py"
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from relay import free_port, redis_calls, spawn_redis  # noqa: E402
+
+
+def start_server(redis_port: int | None) -> tuple[subprocess.Popen, int]:
+    """A duoduel process on core 0, in the shared lobby if redis_port is given."""
+    port = free_port()
+    extra = ["--redis", f"redis://127.0.0.1:{redis_port}/0", "--public-url", f"http://127.0.0.1:{port}"] if redis_port else []
+    proc = subprocess.Popen(["taskset", "-c", "0", sys.executable, str(SERVER), "--host", "127.0.0.1", "--port", str(port),
+                             "--log-level", "warning", "--max-clients", "100000", *extra],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    for _ in range(100):
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=1).close()
+            return proc, port
+        except OSError:
+            time.sleep(0.1)
+    sys.exit("pairing.py: a server did not listen within 10 s")
+
+
+async def arrive(url: str, kept: list, timings: list) -> None:
+    """Connect, follow a move, and if told "connected" at once record how long it took (and whether it moved)."""
+    started, moved = time.monotonic_ns(), False
+    websocket = await connect(url, open_timeout=30)
+    while True:
+        told = json.loads(await asyncio.wait_for(websocket.recv(), 30))
+        if told["type"] == "moved":
+            await websocket.close()
+            websocket, moved = await connect(told["url"], open_timeout=30), True
+        elif told["type"] == "connected":
+            timings.append((moved, time.monotonic_ns() - started))
+            break
+        elif told["type"] == "waiting":
+            break
+    kept.append(websocket)
+
+
+def percentiles(values: list[int]) -> dict[str, float | None]:
+    """Nearest-rank p50 and p99 of nanosecond samples, in milliseconds."""
+    values = sorted(values)
+    pick = lambda q: round(values[min(len(values) - 1, int(q * len(values)))] / 1e6, 2) if values else None  # noqa: E731
+    return {"n": len(values), "p50_ms": pick(0.5), "p99_ms": pick(0.99)}
+
+
+async def run(args: argparse.Namespace, urls: list[str]) -> tuple[list, float]:
+    """Let args.arrivals clients arrive at args.rate a second, alternately at each server."""
+    kept, timings, tasks = [], [], []
+    start = time.monotonic()
+    for i in range(args.arrivals):
+        await asyncio.sleep(max(0.0, start + i / args.rate - time.monotonic()))
+        tasks.append(asyncio.create_task(arrive(urls[i % len(urls)], kept, timings)))
+    await asyncio.gather(*tasks)
+    elapsed = time.monotonic() - start
+    await asyncio.gather(*(websocket.close() for websocket in kept))
+    return timings, elapsed
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--arrivals", type=int, default=1000)
+    parser.add_argument("--rate", type=float, default=100, help="arrivals per second")
+    parser.add_argument("--servers", type=int, default=2)
+    parser.add_argument("--no-redis", action="store_true", help="one process without Redis: the baseline")
+    parser.add_argument("--cpu", type=int, default=1, help="core for this load generator (servers and Redis: core 0)")
+    args = parser.parse_args()
+    os.sched_setaffinity(0, {args.cpu})
+    redis, redis_port = (None, None) if args.no_redis else spawn_redis()
+    servers = [start_server(redis_port) for _ in range(1 if args.no_redis else args.servers)]
+    try:
+        idle = 0.0
+        if redis_port:
+            time.sleep(1.0)
+            before = redis_calls(redis_port)
+            time.sleep(3.0)
+            idle = (redis_calls(redis_port) - before) / 3.0  # heartbeats a second, all processes together
+            calls0 = redis_calls(redis_port)
+        timings, elapsed = asyncio.run(run(args, [f"ws://127.0.0.1:{port}/ws" for _, port in servers]))
+        report = {
+            "servers": len(servers), "redis": redis_port is not None, "arrivals": args.arrivals,
+            "rate_per_s": args.rate, "achieved_rate_per_s": round(args.arrivals / elapsed, 1),
+            "calls": len(timings),
+            "moved": percentiles([t for moved, t in timings if moved]),
+            "not_moved": percentiles([t for moved, t in timings if not moved]),
+            "all": percentiles([t for _, t in timings]),
+        }
+        if redis_port:
+            commands = redis_calls(redis_port) - calls0 - idle * elapsed
+            report["redis_commands_per_call"] = round(commands / max(1, len(timings)), 2)
+            report["redis_heartbeat_commands_per_s"] = round(idle, 1)
+        print(json.dumps(report, indent=1))
+    finally:
+        for proc, _ in servers:
+            proc.terminate()
+            proc.wait(5)
+        if redis:
+            redis.kill()
+
+
+if __name__ == "__main__":
+    main()

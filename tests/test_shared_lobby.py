@@ -1,0 +1,442 @@
+"""Several duoduel processes, one lobby, through a real redis-server (issue 14)."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import secrets
+import signal
+import subprocess
+import sys
+import time
+import urllib.parse
+from collections.abc import Iterator
+
+import pytest
+from websockets.asyncio.client import connect
+from websockets.exceptions import InvalidStatus
+
+from cluster import (
+    CALL_UNKNOWN, Arrival, Duoduel, RedisServer, arrive, arrive_like_page, health_of, start_duoduel, start_shared,
+    until_connected,
+)
+from conftest import ROOT, http_request, receive_json, round_trip, run_command
+
+pytestmark = pytest.mark.timeout(90)
+
+
+@pytest.fixture
+def redis_server(tmp_path) -> Iterator[RedisServer]:
+    """A redis-server of the test's own, on a free port, without persistence."""
+    server = RedisServer(tmp_path)
+    server.start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def processes(tmp_path, redis_server) -> Iterator[list[Duoduel]]:
+    """Two duoduel processes sharing the lobby."""
+    started = [start_shared(tmp_path, redis_server.url, "--max-clients", "2000") for _ in range(2)]
+    yield started
+    for process in started:
+        process.kill()
+
+
+def port_of(arrival: Arrival) -> int:
+    return urllib.parse.urlsplit(arrival.url).port
+
+
+async def talk(first: Arrival, second: Arrival, payload: bytes = b"hello") -> None:
+    """A frame sent by one reaches the other: they are in a call together."""
+    await first.websocket.send(payload)
+    assert await asyncio.wait_for(second.websocket.recv(), 5) == payload
+
+
+async def test_newcomer_on_another_process_is_moved_to_the_waiter_and_paired(processes):
+    """A waiter on A, a newcomer on B: B sends it to A with a call token, A pairs the two, audio flows on A."""
+    a, b = processes
+    waiter = await arrive(a.running.ws_url())
+    assert waiter.told == {"type": "waiting"}
+    newcomer = await arrive(b.running.ws_url())
+    assert newcomer.told == {"type": "connected"} and newcomer.moves == 1
+    assert port_of(newcomer) == a.port and newcomer.url.startswith(f"ws://127.0.0.1:{a.port}/ws?call=")
+    await until_connected(waiter)
+    await talk(waiter, newcomer)
+    await talk(newcomer, waiter)
+    assert (await health_of(a.running))["pairs"] == 1 and (await health_of(b.running))["clients"] == 0
+    assert (await health_of(a.running))["redis"] == "up"
+
+
+async def test_thousand_clients_arriving_at_once_over_two_processes(processes):
+    """1,000 simultaneous arrivals over two processes: everyone paired exactly once, every pair on one process."""
+    a, b = processes
+    started = time.monotonic()
+    arrivals = await asyncio.gather(*(arrive((a, b)[i % 2].running.ws_url(), open_timeout=20) for i in range(1000)))
+    await asyncio.gather(*(until_connected(arrival, 20) for arrival in arrivals))
+    for index, arrival in enumerate(arrivals):
+        await arrival.websocket.send(index.to_bytes(2, "big"))
+    heard = {}
+    for index, arrival in enumerate(arrivals):
+        heard[index] = int.from_bytes(await asyncio.wait_for(arrival.websocket.recv(), 10), "big")
+    assert all(heard[heard[index]] == index != heard[index] for index in heard), "pairing is not symmetric"
+    assert all(port_of(arrivals[index]) == port_of(arrivals[partner]) for index, partner in heard.items())
+    states = [await health_of(p.running) for p in processes]
+    assert sum(state["pairs"] for state in states) == 500 and sum(state["waiting"] for state in states) == 0
+    print(f"1,000 arrivals paired and talking in {time.monotonic() - started:.1f} s, "
+          f"{sum(arrival.moves for arrival in arrivals)} moves")
+    await asyncio.gather(*(arrival.websocket.close() for arrival in arrivals))
+
+
+async def test_waiter_goes_back_to_waiting_when_the_moved_client_never_arrives(processes):
+    """A newcomer that disconnects while being moved leaves no waiter stuck: the next one is paired with it."""
+    a, b = processes
+    waiter = await arrive(a.running.ws_url())
+    deserter = await connect(b.running.ws_url())
+    moved = await receive_json(deserter)
+    assert moved["type"] == "moved"
+    await deserter.close()  # gone before reaching A
+    started = time.monotonic()
+    while True:  # the waiter is back in the slot within CLAIM_MS plus a heartbeat
+        newcomer = await arrive(b.running.ws_url())
+        if newcomer.told == {"type": "connected"}:
+            break
+        assert time.monotonic() - started < 8, "the waiter was never offered again"
+        await newcomer.websocket.close()
+        await asyncio.sleep(0.25)
+    await until_connected(waiter)
+    await talk(newcomer, waiter)
+    assert port_of(newcomer) == a.port
+
+
+async def test_reused_call_token_is_refused_and_its_holder_paired_normally(processes):
+    """A call token works once: a second use gets a clear error, then the client pairs as anyone would."""
+    a, b = processes
+    waiter = await arrive(a.running.ws_url())
+    newcomer = await arrive(b.running.ws_url())
+    await until_connected(waiter)
+    replay = await arrive(newcomer.url)
+    assert replay.errors == [CALL_UNKNOWN] and replay.told == {"type": "waiting"}
+    await talk(waiter, newcomer)
+    assert await round_trip(replay.websocket) == []  # no audio of the call it tried to enter
+
+
+async def test_forged_call_token_is_refused_and_its_holder_paired_normally(processes):
+    """A made-up token names no waiter: a clear error, then normal pairing; a malformed one is refused with 400."""
+    a, _ = processes
+    forged = await arrive(a.running.ws_url(f"?call={secrets.token_urlsafe(16)}"))
+    assert forged.errors == [CALL_UNKNOWN] and forged.told == {"type": "waiting"}
+    with pytest.raises(InvalidStatus) as refused:
+        await connect(a.running.ws_url("?call=../../etc"))
+    assert refused.value.response.status_code == 400
+    assert b"bad call token" in refused.value.response.body
+
+
+async def test_expired_call_token_is_refused(processes):
+    """A moved client that comes after the token expired is told so, and paired normally."""
+    a, b = processes
+    await arrive(a.running.ws_url())
+    late = await connect(b.running.ws_url())
+    moved = await receive_json(late)
+    await late.close()
+    await asyncio.sleep(3.2)  # CALL_MS
+    arrival = await arrive(moved["url"])
+    assert arrival.errors == [CALL_UNKNOWN]
+    assert arrival.told["type"] in ("waiting", "connected")
+
+
+async def test_waiter_of_a_killed_process_is_never_paired_with(tmp_path, redis_server, processes):
+    """SIGKILL the waiter's process: newcomers still pair within 5 s, and never with it once its key expired."""
+    a, b = processes
+    await arrive(a.running.ws_url())
+    a.kill()
+    killed = time.monotonic()
+    first, second = await asyncio.gather(
+        arrive_like_page(b.running.ws_url(), killed + 5), arrive_like_page(b.running.ws_url(), killed + 5)
+    )
+    await asyncio.gather(until_connected(first, 5), until_connected(second, 5))
+    await talk(first, second)
+    assert time.monotonic() - killed < 5
+    inspect = redis_server.client()
+    while inspect.exists(f"duoduel:alive:{process_id(a)}"):
+        assert time.monotonic() - killed < 5
+        await asyncio.sleep(0.1)
+    loner = await arrive(b.running.ws_url())
+    assert loner.told == {"type": "waiting"} and loner.moves == 0
+
+
+def process_id(process: Duoduel) -> str:
+    """The shared-lobby id a process logged when it joined."""
+    for line in process.log.read_text().splitlines():
+        if "in the shared lobby at" in line:
+            return line.split(" as ")[1].split()[0]
+    raise AssertionError("the process never joined the shared lobby")
+
+
+async def test_redis_restart_loses_no_frame_and_pairs_locally_meanwhile(redis_server, processes):
+    """50 calls run on while Redis is down; new clients pair on their own process; sharing resumes within 5 s."""
+    a, b = processes
+    calls = []
+    for i in range(50):
+        first = await arrive((a, b)[i % 2].running.ws_url())
+        second = await arrive((a, b)[(i // 2) % 2].running.ws_url())
+        await until_connected(first)
+        calls.append((first, second))
+    sent: dict[int, int] = {}
+    heard: dict[int, list[int]] = {}
+    stop = asyncio.Event()
+    end = (2**32 - 1).to_bytes(4, "big")
+
+    async def speak(arrival: Arrival) -> None:
+        """Send a numbered 200-byte frame every 20 ms, as a page sends audio, then an end mark."""
+        count = 0
+        while not stop.is_set():
+            await arrival.websocket.send(count.to_bytes(4, "big") + bytes(196))
+            count += 1
+            await asyncio.sleep(0.02)
+        sent[id(arrival)] = count
+        await arrival.websocket.send(end)
+
+    async def listen(arrival: Arrival) -> None:
+        """Note the number of every frame heard, up to the partner's end mark."""
+        numbers = heard.setdefault(id(arrival), [])
+        async for message in arrival.websocket:
+            if message == end:
+                return
+            numbers.append(int.from_bytes(message[:4], "big"))
+
+    speakers = [asyncio.create_task(speak(arrival)) for call in calls for arrival in call]
+    listeners = [asyncio.create_task(listen(arrival)) for call in calls for arrival in call]
+    await asyncio.sleep(0.3)
+    redis_server.stop()
+    for process in processes:
+        while (await health_of(process.running))["redis"] != "down":
+            await asyncio.sleep(0.05)
+    local_waiter = await arrive(a.running.ws_url())
+    local_partner = await arrive(a.running.ws_url())
+    assert local_waiter.told == {"type": "waiting"} and local_partner.told == {"type": "connected"}
+    assert local_partner.moves == 0
+    await until_connected(local_waiter)
+    await talk(local_partner, local_waiter)
+    later = await arrive(b.running.ws_url())  # waits on B, alone: B cannot see A's lobby now
+    assert later.told == {"type": "waiting"}
+    redis_server.start()
+    back = time.monotonic()
+    newcomer = await arrive(a.running.ws_url())
+    # Whichever process sees Redis first puts its waiter back in the shared lobby; the other's finds it there.
+    await asyncio.wait_for(asyncio.gather(until_connected(newcomer), until_connected(later)), 5)
+    assert time.monotonic() - back < 5, "no cross-process pairing within 5 s of Redis returning"
+    assert newcomer.moves + later.moves == 1 and port_of(newcomer) == port_of(later)
+    await talk(newcomer, later)
+    stop.set()
+    await asyncio.gather(*speakers)
+    await asyncio.wait_for(asyncio.gather(*listeners), 10)
+    for first, second in calls:
+        assert heard[id(second)] == list(range(sent[id(first)])) and sent[id(first)] > 50
+        assert heard[id(first)] == list(range(sent[id(second)]))
+    assert [(await health_of(p.running))["redis"] for p in processes] == ["up", "up"]
+
+
+async def test_private_room_lives_on_the_process_its_first_member_reached(processes):
+    """Later members of a room are moved to the first member's process; an emptied room may live anywhere next."""
+    a, b = processes
+    first = await arrive(b.running.ws_url("?room=team"))
+    assert first.told["type"] == "room" and first.moves == 0
+    second = await arrive(a.running.ws_url("?room=team"))
+    assert second.moves == 1 and port_of(second) == b.port
+    assert second.told["type"] == "room" and second.told["members"] == [{"slot": 0, "label": "Guest 1"}]
+    third = await arrive(a.running.ws_url("?room=team"))
+    assert third.moves == 1 and len(third.told["members"]) == 2
+    for member in (first, second, third):
+        await member.websocket.close()
+    for _ in range(100):  # the room's key goes when its last member leaves
+        again = await arrive(a.running.ws_url("?room=team"))
+        if again.moves == 0:
+            break
+        await again.websocket.close()
+        await asyncio.sleep(0.05)
+    assert again.moves == 0 and port_of(again) == a.port
+
+
+async def test_private_call_room_moves_the_second_member(tmp_path, redis_server):
+    """With --room-size 2 a room is a private call: its second member is moved to the first and paired."""
+    a, b = (start_shared(tmp_path, redis_server.url, "--room-size", "2") for _ in range(2))
+    try:
+        first = await arrive(a.running.ws_url("?room=duo"))
+        second = await arrive(b.running.ws_url("?room=duo"))
+        assert first.told == {"type": "waiting"} and second.told == {"type": "connected"} and second.moves == 1
+        await until_connected(first)
+        await talk(second, first)
+    finally:
+        a.kill()
+        b.kill()
+
+
+async def test_next_finds_a_partner_across_processes(processes):
+    """Next ends the call and pairs with whoever waits, wherever they are."""
+    a, b = processes
+    waiter = await arrive(a.running.ws_url())
+    newcomer = await arrive(a.running.ws_url())
+    await until_connected(waiter)
+    other = await arrive(b.running.ws_url())
+    assert other.told == {"type": "waiting"}
+    await newcomer.websocket.send('{"type": "next"}')
+    assert await receive_json(waiter.websocket) == {"type": "disconnected"}
+    moved = await receive_json(newcomer.websocket)
+    assert moved["type"] == "moved" and f":{b.port}/" in moved["url"]
+    followed = await arrive(moved["url"])
+    assert followed.told == {"type": "connected"}
+    await until_connected(other)
+    await talk(followed, other)
+
+
+async def test_health_and_metrics_show_the_shared_lobby(processes, redis_server):
+    """/healthz says whether Redis answers; /metrics counts moves, answers and Redis errors."""
+    a, b = processes
+    await arrive(a.running.ws_url())
+    await arrive(b.running.ws_url())
+    assert (await health_of(a.running))["redis"] == "up"
+    metrics = (await http_request(b.running, "/metrics")).body.decode()
+    assert "duoduel_redis_up 1" in metrics and "duoduel_moved_total 1" in metrics
+    assert "duoduel_answered_total 1" in (await http_request(a.running, "/metrics")).body.decode()
+    redis_server.stop()
+    while (await health_of(a.running))["redis"] != "down":
+        await asyncio.sleep(0.05)
+    metrics = (await http_request(a.running, "/metrics")).body.decode()
+    assert "duoduel_redis_up 0" in metrics
+    warnings = [line for line in a.log.read_text().splitlines() if "WARNING" in line and "Redis" in line]
+    assert len(warnings) == 1 and "pairing this process's clients locally" in warnings[0]
+
+
+async def test_process_starts_without_redis_and_joins_when_it_appears(tmp_path):
+    """Redis down at start-up: the process serves and pairs locally, and joins the shared lobby once Redis is up."""
+    redis = RedisServer(tmp_path)
+    process = start_shared(tmp_path, redis.url)
+    try:
+        assert (await health_of(process.running))["redis"] == "down"
+        first = await arrive(process.running.ws_url())
+        second = await arrive(process.running.ws_url())
+        assert second.told == {"type": "connected"}
+        redis.start()
+        deadline = time.monotonic() + 5
+        while (await health_of(process.running))["redis"] != "up":
+            assert time.monotonic() < deadline
+            await asyncio.sleep(0.05)
+        await talk(first, second)
+    finally:
+        process.kill()
+        redis.stop()
+
+
+async def test_redis_commands_per_call_do_not_grow_with_frames(processes, redis_server):
+    """Audio never reaches Redis: a call that relays 200 frames costs the Redis commands of one that relays none."""
+    a, b = processes
+    inspect = redis_server.client()
+
+    async def one_call(frames: int) -> int:
+        inspect.config_resetstat()
+        waiter = await arrive(a.running.ws_url())
+        newcomer = await arrive(b.running.ws_url())
+        await until_connected(waiter)
+        for i in range(frames):
+            await newcomer.websocket.send(i.to_bytes(4, "big"))
+        for _ in range(frames):
+            await asyncio.wait_for(waiter.websocket.recv(), 5)
+        count = sum(stat["calls"] for name, stat in inspect.info("commandstats").items() if not name.endswith("_info"))
+        await waiter.websocket.close()
+        await newcomer.websocket.close()
+        return count
+
+    quiet, busy = await one_call(0), await one_call(200)
+    # Heartbeats (two commands a second per process) may fall into either window.
+    assert abs(busy - quiet) <= 6, (quiet, busy)
+
+
+def test_without_redis_flag_redis_is_never_imported(tmp_path):
+    """No --redis, no import: a poisoned redis package on the path changes nothing."""
+    poison = tmp_path / "poison" / "redis"
+    poison.mkdir(parents=True)
+    (poison / "__init__.py").write_text("raise SystemExit('redis was imported')\n")
+    env = {**os.environ, "PYTHONPATH": str(poison.parent)}
+    check = subprocess.run(
+        [sys.executable, "-c", "import duoduel, sys; sys.exit('redis' in sys.modules)"],
+        cwd=ROOT, capture_output=True, text=True, timeout=30, env=env,
+    )
+    assert check.returncode == 0, check.stdout + check.stderr
+
+
+def test_redis_flag_without_the_package_says_what_to_install(tmp_path):
+    """--redis without the redis package: one line naming the package, exit 2."""
+    missing = tmp_path / "missing" / "redis"
+    missing.mkdir(parents=True)
+    (missing / "__init__.py").write_text("raise ImportError('No module named redis')\n")
+    env = {**os.environ, "PYTHONPATH": str(missing.parent)}
+    result = subprocess.run(
+        [sys.executable, "duoduel.py", "--redis", "redis://127.0.0.1:1/0", "--public-url", "http://x"],
+        cwd=ROOT, capture_output=True, text=True, timeout=30, env=env,
+    )
+    assert result.returncode == 2
+    assert result.stderr == "duoduel: --redis needs the redis package: pip install redis (or leave --redis out)\n"
+
+
+@pytest.mark.parametrize(
+    ("args", "line"),
+    [
+        (["--redis", "redis://127.0.0.1:6379/0"], "--redis needs --public-url"),
+        (["--public-url", "https://example.org/p/a"], "--public-url is only used with --redis"),
+        (["--redis", "localhost:6379", "--public-url", "http://x"], "is not a Redis URL"),
+        (["--redis", "redis://127.0.0.1:6379/0", "--public-url", "example.org"], "is not a page address"),
+    ],
+)
+def test_shared_lobby_flags_are_checked_at_start(args, line):
+    """A wrong combination of --redis and --public-url: one line that says what to give, exit 2."""
+    result = run_command(sys.executable, "duoduel.py", *args)
+    assert result.returncode == 2 and line in result.stderr and len(result.stderr.splitlines()) == 1
+
+
+async def test_call_token_without_redis_gets_an_error_and_normal_pairing(tmp_path):
+    """A process without --redis knows no call token: it says so and pairs the client as usual."""
+    process = start_duoduel(tmp_path)
+    try:
+        arrival = await arrive(process.running.ws_url(f"?call={secrets.token_urlsafe(16)}"))
+        assert arrival.errors == [CALL_UNKNOWN] and arrival.told == {"type": "waiting"}
+        assert "redis" not in (await health_of(process.running))
+    finally:
+        process.kill()
+
+
+async def test_private_room_keeps_its_process_across_a_redis_restart(redis_server, processes):
+    """Redis restarted empty: the process holding a room pins it again, so a later member still reaches it."""
+    a, b = processes
+    first = await arrive(b.running.ws_url("?room=kept"))
+    assert first.told["type"] == "room"
+    redis_server.stop()
+    redis_server.start()
+    for process in processes:
+        while (await health_of(process.running)).get("redis") != "up" or process is b and not redis_server.client().keys("duoduel:room:*"):
+            await asyncio.sleep(0.05)
+    second = await arrive(a.running.ws_url("?room=kept"))
+    assert second.moves == 1 and port_of(second) == b.port
+    assert second.told["members"] == [{"slot": 0, "label": "Guest 1"}]
+
+
+async def test_frozen_redis_times_out_into_local_pairing(redis_server, processes):
+    """A Redis that stops answering (SIGSTOP) is an outage after 0.5 s: newcomers pair locally, and rejoin after SIGCONT."""
+    a, b = processes
+    redis_server.popen.send_signal(signal.SIGSTOP)
+    try:
+        started = time.monotonic()
+        first, second = await asyncio.gather(arrive(a.running.ws_url()), arrive(a.running.ws_url()))
+        await asyncio.gather(until_connected(first), until_connected(second))
+        await talk(first, second)
+        assert time.monotonic() - started < 3
+        assert (await health_of(a.running))["redis"] == "down"
+    finally:
+        redis_server.popen.send_signal(signal.SIGCONT)
+    deadline = time.monotonic() + 5
+    while (await health_of(a.running))["redis"] != "up":
+        assert time.monotonic() < deadline
+        await asyncio.sleep(0.05)
+    waiter = await arrive(a.running.ws_url())
+    newcomer = await arrive(b.running.ws_url())
+    assert waiter.told == {"type": "waiting"} and newcomer.moves == 1 and newcomer.told == {"type": "connected"}
