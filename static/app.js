@@ -6,7 +6,7 @@
 // room every binary frame starts with its sender's slot, and the page lists the other members.
 
 import { startAudio } from './audio.js';
-import { meterValue, mouthToEar } from './figures.js';
+import { meterValue, mouthToEar, RoundTrips } from './figures.js';
 import { cleanLabel, emptyRoom, MAX_LABEL_LENGTH, reduceRoom, splitSlot } from './members.js';
 import { qrMatrix, svgElement } from './qr.js';
 import { newRoomName, reconnectDelay, roomFromLocation, roomUrl, wsUrl } from './room.js';
@@ -69,7 +69,7 @@ let partnerLeft = false; // in a room: the partner left and we wait for them (or
 let roomFull = false; // the server refused us: never reconnect on our own
 let muted = false;
 let attempt = 0; // reconnect attempts since the server last spoke to us
-let rttMs = null;
+const roundTrips = new RoundTrips(); // the latest pings' round trips to the server
 let reconnectTimer = 0;
 let autoNextTimer = 0;
 let pingTimer = 0;
@@ -249,7 +249,7 @@ function onControl(message) {
       if (typeof message.url === 'string') moveTo(message.url);
       break;
     case 'pong':
-      if (typeof message.t === 'number') rttMs = performance.now() - message.t;
+      if (typeof message.t === 'number') roundTrips.add(performance.now() - message.t);
       break;
     default:
       console.warn('duoduel: unknown message type', message.type);
@@ -385,7 +385,7 @@ function forgetSocket() {
   ws = null;
   clearInterval(pingTimer);
   clearTimeout(autoNextTimer);
-  rttMs = null;
+  roundTrips.clear();
   setPaired(false);
   if (group.group) {
     const before = group;
@@ -495,7 +495,7 @@ const whole = (x) => (Number.isFinite(x) ? String(Math.round(x)) : '–');
 function drawStats() {
   if (!session) return;
   if (!paired) {
-    els.stats.textContent = rttMs === null ? '' : `RTT ${whole(rttMs)} ms`;
+    els.stats.textContent = roundTrips.latest === null ? '' : `RTT ${whole(roundTrips.latest)} ms`;
     return;
   }
   const s = session.stats();
@@ -503,12 +503,12 @@ function drawStats() {
     drawGroupStats(s);
     return;
   }
-  const estimate = mouthToEar({ ...s, rttMs });
+  const estimate = mouthToEar({ ...s, rttMs: roundTrips.least });
   // Where the browser's output latency cannot be read safely (Firefox), the estimate stops at our
   // output node and says so.
   const toEar = estimate === null ? '–' : `${whole(estimate.ms)} ms${estimate.withOutput ? '' : ' + output device'}`;
   els.stats.textContent = [
-    `RTT ${whole(rttMs)} ms`,
+    `RTT ${whole(roundTrips.latest)} ms`,
     `jitter buffer ${whole(s.jitterMs)} ms`,
     `lost ${whole(s.lostFrames)}`,
     `out ${s.codec} ${whole(s.kbpsOut)} kbit/s`,
@@ -622,7 +622,7 @@ function renderGroup() {
 function drawGroupStats(s) {
   const others = group.members.length;
   els.stats.textContent = [
-    `RTT ${whole(rttMs)} ms`,
+    `RTT ${whole(roundTrips.latest)} ms`,
     `out ${s.codec} ${whole(s.kbpsOut)} kbit/s`,
     `${others} other${others === 1 ? '' : 's'} in the room`,
   ].join(' · ');

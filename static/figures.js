@@ -28,11 +28,47 @@ export function outputLatencyMs(context, userAgent) {
   return ((context.outputLatency || 0) + (context.baseLatency || 0)) * 1000;
 }
 
+/** Round trips kept for the estimate's path delay: 8 pings, 16 s. */
+export const ROUND_TRIPS = 8;
+
+/**
+ * The last few round trips to the server. `least` is the path's own delay: a ping that waited behind a
+ * stall or in a jittery queue measures that wait too, and the jitter buffer's delay already covers
+ * the lateness above the path's best (it is measured from the best transit it has seen).
+ */
+export class RoundTrips {
+  constructor(size = ROUND_TRIPS) {
+    this.size = size;
+    this.samples = [];
+  }
+
+  add(ms) {
+    if (!Number.isFinite(ms) || ms < 0) return;
+    this.samples.push(ms);
+    if (this.samples.length > this.size) this.samples.shift();
+  }
+
+  clear() {
+    this.samples.length = 0;
+  }
+
+  /** The latest round trip, ms, or null before the first. */
+  get latest() {
+    return this.samples.length ? this.samples[this.samples.length - 1] : null;
+  }
+
+  /** The smallest recent round trip, ms, or null before the first. */
+  get least() {
+    return this.samples.length ? Math.min(...this.samples) : null;
+  }
+}
+
 /**
  * Mouth-to-ear estimate, ms: our capture-to-send delay (standing in for the partner's: same page, same
- * framing and encoder), half the round trip, what the jitter buffer holds ahead of the frame now
- * playing, and the output latency when known. jitterMs includes the frame now playing, whose filling
- * captureToSendMs already counts (with the encoder): that frame is counted once.
+ * framing and encoder), half the smallest recent round trip (RoundTrips.least: the path's delay without
+ * queueing), what the jitter buffer holds ahead of the frame now playing, and the output latency when
+ * known. jitterMs includes the frame now playing, whose filling captureToSendMs already counts (with
+ * the encoder): that frame is counted once.
  * @returns {{ms: number, withOutput: boolean} | null} null until the round trip is known
  */
 export function mouthToEar({ captureToSendMs, frameMs, rttMs, jitterMs, outputLatencyMs: output }) {

@@ -2,7 +2,7 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 
-import { isGecko, meterValue, mouthToEar, outputLatencyMs } from '../../static/figures.js';
+import { isGecko, meterValue, mouthToEar, outputLatencyMs, RoundTrips } from '../../static/figures.js';
 
 const FIREFOX = 'Mozilla/5.0 (X11; Linux x86_64; rv:153.0) Gecko/20100101 Firefox/153.0';
 const CHROMIUM = 'Mozilla/5.0 (X11; Linux x86_64) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/156.0.0.0 Safari/537.36';
@@ -53,4 +53,25 @@ test('mouth-to-ear counts at least one frame of filling and never a negative buf
 
 test('no estimate before the round trip is known', () => {
   assert.equal(mouthToEar({ captureToSendMs: 27, frameMs: 20, rttMs: null, jitterMs: 45, outputLatencyMs: 0 }), null);
+});
+
+test('round_trips_keep_the_latest_few_and_their_least', () => {
+  const trips = new RoundTrips(3);
+  assert.equal(trips.latest, null);
+  assert.equal(trips.least, null);
+  for (const ms of [4, 420, 30, 25]) trips.add(ms); // 420: a ping that waited out a stall
+  assert.equal(trips.latest, 25);
+  assert.equal(trips.least, 25); // the 4 ms trip has left the window of 3
+  trips.add(Number.NaN);
+  trips.add(-1);
+  assert.deepEqual(trips.samples, [420, 30, 25]);
+  trips.clear();
+  assert.equal(trips.least, null);
+});
+
+test('a_stalled_ping_does_not_raise_the_estimate', () => {
+  const trips = new RoundTrips();
+  for (const ms of [21, 48, 33, 460, 27]) trips.add(ms);
+  const estimate = mouthToEar({ captureToSendMs: 27, frameMs: 20, rttMs: trips.least, jitterMs: 45, outputLatencyMs: 40 });
+  assert.equal(estimate.ms, 27 + 10.5 + 25 + 40);
 });
