@@ -170,10 +170,15 @@ export class JitterBuffer {
     return this.frameMs + this.marginMs;
   }
 
-  /** Current delay: one frame + the smoothed headroom an on-time frame finds, in ms. */
+  /**
+   * Current delay: one frame + the smoothed headroom an on-time frame finds, in ms. Never more than one
+   * frame above what is buffered: right after an outage the burst's frames are hundreds of milliseconds
+   * late, the controller's headroom says so and it skips the burst, but nothing is played that late.
+   */
   get delayMs() {
-    if (this._t0 === null) return this.levelSamples() * this._msPerSample;
-    return this.frameMs + Math.max(0, this._t0);
+    const buffered = this.levelSamples() * this._msPerSample;
+    if (this._t0 === null) return buffered;
+    return this.frameMs + Math.max(0, Math.min(this._t0, buffered + this.frameMs));
   }
 
   /** Everything buffered or expected (missing frames count as one nominal frame each), in samples. */
@@ -235,6 +240,7 @@ export class JitterBuffer {
     this._unconfirmedLost = 0;
 
     const isNew = ext > this._highestExt;
+    if (this._silencePad > 0) this._trimSilencePad(samples.length);
     if (isNew && this._state === PLAYING) this._control(this.levelSamples() * this._msPerSample + lateness);
     if (isNew) this._highestExt = ext;
 
@@ -253,6 +259,17 @@ export class JitterBuffer {
       this._presentSamples += length;
     }
     return true;
+  }
+
+  /**
+   * A frame arrived while the silence that tops playback up to the target still plays: that much less
+   * silence is needed. Without this, a burst that arrives over a few quanta after an outage (its first
+   * frames start playback) was held behind up to a target's worth of silence, and its skip with it.
+   */
+  _trimSilencePad(arriving) {
+    const target = Math.round(this.targetMs / this._msPerSample);
+    const real = this.levelSamples() - this._silencePad + arriving;
+    this._silencePad = Math.max(0, Math.min(this._silencePad, target - real));
   }
 
   _resync() {

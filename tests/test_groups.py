@@ -292,14 +292,15 @@ async def test_member_stalled_for_the_stall_timeout_is_closed_and_the_others_tol
 
     async def talk():
         for seq in range(10_000):
-            await talker.websocket.send(seq.to_bytes(4, "big"))
+            # Opus-sized frames, so the frozen member's kernel buffers fill in seconds, as in a call
+            await talker.websocket.send(seq.to_bytes(4, "big") + bytes(116))
             await asyncio.sleep(0.02)
 
     talking = asyncio.create_task(talk())
     heard = []
     try:
         while isinstance(message := await asyncio.wait_for(listener.websocket.recv(), STALL_TIMEOUT + 5), bytes):
-            heard.append(int.from_bytes(message[1:], "big"))
+            heard.append(int.from_bytes(message[1:5], "big"))
     finally:
         talking.cancel()
     assert json.loads(message) == {"type": "left", "slot": 2}

@@ -19,6 +19,7 @@ import duoduel
 from bench.impair import Impairment
 from conftest import Running, health, running_server
 from pages import Page
+from test_browser_groups import wait_members, wait_tones
 from test_browser import (  # noqa: F401 (browsers is a fixture)
     HZ_TOLERANCE, MISSING, RECORD_STATUS_JS, TONES, browsers, engines, require, wait_hearing, wait_status,
     wait_status_seen,
@@ -33,12 +34,6 @@ FIREFOX_SOCKET_FAILURE = re.compile(
 SILENT_S = 8.0  # a stall this long makes Ann's page give up its silent socket (after 6 s) and resume
 CUT_S = 3.0  # the link refuses Ann's reconnections this long: shorter than the window
 SHORT_WINDOW = 1.5  # a server whose window a cut of CUT_S outlasts
-
-
-@pytest.fixture
-def config() -> duoduel.Config:
-    """Rooms of two (the page speaks group rooms only once their browser part lands), the default window."""
-    return duoduel.Config(host="127.0.0.1", port=0, room_size=2)
 
 
 async def call_through_link(browsers, running: Running, link: Impairment, engines: tuple[str, str]) -> tuple[Page, Page]:
@@ -106,7 +101,7 @@ async def test_a_call_cut_for_three_seconds_continues_with_the_same_partner(serv
 async def test_a_cut_longer_than_the_window_shows_the_partner_left(browsers, engines):
     """With a 1.5 s window, a 3 s cut outlasts it: Bob's page goes from "Partner reconnecting…" to
     "Partner left", and nobody resumed."""
-    config = duoduel.Config(host="127.0.0.1", port=0, room_size=2, resume_window=SHORT_WINDOW)
+    config = duoduel.Config(host="127.0.0.1", port=0, resume_window=SHORT_WINDOW)
     async with running_server(config) as running, Impairment(running.host, running.port, seed=13) as link:
         ann, bob = await call_through_link(browsers, running, link, engines)
         await forget_status(bob)
@@ -137,3 +132,32 @@ async def test_a_socket_gone_silent_is_replaced_and_the_call_resumes(server, lin
     assert not [text for text in seen if "left" in text], f"Bob's page showed {seen}"
     state = await health(server)
     assert (state["resumes"], state["pairs"], state["clients"]) == (1, 1, 2)
+
+
+@engines("chromium-chromium-chromium")
+async def test_a_group_member_cut_for_three_seconds_comes_back_to_the_room(server, link, browsers, engines):
+    """Ann (through the link), Bob and Cyd in one group room; the link cuts Ann for 3 s: the others' lists
+    mark her as reconnecting (she stays listed, nobody is told she left), then she is back in her slot,
+    everyone hears both others again, and the server counts one resume."""
+    pages = []
+    for person, engine, origin in zip(("ann", "bob", "cyd"), engines,
+                                      (f"http://127.0.0.1:{link.port}", server.origin, server.origin)):
+        require(MISSING[engine]())
+        page = await browsers.launch(person, engine, TONES[person])
+        await page.goto(origin + "/r/group-cut")
+        await page.click("#start")
+        await wait_status(page, "Waiting for others" if person == "ann" else "Connected")
+        pages.append(page)
+    ann, bob, cyd = pages
+    await wait_tones(bob, "ann", "cyd")
+    assert link.cut(refuse_for=CUT_S) >= 1
+    await wait_members(bob, ["Guest 1 (reconnecting…)", "Guest 3"])
+    await wait_members(cyd, ["Guest 1 (reconnecting…)", "Guest 2"])
+    await wait_members(bob, ["Guest 1", "Guest 3"])
+    await wait_members(ann, ["Guest 2", "Guest 3"])
+    await wait_tones(ann, "bob", "cyd")
+    await wait_tones(bob, "ann", "cyd")
+    await wait_tones(cyd, "ann", "bob")
+    state = await health(server)
+    assert (state["resumes"], state["held"], state["group_members"]) == (1, 0, 3)
+    forgive_socket_failures(ann)
