@@ -104,6 +104,8 @@ MAX_LABEL = 32
 RESUME_WINDOW = 10.0
 # A resume token's random bytes: 192 bits, 32 characters of base64url.
 RESUME_TOKEN_BYTES = 24
+# The largest one-way delay a page may report in its pings (a minute: beyond any call).
+MAX_PATH_MS = 60_000
 
 WAITING = json.dumps({"type": "waiting"})
 CONNECTED = json.dumps({"type": "connected"})
@@ -141,6 +143,7 @@ class Client:
     call: str | None = None  # the call token it came with, moved here by another process (shared lobby)
     ticket: str | None = None  # its place in the shared lobby's waiting slot, while it waits there
     seeking: asyncio.Task[None] | None = None  # its search through the shared lobby, while one runs
+    path_ms: float | None = None  # its one-way delay to the server, as its page measures it (pings)
 
 
 @dataclass
@@ -1304,12 +1307,28 @@ async def control(lobby: Lobby, client: Client, text: str) -> None:
     elif kind == "label":
         set_label(client, message.get("label"))
     elif kind == "ping":
-        t = message.get("t")
-        if not isinstance(t, (int, float)) or isinstance(t, bool):
-            return send_error(client, "ping needs a number \"t\"")
-        send_now(client.websocket, json.dumps({"type": "pong", "t": t}))
+        answer_ping(client, message)
     else:
         send_error(client, f"unknown message type {kind[:40]!r}")
+
+
+def answer_ping(client: Client, message: dict) -> None:
+    """Pong with the ping's t, and the partner's path (its delay to the server) for the page's estimate.
+
+    A page knows only its own half of the way: the partner's uplink, as far from it as its own, reaches it
+    through here, with the ping it already sends every 2 s.
+    """
+    t, path = message.get("t"), message.get("path")
+    if not isinstance(t, (int, float)) or isinstance(t, bool):
+        return send_error(client, "ping needs a number \"t\"")
+    if path is not None:
+        if not isinstance(path, (int, float)) or isinstance(path, bool) or not 0 <= path <= MAX_PATH_MS:
+            return send_error(client, f"ping's \"path\" must be a number of ms from 0 to {MAX_PATH_MS}")
+        client.path_ms = float(path)
+    pong: dict[str, object] = {"type": "pong", "t": t}
+    if client.partner is not None and client.partner.path_ms is not None:
+        pong["partner_path"] = client.partner.path_ms
+    send_now(client.websocket, json.dumps(pong))
 
 
 def flooding(lobby: Lobby, client: Client) -> bool:

@@ -392,7 +392,7 @@ def direction(sender: dict, receiver: dict, start: float, end: float, period_ms:
     to_main = [m["t"] - m["capture"] for m in sender["toMain"] if start <= m["capture"] < end]
     network = [f["t"] - sent_at[f["capture"]] for f in frames if f["capture"] in sent_at]
     jitter = [st["jitterMs"] for st in stats]
-    buffered_ahead = statistics.median(jitter) - FRAME_MS if jitter else 0
+    playout = statistics.median(jitter) if jitter else 0
     shown = [st["shown"] for st in stats if st["shown"] is not None]
     first, last = stats[0], stats[-1]
     concealed = increase([st["concealed"] for st in stats])
@@ -415,7 +415,7 @@ def direction(sender: dict, receiver: dict, start: float, end: float, period_ms:
             "of_which_capture_to_send": summary(encode),
             "of_which_send_to_receive": summary(network),
             "sender_capture_to_main_thread": summary(to_main),
-            "jitter_buffer_ahead_median": round(buffered_ahead, 1),
+            "playout_delay_median": round(playout, 1),
         },
         "jitter_buffer": {
             "target_ms": summary([(st["raw"] or {}).get("targetMs", 0) for st in stats]),

@@ -70,6 +70,7 @@ let roomFull = false; // the server refused us: never reconnect on our own
 let muted = false;
 let attempt = 0; // reconnect attempts since the server last spoke to us
 const roundTrips = new RoundTrips(); // the latest pings' round trips to the server
+let partnerPathMs = null; // the partner's one-way delay to the server, from our latest pong
 let reconnectTimer = 0;
 let autoNextTimer = 0;
 let pingTimer = 0;
@@ -178,7 +179,8 @@ function ping() {
     abandonSilentSocket();
     return;
   }
-  sendControl({ type: 'ping', t: performance.now() });
+  const path = roundTrips.least === null ? {} : { path: roundTrips.least / 2 };
+  sendControl({ type: 'ping', t: performance.now(), ...path });
 }
 
 function next() {
@@ -250,6 +252,7 @@ function onControl(message) {
       break;
     case 'pong':
       if (typeof message.t === 'number') roundTrips.add(performance.now() - message.t);
+      partnerPathMs = typeof message.partner_path === 'number' ? message.partner_path : null;
       break;
     default:
       console.warn('duoduel: unknown message type', message.type);
@@ -386,6 +389,7 @@ function forgetSocket() {
   clearInterval(pingTimer);
   clearTimeout(autoNextTimer);
   roundTrips.clear();
+  partnerPathMs = null;
   setPaired(false);
   if (group.group) {
     const before = group;
@@ -503,7 +507,7 @@ function drawStats() {
     drawGroupStats(s);
     return;
   }
-  const estimate = mouthToEar({ ...s, rttMs: roundTrips.least });
+  const estimate = mouthToEar({ ...s, pathMs: roundTrips.least === null ? null : roundTrips.least / 2, partnerPathMs });
   // Where the browser's output latency cannot be read safely (Firefox), the estimate stops at our
   // output node and says so.
   const toEar = estimate === null ? '–' : `${whole(estimate.ms)} ms${estimate.withOutput ? '' : ' + output device'}`;

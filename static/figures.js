@@ -65,16 +65,17 @@ export class RoundTrips {
 
 /**
  * Mouth-to-ear estimate, ms: our capture-to-send delay (standing in for the partner's: same page, same
- * framing and encoder), half the smallest recent round trip (RoundTrips.least: the path's delay without
- * queueing), what the jitter buffer holds ahead of the frame now playing, and the output latency when
- * known. jitterMs includes the frame now playing, whose filling captureToSendMs already counts (with
- * the encoder): that frame is counted once.
- * @returns {{ms: number, withOutput: boolean} | null} null until the round trip is known
+ * framing and encoder), the way from the partner to the server (partnerPathMs, which the partner's page
+ * measures and the server passes on in our pongs; our own pathMs until it has) and from the server to
+ * us (pathMs: half our least recent round trip, RoundTrips.least), how much later than over that fastest
+ * path the audio plays (jitterMs: the jitter buffer's wait plus the frames' lateness, measured in the
+ * playback worklet), and the output latency when known.
+ * @returns {{ms: number, withOutput: boolean} | null} null until our own path is known
  */
-export function mouthToEar({ captureToSendMs, frameMs, rttMs, jitterMs, outputLatencyMs: output }) {
-  if (rttMs === null || !Number.isFinite(rttMs)) return null;
+export function mouthToEar({ captureToSendMs, frameMs, pathMs, partnerPathMs = null, jitterMs, outputLatencyMs: output }) {
+  if (pathMs === null || !Number.isFinite(pathMs)) return null;
   const captureToSend = Math.max(captureToSendMs || 0, frameMs);
-  const buffered = Math.max(0, (jitterMs || 0) - frameMs);
+  const transit = pathMs + (Number.isFinite(partnerPathMs) ? partnerPathMs : pathMs);
   const withOutput = output !== null && Number.isFinite(output);
-  return { ms: captureToSend + rttMs / 2 + buffered + (withOutput ? output : 0), withOutput };
+  return { ms: captureToSend + transit + Math.max(0, jitterMs || 0) + (withOutput ? output : 0), withOutput };
 }

@@ -170,15 +170,21 @@ export class JitterBuffer {
     return this.frameMs + this.marginMs;
   }
 
-  /**
-   * Current delay: one frame + the smoothed headroom an on-time frame finds, in ms. Never more than one
-   * frame above what is buffered: right after an outage the burst's frames are hundreds of milliseconds
-   * late, the controller's headroom says so and it skips the burst, but nothing is played that late.
-   */
+  /** Current delay: one frame + the smoothed headroom an on-time frame finds, in ms. */
   get delayMs() {
-    const buffered = this.levelSamples() * this._msPerSample;
-    if (this._t0 === null) return buffered;
-    return this.frameMs + Math.max(0, Math.min(this._t0, buffered + this.frameMs));
+    if (this._t0 === null) return this.levelSamples() * this._msPerSample;
+    return this.frameMs + Math.max(0, this._t0);
+  }
+
+  /**
+   * How much later than over the fastest path seen the next sample is played, ms: the wait the buffer adds
+   * plus the lateness of its frame, measured, not estimated (frame k's media time is k frames; the fastest
+   * path is the least arrival minus media time, `_baseline`). Null before playback starts.
+   * @param {number} nowMs when the next sample is played, on the clock of push()'s arrivalMs
+   */
+  playoutDelayMs(nowMs) {
+    if (this._state !== PLAYING || this._nextExt === null) return null;
+    return nowMs - this._baseline - (this._nextExt * this.frameMs - this._ringLevel * this._msPerSample);
   }
 
   /** Everything buffered or expected (missing frames count as one nominal frame each), in samples. */

@@ -143,7 +143,7 @@ export class PartnerPlayback {
 
   /**
    * This partner's figures: codec, kbpsIn, rms (0..1, what we play of them), and the jitter buffer's
-   * (jitterMs, lostFrames, concealedFrames, droppedFrames, targetMs, underruns, arrivalJitterMs), and
+   * (jitterMs: how much later than over the fastest path the audio plays, measured; lostFrames, concealedFrames, droppedFrames, targetMs, underruns, arrivalJitterMs), and
    * decoderDrops (frames dropped before decoding because the decoder fell behind: they count as lost);
    * `playback` is the worklet's raw counters (see JitterBuffer.stats()).
    */
@@ -153,7 +153,7 @@ export class PartnerPlayback {
       codec: this.codec,
       kbpsIn: this._in.kbps(performance.now()),
       rms: playback.rms || 0,
-      jitterMs: playback.delayMs || 0,
+      jitterMs: playback.playoutMs || 0,
       lostFrames: playback.lost || 0,
       concealedFrames: playback.concealed || 0,
       droppedFrames: playback.droppedFrames || 0,

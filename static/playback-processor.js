@@ -4,7 +4,8 @@
 // Messages in:  {type: 'frame', seq: 0..65535, samples: Float32Array (at the context rate)}
 //               {type: 'reset'} (the stream starts again)
 //               {type: 'close'} (the partner left: process() returns false and the node can be freed)
-// Messages out: {type: 'stats', rms, ...JitterBuffer stats} every PLAYBACK_STATS_INTERVAL_S
+// Messages out: {type: 'stats', rms, ...JitterBuffer stats} every PLAYBACK_STATS_INTERVAL_S, and
+//               playoutMs: the mean of JitterBuffer.playoutDelayMs over the interval (null before playback)
 import { FRAME_MS, PLAYBACK_STATS_INTERVAL_S } from './constants.js';
 import { JitterBuffer } from './jitter-buffer.js';
 
@@ -16,6 +17,8 @@ class PlaybackProcessor extends AudioWorkletProcessor {
     this._levelSamples = 0;
     this._stats = { type: 'stats' }; // refilled for every post (postMessage copies it)
     this._lastPost = 0;
+    this._playoutSumMs = 0; // JitterBuffer.playoutDelayMs, summed over the current stats interval
+    this._playoutQuanta = 0;
     this._open = true;
     this.port.onmessage = (event) => {
       const data = event.data;
@@ -36,6 +39,14 @@ class PlaybackProcessor extends AudioWorkletProcessor {
     const output = outputs[0];
     if (!output || output.length === 0) return true;
     const channel = output[0];
+    // The delay the page shows is measured on what is played: the mean, over the stats interval, of how
+    // much later than over the fastest path each quantum's first sample plays (a snapshot of the buffer's
+    // state, taken between a burst's arrival and its skip, showed hundreds of ms nothing was played with).
+    const playout = this._buffer.playoutDelayMs(currentTime * 1000);
+    if (playout !== null) {
+      this._playoutSumMs += playout;
+      this._playoutQuanta++;
+    }
     this._buffer.pull(channel);
     for (let c = 1; c < output.length; c++) output[c].set(channel);
     for (let i = 0; i < channel.length; i++) {
@@ -46,6 +57,9 @@ class PlaybackProcessor extends AudioWorkletProcessor {
     if (currentTime - this._lastPost >= PLAYBACK_STATS_INTERVAL_S) {
       // Throttled: posting (a structured clone) is the only allocation here, four times a second.
       const stats = this._buffer.stats(this._stats);
+      stats.playoutMs = this._playoutQuanta > 0 ? this._playoutSumMs / this._playoutQuanta : null;
+      this._playoutSumMs = 0;
+      this._playoutQuanta = 0;
       stats.rms = Math.sqrt(this._sumSquares / this._levelSamples);
       this.port.postMessage(stats);
       this._lastPost = currentTime;

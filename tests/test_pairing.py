@@ -172,6 +172,21 @@ async def test_ping_is_answered_with_the_same_t(server):
     await websocket.close()
 
 
+async def test_pong_carries_the_partners_path_once_the_partner_has_told_it(server):
+    """A page that pings with its path (half its least round trip) lets its partner's pongs carry it."""
+    first, second = await join_pair(server)
+    await second.send(json.dumps({"type": "ping", "t": 1}))
+    assert await receive_json(second) == {"type": "pong", "t": 1}, "nobody has told a path yet"
+    await first.send(json.dumps({"type": "ping", "t": 2, "path": 12.5}))
+    assert await receive_json(first) == {"type": "pong", "t": 2}
+    await second.send(json.dumps({"type": "ping", "t": 3, "path": 0.5}))
+    assert await receive_json(second) == {"type": "pong", "t": 3, "partner_path": 12.5}
+    await first.send(json.dumps({"type": "ping", "t": 4}))
+    assert await receive_json(first) == {"type": "pong", "t": 4, "partner_path": 0.5}
+    await first.close()
+    await second.close()
+
+
 BAD_CONTROL_MESSAGES = {
     "not json": "malformed JSON",
     "": "malformed JSON",
@@ -182,6 +197,9 @@ BAD_CONTROL_MESSAGES = {
     '{"type": "dance"}': "unknown message type 'dance'",
     '{"type": "ping", "t": "soon"}': "ping needs a number",
     '{"type": "ping"}': "ping needs a number",
+    '{"type": "ping", "t": 1, "path": -3}': "ping's \"path\" must be a number of ms",
+    '{"type": "ping", "t": 1, "path": "near"}': "ping's \"path\" must be a number of ms",
+    '{"type": "ping", "t": 1, "path": 1e9}': "ping's \"path\" must be a number of ms",
 }
 
 

@@ -54,6 +54,14 @@ async def call_through_link(browsers, running: Running, link: Impairment, engine
     return ann, bob
 
 
+async def same_call_again(ann: Page, bob: Page) -> None:
+    """Each page hears the other's tone again, and Bob's page never said that his partner left."""
+    assert await wait_hearing(ann, TONES["bob"]) == pytest.approx(TONES["bob"], abs=HZ_TOLERANCE)
+    assert await wait_hearing(bob, TONES["ann"]) == pytest.approx(TONES["ann"], abs=HZ_TOLERANCE)
+    seen = await bob.evaluate("() => window.__statusLog")
+    assert not [text for text in seen if "left" in text], f"Bob's page showed {seen}"
+
+
 async def forget_status(page: Page) -> None:
     """Start the page's record of what #status showed afresh."""
     await page.evaluate("() => { window.__statusLog = [document.getElementById('status').textContent]; }")
@@ -88,10 +96,7 @@ async def test_a_call_cut_for_three_seconds_continues_with_the_same_partner(serv
     await wait_status_seen(ann, "Reconnecting…")
     await wait_status(ann, "Connected")
     await wait_status(bob, "Connected")
-    assert await wait_hearing(ann, TONES["bob"]) == pytest.approx(TONES["bob"], abs=HZ_TOLERANCE)
-    assert await wait_hearing(bob, TONES["ann"]) == pytest.approx(TONES["ann"], abs=HZ_TOLERANCE)
-    seen = await bob.evaluate("() => window.__statusLog")
-    assert not [text for text in seen if "left" in text], f"Bob's page showed {seen}"
+    await same_call_again(ann, bob)
     state = await health(server)
     assert (state["resumes"], state["held"], state["pairs"]) == (1, 0, 1)
     forgive_socket_failures(ann)
@@ -126,10 +131,7 @@ async def test_a_socket_gone_silent_is_replaced_and_the_call_resumes(server, lin
     link.stall(SILENT_S)
     await wait_status_seen(ann, "Reconnecting…")
     await wait_status(ann, "Connected")
-    assert await wait_hearing(ann, TONES["bob"]) == pytest.approx(TONES["bob"], abs=HZ_TOLERANCE)
-    assert await wait_hearing(bob, TONES["ann"]) == pytest.approx(TONES["ann"], abs=HZ_TOLERANCE)
-    seen = await bob.evaluate("() => window.__statusLog")
-    assert not [text for text in seen if "left" in text], f"Bob's page showed {seen}"
+    await same_call_again(ann, bob)
     state = await health(server)
     assert (state["resumes"], state["pairs"], state["clients"]) == (1, 1, 2)
 

@@ -36,23 +36,28 @@ test('elsewhere the output latency is outputLatency + baseLatency', () => {
   assert.equal(outputLatencyMs({ baseLatency: 0.005 }, SAFARI), 5); // no outputLatency in older Safari
 });
 
-test('mouth-to-ear adds capture-to-send, half the round trip, the buffer ahead and the output', () => {
-  const estimate = mouthToEar({ captureToSendMs: 27, frameMs: 20, rttMs: 4, jitterMs: 45, outputLatencyMs: 40 });
-  assert.deepEqual(estimate, { ms: 27 + 2 + 25 + 40, withOutput: true });
+test('mouth-to-ear adds capture-to-send, both halves of the way, the measured playout delay and the output', () => {
+  const estimate = mouthToEar({ captureToSendMs: 27, frameMs: 20, pathMs: 2, partnerPathMs: 11, jitterMs: 45, outputLatencyMs: 40 });
+  assert.deepEqual(estimate, { ms: 27 + 11 + 2 + 45 + 40, withOutput: true });
+});
+
+test('mouth-to-ear takes the partner half of the way as long as ours until it is known', () => {
+  const estimate = mouthToEar({ captureToSendMs: 27, frameMs: 20, pathMs: 2, jitterMs: 45, outputLatencyMs: 40 });
+  assert.equal(estimate.ms, 27 + 2 + 2 + 45 + 40);
 });
 
 test('mouth-to-ear without a known output latency says so', () => {
-  const estimate = mouthToEar({ captureToSendMs: 27, frameMs: 20, rttMs: 4, jitterMs: 45, outputLatencyMs: null });
-  assert.deepEqual(estimate, { ms: 54, withOutput: false });
+  const estimate = mouthToEar({ captureToSendMs: 27, frameMs: 20, pathMs: 2, jitterMs: 45, outputLatencyMs: null });
+  assert.deepEqual(estimate, { ms: 27 + 2 + 2 + 45, withOutput: false });
 });
 
-test('mouth-to-ear counts at least one frame of filling and never a negative buffer', () => {
-  const estimate = mouthToEar({ captureToSendMs: 0, frameMs: 20, rttMs: 2, jitterMs: 0, outputLatencyMs: 0 });
+test('mouth-to-ear counts at least one frame of filling and never a negative delay', () => {
+  const estimate = mouthToEar({ captureToSendMs: 0, frameMs: 20, pathMs: 0.5, jitterMs: -3, outputLatencyMs: 0 });
   assert.equal(estimate.ms, 21);
 });
 
-test('no estimate before the round trip is known', () => {
-  assert.equal(mouthToEar({ captureToSendMs: 27, frameMs: 20, rttMs: null, jitterMs: 45, outputLatencyMs: 0 }), null);
+test('no estimate before our own path is known', () => {
+  assert.equal(mouthToEar({ captureToSendMs: 27, frameMs: 20, pathMs: null, partnerPathMs: 3, jitterMs: 45, outputLatencyMs: 0 }), null);
 });
 
 test('round_trips_keep_the_latest_few_and_their_least', () => {
@@ -72,6 +77,6 @@ test('round_trips_keep_the_latest_few_and_their_least', () => {
 test('a_stalled_ping_does_not_raise_the_estimate', () => {
   const trips = new RoundTrips();
   for (const ms of [21, 48, 33, 460, 27]) trips.add(ms);
-  const estimate = mouthToEar({ captureToSendMs: 27, frameMs: 20, rttMs: trips.least, jitterMs: 45, outputLatencyMs: 40 });
-  assert.equal(estimate.ms, 27 + 10.5 + 25 + 40);
+  const estimate = mouthToEar({ captureToSendMs: 27, frameMs: 20, pathMs: trips.least / 2, jitterMs: 45, outputLatencyMs: 40 });
+  assert.equal(estimate.ms, 27 + 21 + 45 + 40);
 });
