@@ -179,11 +179,16 @@ export class JitterBuffer {
   /**
    * How much later than over the fastest path seen the next sample is played, ms: the wait the buffer adds
    * plus the lateness of its frame, measured, not estimated (frame k's media time is k frames; the fastest
-   * path is the least arrival minus media time, `_baseline`). Null before playback starts.
+   * path is the least arrival minus media time, `_baseline`). Null when the next sample is not the
+   * sender's audio (before playback, silence, concealment while a frame is overdue).
    * @param {number} nowMs when the next sample is played, on the clock of push()'s arrivalMs
    */
   playoutDelayMs(nowMs) {
-    if (this._state !== PLAYING || this._nextExt === null) return null;
+    if (this._state !== PLAYING || this._nextExt === null || this._silencePad > 0) return null;
+    if (this._ringLevel === 0) {
+      const slot = this._slotIndex(this._nextExt);
+      if (this._slotState[slot] !== SLOT_PRESENT || this._slotExt[slot] !== this._nextExt) return null;
+    }
     return nowMs - this._baseline - (this._nextExt * this.frameMs - this._ringLevel * this._msPerSample);
   }
 

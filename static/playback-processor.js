@@ -39,15 +39,16 @@ class PlaybackProcessor extends AudioWorkletProcessor {
     const output = outputs[0];
     if (!output || output.length === 0) return true;
     const channel = output[0];
+    this._buffer.pull(channel);
     // The delay the page shows is measured on what is played: the mean, over the stats interval, of how
     // much later than over the fastest path each quantum's first sample plays (a snapshot of the buffer's
     // state, taken between a burst's arrival and its skip, showed hundreds of ms nothing was played with).
-    const playout = this._buffer.playoutDelayMs(currentTime * 1000);
+    // Asked after the pull, for the next quantum: a skip decided by this one is done by then.
+    const playout = this._buffer.playoutDelayMs((currentTime + channel.length / sampleRate) * 1000);
     if (playout !== null) {
       this._playoutSumMs += playout;
       this._playoutQuanta++;
     }
-    this._buffer.pull(channel);
     for (let c = 1; c < output.length; c++) output[c].set(channel);
     for (let i = 0; i < channel.length; i++) {
       const v = channel[i];

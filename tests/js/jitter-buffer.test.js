@@ -454,9 +454,9 @@ function oneByOne(times) {
 }
 
 /**
- * For every quantum whose first sample is the sender's audio played as is: playoutDelayMs() asked just
- * before the pull, and the truth: how much later than its frame's fastest possible arrival (the least
- * transit of the whole run) that sample plays.
+ * For every quantum whose first sample is the sender's audio played as is: playoutDelayMs() asked after
+ * the previous pull (as the playback worklet asks it), and the truth: how much later than its frame's
+ * fastest possible arrival (the least transit of the whole run) that sample plays.
  */
 function playoutAgainstTruth(times, durationMs) {
   const fastest = Math.min(...times.map((t, k) => t - k * 20));
@@ -464,15 +464,16 @@ function playoutAgainstTruth(times, durationMs) {
   const quantum = new Float32Array(QUANTUM);
   const rows = [];
   let next = 0;
+  let measured = null;
   for (let p = 0; p * QUANTUM_MS < durationMs; p++) {
     const now = p * QUANTUM_MS;
     for (; next < times.length && times[next] <= now; next++) buffer.push(next & 0xffff, rampFrame(next), times[next]);
-    const measured = buffer.playoutDelayMs(now);
     buffer.pull(quantum);
     const v = quantum[0];
     if (measured !== null && v >= 1 && Number.isInteger(v) && quantum[1] === v + 1) {
       rows.push({ now, measured, truth: now - ((v - 1) / RATE) * 1000 - fastest });
     }
+    measured = buffer.playoutDelayMs(now + QUANTUM_MS);
   }
   return rows;
 }
