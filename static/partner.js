@@ -39,13 +39,17 @@ export class PartnerPlayback {
     this._decoderDrops = 0; // frames dropped because the decoder was MAX_CODEC_QUEUE frames behind
     this._decoderStarted = false; // the decoder has produced its first output
     this._stats = null; // latest stats posted by the playback worklet
+    this._playoutMs = 0; // the latest interval's playout delay that was measured on audio (see the worklet)
     this.node = new AudioWorkletNode(context, 'playback-processor', {
       numberOfInputs: 0,
       numberOfOutputs: 1,
       outputChannelCount: [1],
     });
     this.node.port.onmessage = (event) => {
-      if (event.data && event.data.type === 'stats') this._stats = event.data;
+      if (event.data && event.data.type === 'stats') {
+        this._stats = event.data;
+        if (event.data.playoutMs !== null) this._playoutMs = event.data.playoutMs;
+      }
     };
     this.node.connect(output);
   }
@@ -143,7 +147,8 @@ export class PartnerPlayback {
 
   /**
    * This partner's figures: codec, kbpsIn, rms (0..1, what we play of them), and the jitter buffer's
-   * (jitterMs: how much later than over the fastest path the audio plays, measured; lostFrames, concealedFrames, droppedFrames, targetMs, underruns, arrivalJitterMs), and
+   * (jitterMs: how much later than over the fastest path the audio plays, measured; lostFrames,
+   * concealedFrames, droppedFrames, targetMs, underruns, arrivalJitterMs), and
    * decoderDrops (frames dropped before decoding because the decoder fell behind: they count as lost);
    * `playback` is the worklet's raw counters (see JitterBuffer.stats()).
    */
@@ -153,7 +158,7 @@ export class PartnerPlayback {
       codec: this.codec,
       kbpsIn: this._in.kbps(performance.now()),
       rms: playback.rms || 0,
-      jitterMs: playback.playoutMs || 0,
+      jitterMs: this._playoutMs,
       lostFrames: playback.lost || 0,
       concealedFrames: playback.concealed || 0,
       droppedFrames: playback.droppedFrames || 0,

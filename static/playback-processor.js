@@ -5,7 +5,8 @@
 //               {type: 'reset'} (the stream starts again)
 //               {type: 'close'} (the partner left: process() returns false and the node can be freed)
 // Messages out: {type: 'stats', rms, ...JitterBuffer stats} every PLAYBACK_STATS_INTERVAL_S, and
-//               playoutMs: the mean of JitterBuffer.playoutDelayMs over the interval (null before playback)
+//               playoutMs: the mean of JitterBuffer.playoutDelayMs over the interval (null unless at
+//               least half of it played the sender's audio)
 import { FRAME_MS, PLAYBACK_STATS_INTERVAL_S } from './constants.js';
 import { JitterBuffer } from './jitter-buffer.js';
 
@@ -18,7 +19,8 @@ class PlaybackProcessor extends AudioWorkletProcessor {
     this._stats = { type: 'stats' }; // refilled for every post (postMessage copies it)
     this._lastPost = 0;
     this._playoutSumMs = 0; // JitterBuffer.playoutDelayMs, summed over the current stats interval
-    this._playoutQuanta = 0;
+    this._playoutQuanta = 0; // quanta of the interval that played the sender's audio
+    this._quanta = 0;
     this._open = true;
     this.port.onmessage = (event) => {
       const data = event.data;
@@ -43,8 +45,11 @@ class PlaybackProcessor extends AudioWorkletProcessor {
     // The delay the page shows is measured on what is played: the mean, over the stats interval, of how
     // much later than over the fastest path each quantum's first sample plays (a snapshot of the buffer's
     // state, taken between a burst's arrival and its skip, showed hundreds of ms nothing was played with).
-    // Asked after the pull, for the next quantum: a skip decided by this one is done by then.
+    // Asked after the pull, for the next quantum: a skip decided by this one is done by then. An interval
+    // that was mostly silence or concealment (a stall) says nothing: its few quanta of audio are the
+    // burst's first frames, stale, and played for a few ms only.
     const playout = this._buffer.playoutDelayMs((currentTime + channel.length / sampleRate) * 1000);
+    this._quanta++;
     if (playout !== null) {
       this._playoutSumMs += playout;
       this._playoutQuanta++;
@@ -58,9 +63,11 @@ class PlaybackProcessor extends AudioWorkletProcessor {
     if (currentTime - this._lastPost >= PLAYBACK_STATS_INTERVAL_S) {
       // Throttled: posting (a structured clone) is the only allocation here, four times a second.
       const stats = this._buffer.stats(this._stats);
-      stats.playoutMs = this._playoutQuanta > 0 ? this._playoutSumMs / this._playoutQuanta : null;
+      const measured = this._playoutQuanta > 0 && 2 * this._playoutQuanta >= this._quanta;
+      stats.playoutMs = measured ? this._playoutSumMs / this._playoutQuanta : null;
       this._playoutSumMs = 0;
       this._playoutQuanta = 0;
+      this._quanta = 0;
       stats.rms = Math.sqrt(this._sumSquares / this._levelSamples);
       this.port.postMessage(stats);
       this._lastPost = currentTime;
