@@ -17,13 +17,13 @@
 import { Capture, openAudio, wallNow } from './capture.js';
 import { FRAME_MS } from './constants.js';
 import { chooseOpusConfig, FrameEncoder, opusRate } from './encoder.js';
-import { outputLatencyMs } from './figures.js';
+import { outputLatencyMs, RecentLeast } from './figures.js';
 import { MIX_HEADROOM, memberGain, softClipCurve } from './mix.js';
 import { PartnerPlayback } from './partner.js';
 import { RateMeter } from './rate-meter.js';
 
 const PARTNER_FFT_SIZE = 32768;
-const CAPTURE_TO_SEND_SMOOTHING = 0.1;
+const CAPTURE_TO_SEND_SPAN_MS = 2000; // the figures use the least capture-to-send of the last 2 to 4 s
 /** The key of a two-person call's one partner among the members (group-room slots are 0..255). */
 export const PARTNER = -1;
 
@@ -56,7 +56,7 @@ export class AudioSession {
     this._closed = false;
     this._muted = false;
     this._micRms = 0;
-    this._captureToSendMs = 0;
+    this._captureToSend = new RecentLeast(CAPTURE_TO_SEND_SPAN_MS);
     this._out = new RateMeter(performance.now());
     /**
      * The measuring hook, for benchmarks and tests (bench/latency.py); the page leaves it empty.
@@ -115,9 +115,8 @@ export class AudioSession {
   _send(frame, captureTime) {
     if (this._closed) return;
     this._out.add(frame.byteLength, performance.now());
-    const delay = wallNow() - captureTime;
-    this._captureToSendMs = this._captureToSendMs
-      ? this._captureToSendMs + CAPTURE_TO_SEND_SMOOTHING * (delay - this._captureToSendMs) : delay;
+    const now = wallNow();
+    this._captureToSend.add(now - captureTime, now);
     notify(this.measure.sent, frame, captureTime);
     try {
       this._onFrame(frame);
@@ -246,7 +245,7 @@ export class AudioSession {
       playback: partner ? partner.playback : null,
       frameMs: FRAME_MS,
       outputLatencyMs: outputLatencyMs(context, navigator.userAgent),
-      captureToSendMs: this._captureToSendMs,
+      captureToSendMs: this._captureToSend.least ?? 0,
       sampleRate: context.sampleRate,
       muted: this._muted,
     };

@@ -64,8 +64,42 @@ export class RoundTrips {
 }
 
 /**
- * Mouth-to-ear estimate, ms: our capture-to-send delay (standing in for the partner's: same page, same
- * framing and encoder), the way from the partner to the server (partnerPathMs, which the partner's page
+ * The least of a value over the last one to two spans (two blocks: the one filling and the one before),
+ * in constant time and memory, for a value that comes 50 times a second.
+ */
+export class RecentLeast {
+  constructor(spanMs) {
+    this.spanMs = spanMs;
+    this.clear();
+  }
+
+  add(value, nowMs) {
+    if (!Number.isFinite(value)) return;
+    if (nowMs - this._blockStart >= this.spanMs) {
+      this._previous = this._current;
+      this._current = Infinity;
+      this._blockStart = nowMs;
+    }
+    this._current = Math.min(this._current, value);
+  }
+
+  clear() {
+    this._previous = Infinity;
+    this._current = Infinity;
+    this._blockStart = -Infinity;
+  }
+
+  /** The least value of the last one to two spans, or null before the first. */
+  get least() {
+    const least = Math.min(this._previous, this._current);
+    return least === Infinity ? null : least;
+  }
+}
+
+/**
+ * Mouth-to-ear estimate, ms: our least recent capture-to-send delay (standing in for the partner's: same
+ * page, same framing and encoder; the least, because the playout delay is measured from the frame that
+ * came fastest, and a mean would count the others' lateness twice), the way from the partner to the server (partnerPathMs, which the partner's page
  * measures and the server passes on in our pongs; our own pathMs until it has) and from the server to
  * us (pathMs: half our least recent round trip, RoundTrips.least), how much later than over that fastest
  * path the audio plays (jitterMs: the jitter buffer's wait plus the frames' lateness, measured in the

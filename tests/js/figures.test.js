@@ -2,7 +2,7 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 
-import { isGecko, meterValue, mouthToEar, outputLatencyMs, RoundTrips } from '../../static/figures.js';
+import { isGecko, meterValue, mouthToEar, outputLatencyMs, RecentLeast, RoundTrips } from '../../static/figures.js';
 
 const FIREFOX = 'Mozilla/5.0 (X11; Linux x86_64; rv:153.0) Gecko/20100101 Firefox/153.0';
 const CHROMIUM = 'Mozilla/5.0 (X11; Linux x86_64) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/156.0.0.0 Safari/537.36';
@@ -79,4 +79,21 @@ test('a_stalled_ping_does_not_raise_the_estimate', () => {
   for (const ms of [21, 48, 33, 460, 27]) trips.add(ms);
   const estimate = mouthToEar({ captureToSendMs: 27, frameMs: 20, pathMs: trips.least / 2, jitterMs: 45, outputLatencyMs: 40 });
   assert.equal(estimate.ms, 27 + 21 + 45 + 40);
+});
+
+test('recent_least_keeps_the_least_of_the_last_one_to_two_spans', () => {
+  const least = new RecentLeast(1000);
+  assert.equal(least.least, null);
+  least.add(30, 0);
+  least.add(24, 400);
+  least.add(41, 900);
+  assert.equal(least.least, 24);
+  least.add(35, 1000); // a new span: the last one still counts
+  assert.equal(least.least, 24);
+  least.add(33, 2000); // two spans on: 24 is forgotten
+  assert.equal(least.least, 33);
+  least.add(Number.NaN, 2100);
+  assert.equal(least.least, 33);
+  least.clear();
+  assert.equal(least.least, null);
 });
