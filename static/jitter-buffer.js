@@ -470,7 +470,18 @@ export class JitterBuffer {
     this._drain();
     if (this._nextExt !== before) return true;
     if (this._highestExt > this._nextExt) {
-      this._concealNext();
+      // A gap with audio behind it. When what is behind it fills the target without it, skip the missing
+      // frame: concealing it in real time would play everything behind it that much later. After a stall
+      // the decoder may drop a run of the burst (it caps its queue), and concealing that run played the
+      // rest of the burst 150 to 250 ms late.
+      if (this.levelSamples() - this.frameSamples >= Math.round(this.targetMs / this._msPerSample)) {
+        this.lost++;
+        this._nextExt++;
+        this._needFadeIn = true;
+        this._drain();
+      } else {
+        this._concealNext();
+      }
       return true;
     }
     return false;
