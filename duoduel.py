@@ -578,7 +578,8 @@ CLAIM_MS = CALL_MS + 1000  # the waiter is held a second longer, so an answer in
 ROOM_MS = 24 * 3600 * 1000  # a room's owner key outlives any call; each member's arrival renews it
 REDIS_TIMEOUT = 0.5  # one slow answer is an outage: pair locally rather than keep people waiting
 REDIS_CONNECTIONS = 8
-SEEK_TRIES = 5  # a waiter taken from the slot may have left a moment before: try again, within reason
+SEEK_TRIES = 5  # tries in a row before find_partner pauses between them (and says so once)
+SEEK_PAUSE = 0.05  # seconds, times the tries so far, up to half a heartbeat
 CALL_TOKEN = re.compile(r"[A-Za-z0-9_-]{22}")
 CALL_UNKNOWN = "call token unknown, already used or expired: looking for a partner here instead"
 
@@ -776,7 +777,17 @@ class SharedLobby:
             call, client.call = client.call, None
             if await self.answer(lobby, client, call, me):
                 return
-        for _ in range(SEEK_TRIES):
+        tries = 0
+        while True:
+            # A waiter taken from the slot may have left a moment before, or be one of ours whose own
+            # search has not settled yet (it is put back in line by the sweep): try again, soon at first,
+            # then no more than twice a second. Waiting locally instead would hide the client from the
+            # shared slot while Redis is up, and two such clients on two processes would never meet.
+            if tries == SEEK_TRIES:
+                log.warning("%s: the shared lobby kept giving waiters that had left; still trying", client.name)
+            if tries >= SEEK_TRIES:
+                await asyncio.sleep(min(SEEK_PAUSE * tries, HEARTBEAT / 2))
+            tries += 1
             ticket, call = secrets.token_urlsafe(16), secrets.token_urlsafe(16)
             try:
                 found = await self.take_slot(
@@ -788,12 +799,6 @@ class SharedLobby:
             async with lobby.lock:
                 if self.settle(lobby, client, me, ticket, call, found):
                     return
-        log.warning("%s: the shared lobby kept giving waiters that had left; waiting here", client.name)
-        async with lobby.lock:
-            if searching(lobby, client, me):
-                client.seeking = None
-                lobby.waiting.setdefault(None, client)
-                send_now(client.websocket, WAITING)
 
     def settle(
         self, lobby: Lobby, client: Client, me: object, ticket: str | None, call: str, found: list[str] | None
