@@ -1324,16 +1324,21 @@ def answer_ping(client: Client, message: dict) -> None:
     through here, with the ping it already sends every 2 s.
     """
     t, path = message.get("t"), message.get("path")
-    if not isinstance(t, (int, float)) or isinstance(t, bool):
+    if not is_number(t):
         return send_error(client, "ping needs a number \"t\"")
     if path is not None:
-        if not isinstance(path, (int, float)) or isinstance(path, bool) or not 0 <= path <= MAX_PATH_MS:
+        if not is_number(path) or not 0 <= path <= MAX_PATH_MS:
             return send_error(client, f"ping's \"path\" must be a number of ms from 0 to {MAX_PATH_MS}")
         client.path_ms = float(path)
     pong: dict[str, object] = {"type": "pong", "t": t}
     if client.partner is not None and client.partner.path_ms is not None:
         pong["partner_path"] = client.partner.path_ms
     send_now(client.websocket, json.dumps(pong))
+
+
+def is_number(value: object) -> bool:
+    """A JSON number (true and false are not numbers here, though Python's bool is an int)."""
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
 
 
 def flooding(lobby: Lobby, client: Client) -> bool:

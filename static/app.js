@@ -179,7 +179,7 @@ function ping() {
     abandonSilentSocket();
     return;
   }
-  const path = roundTrips.least === null ? {} : { path: roundTrips.least / 2 };
+  const path = roundTrips.pathMs === null ? {} : { path: roundTrips.pathMs };
   sendControl({ type: 'ping', t: performance.now(), ...path });
 }
 
@@ -507,7 +507,7 @@ function drawStats() {
     drawGroupStats(s);
     return;
   }
-  const estimate = mouthToEar({ ...s, pathMs: roundTrips.least === null ? null : roundTrips.least / 2, partnerPathMs });
+  const estimate = mouthToEar({ ...s, pathMs: roundTrips.pathMs, partnerPathMs });
   // Where the browser's output latency cannot be read safely (Firefox), the estimate stops at our
   // output node and says so.
   const toEar = estimate === null ? '–' : `${whole(estimate.ms)} ms${estimate.withOutput ? '' : ' + output device'}`;

@@ -61,6 +61,10 @@ export class RoundTrips {
   get least() {
     return this.samples.length ? Math.min(...this.samples) : null;
   }
+  /** The one-way delay to the server, ms: half the least recent round trip; null before the first. */
+  get pathMs() {
+    return this.samples.length ? this.least / 2 : null;
+  }
 }
 
 /**
@@ -99,11 +103,11 @@ export class RecentLeast {
 /**
  * Mouth-to-ear estimate, ms: our least recent capture-to-send delay (standing in for the partner's: same
  * page, same framing and encoder; the least, because the playout delay is measured from the frame that
- * came fastest, and a mean would count the others' lateness twice), the way from the partner to the server (partnerPathMs, which the partner's page
- * measures and the server passes on in our pongs; our own pathMs until it has) and from the server to
- * us (pathMs: half our least recent round trip, RoundTrips.least), how much later than over that fastest
- * path the audio plays (jitterMs: the jitter buffer's wait plus the frames' lateness, measured in the
- * playback worklet), and the output latency when known.
+ * came fastest, and a mean would count the others' lateness twice), the way from the partner to the
+ * server (partnerPathMs, which the partner's page measures and the server passes on in our pongs; our
+ * own pathMs until it has) and from the server to us (pathMs: RoundTrips.pathMs), how much later than
+ * over that fastest path the audio plays (jitterMs: the jitter buffer's wait plus the frames' lateness,
+ * measured in the playback worklet), and the output latency when known.
  * @returns {{ms: number, withOutput: boolean} | null} null until our own path is known
  */
 export function mouthToEar({ captureToSendMs, frameMs, pathMs, partnerPathMs = null, jitterMs, outputLatencyMs: output }) {

@@ -170,6 +170,11 @@ export class JitterBuffer {
     return this.frameMs + this.marginMs;
   }
 
+  /** The target delay in samples. */
+  get _targetSamples() {
+    return Math.round(this.targetMs / this._msPerSample);
+  }
+
   /** Current delay: one frame + the smoothed headroom an on-time frame finds, in ms. */
   get delayMs() {
     if (this._t0 === null) return this.levelSamples() * this._msPerSample;
@@ -278,9 +283,8 @@ export class JitterBuffer {
    * frames start playback) was held behind up to a target's worth of silence, and its skip with it.
    */
   _trimSilencePad(arriving) {
-    const target = Math.round(this.targetMs / this._msPerSample);
     const real = this.levelSamples() - this._silencePad + arriving;
-    this._silencePad = Math.max(0, Math.min(this._silencePad, target - real));
+    this._silencePad = Math.max(0, Math.min(this._silencePad, this._targetSamples - real));
   }
 
   _resync() {
@@ -474,7 +478,7 @@ export class JitterBuffer {
       // frame: concealing it in real time would play everything behind it that much later. After a stall
       // the decoder may drop a run of the burst (it caps its queue), and concealing that run played the
       // rest of the burst 150 to 250 ms late.
-      if (this.levelSamples() - this.frameSamples >= Math.round(this.targetMs / this._msPerSample)) {
+      if (this.levelSamples() - this.frameSamples >= this._targetSamples) {
         this.lost++;
         this._nextExt++;
         this._needFadeIn = true;
@@ -488,7 +492,7 @@ export class JitterBuffer {
   }
 
   _start() {
-    const target = Math.round(this.targetMs / this._msPerSample);
+    const target = this._targetSamples;
     // Audio whose time went by while we were starved (a stall, then a burst) is stale: drop it,
     // but never below the target, so that we do not pad with silence what we could play.
     let stale = Math.min(this._underrunSamples, Math.max(0, this.levelSamples() - target));
