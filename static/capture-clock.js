@@ -7,20 +7,23 @@
 // from it came out one output latency (about 40 ms) too early there. This clock uses only what the page
 // sees itself: a frame whose last sample has context time t arrives on the main thread at wall time w
 // (performance.timeOrigin + performance.now()), after the worklet rendered it, so t maps to at most w.
-// The smallest offset w - t over recent frames is the mapping, late by the fastest worklet-to-main-thread
-// hand-off only (under a millisecond when the page is idle). The offset may rise slowly (the audio
-// clock running slower than the wall clock) and restarts from scratch after a jump (a suspended
-// context), so a single slow hand-off never sticks and a single fast one is kept.
+// The smallest offset w - t over the last two to four seconds is the mapping, late by the fastest
+// worklet-to-main-thread hand-off only (under a millisecond when the page is idle). Recent, not since the
+// start: a frame that comes through early (the graph rendering ahead in a burst) set the mapping of the
+// older clock, which rose back at 1 ms per second, and a few pages here had capture times 60 to 140 ms
+// early for a whole call. A slow hand-off never moves the mapping while a faster one is in the window,
+// and a jump (a suspended context) restarts it.
 
-/** How fast the offset may rise with no faster frame to confirm it: 1 ms per second, i.e. 0.1 % clock drift. */
-export const RISE_MS_PER_S = 1;
+import { RecentLeast } from './figures.js';
+
+/** The mapping is the least offset of the last one to two spans of this length. */
+export const SPAN_MS = 2000;
 /** A frame this much later than the mapping predicts means the clocks jumped: start again. */
 export const RESYNC_MS = 250;
 
 export class CaptureClock {
   constructor() {
-    this._offsetMs = NaN; // wall ms - context ms
-    this._lastArrivalMs = NaN;
+    this._offsets = new RecentLeast(SPAN_MS); // wall ms - context ms
   }
 
   /**
@@ -29,18 +32,15 @@ export class CaptureClock {
    * @param {number} arrivalMs wall-clock ms at which the main thread got it
    */
   observe(endTime, arrivalMs) {
-    const candidate = arrivalMs - endTime * 1000;
-    if (Number.isNaN(this._offsetMs) || candidate - this._offsetMs > RESYNC_MS) {
-      this._offsetMs = candidate;
-    } else {
-      const risen = this._offsetMs + (RISE_MS_PER_S * Math.max(0, arrivalMs - this._lastArrivalMs)) / 1000;
-      this._offsetMs = Math.min(candidate, risen);
-    }
-    this._lastArrivalMs = arrivalMs;
+    const offset = arrivalMs - endTime * 1000;
+    const least = this._offsets.least;
+    if (least !== null && offset - least > RESYNC_MS) this._offsets.clear();
+    this._offsets.add(offset, arrivalMs);
   }
 
   /** Wall-clock ms of context time t (s); NaN before the first frame. */
   wallTime(t) {
-    return t * 1000 + this._offsetMs;
+    const least = this._offsets.least;
+    return least === null ? NaN : t * 1000 + least;
   }
 }
