@@ -108,6 +108,7 @@ export class JitterBuffer {
     this._peakHeldUntil = -Infinity;
     this._outageEndMs = -Infinity;
     this._outageCeiling = 0;
+    this._outageBurst = false;
     this._arrivalJitter = 0;
     this.received = 0;
     this.lost = 0;
@@ -135,6 +136,8 @@ export class JitterBuffer {
     this._nextExt = null; // next sequence (unwrapped) to move into the ring
     this._highestExt = null;
     this._lastArrival = null;
+    this._lastLateness = 0;
+    this._lastHeld = false;
     this._arrivals = 0;
     this._lastTransit = 0;
     this._baseline = 0;
@@ -322,9 +325,16 @@ export class JitterBuffer {
     this._trackDrift(transit, arrivalMs);
     const lateness = transit - this._baseline;
     this._arrivals++;
-    // A frame held up by an outage (it would have arrived before the outage ended) is late because of the
-    // outage, not of jitter: the burst is skipped, and the margin stays where the jitter needs it.
-    const held = arrivalMs - lateness < this._outageEndMs;
+    // The burst after an outage goes on while its frames catch up, each less late than the one before by
+    // half a frame or more (the decoder hands them over a few ms apart, sometimes after a pause).
+    this._outageBurst = arrivalMs === this._outageEndMs
+      || (this._outageBurst && lateness <= this._lastLateness - this.frameMs / 2);
+    // A frame held up by an outage (it would have arrived before the outage ended, or it comes in the burst
+    // that follows) is late because of the outage, not of jitter: the burst is skipped, and the margin stays
+    // where the jitter needs it.
+    const held = this._outageBurst || arrivalMs - lateness < this._outageEndMs;
+    this._lastLateness = lateness;
+    this._lastHeld = held;
     const counted = held ? Math.min(lateness, this._outageCeiling) : lateness;
     const cap = this._arrivals <= WARMUP_FRAMES ? WARMUP_MAX_LATENESS_MS : MAX_JITTER_MARGIN_MS;
     // Jitter near the peak keeps it; an outage keeps only the step it added, so that outages coming more
@@ -491,6 +501,18 @@ export class JitterBuffer {
     return false;
   }
 
+  /**
+   * Start (again) on a frame that came on time, or once the target is buffered and the newest frame was not
+   * held by an outage. After a stall the decoder hands the burst over frame by frame, and its first frame,
+   * on its own, used to start playback: 20 ms played 460 ms late in the browser before the rest of the
+   * burst came and was skipped.
+   */
+  _readyToStart() {
+    const level = this.levelSamples();
+    return level > 0
+      && (this._lastLateness <= this.marginMs || (!this._lastHeld && level >= this._targetSamples));
+  }
+
   _start() {
     const target = this._targetSamples;
     // Audio whose time went by while we were starved (a stall, then a burst) is stale: drop it,
@@ -587,7 +609,7 @@ export class JitterBuffer {
     const n = out.length;
     let i = 0;
     if (this._state === BUFFERING) {
-      if (this.levelSamples() > 0) {
+      if (this._readyToStart()) {
         this._start();
       } else {
         for (; i < n; i++) out[i] = this._concealSample();

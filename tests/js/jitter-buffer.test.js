@@ -522,6 +522,28 @@ test('a run of the burst that never comes (dropped before the decoder) is skippe
   }
 });
 
+test('the first frame of a burst, handed over ahead of the rest, is not played late on its own', () => {
+  // The browser's decoder gave a stall's first held frame to the worklet 30 ms ahead of the rest of the
+  // burst (a run of which it had dropped): that frame started playback and was played 460 ms late.
+  for (const stallMs of [300, 400, 500]) {
+    const arrivals = tcpArrivals(800, { legs: 1, delayMs: 20, jitterMs: 0, stall: [10000, stallMs] });
+    const firstHeld = arrivals.findIndex((t) => t >= 10000 + stallMs);
+    const times = oneByOne(arrivals.map((t, k) => (k > firstHeld ? Math.max(t, arrivals[firstHeld] + 30) : t)));
+    const events = times
+      .map((arrivalMs, k) => ({ k, seq: k & 0xffff, arrivalMs, samples: rampFrame(k) }))
+      .filter(({ k }) => k <= firstHeld || k >= firstHeld + 10);
+    const buffer = new JitterBuffer({ sampleRate: RATE });
+    const targetBefore = (() => { play(buffer, events.filter((e) => e.arrivalMs < 10000), 10000); return buffer.targetMs; })();
+    buffer.reset();
+    const latency = playoutLatency(play(buffer, events, 10000 + stallMs + 1000));
+    const after = latenciesBetween(latency, 10000 + stallMs, 10000 + stallMs + 1000);
+    const before = median(latenciesBetween(latency, 5000, 10000));
+    assert.ok(Math.max(...after) - before < 30, `played ${Math.max(...after).toFixed(0)} ms late after a ${stallMs} ms stall`);
+    // The frames in the burst's wake come late because of it, not of jitter: the target stays put.
+    assert.ok(buffer.targetMs <= targetBefore + 6, `target ${buffer.targetMs.toFixed(1)} ms, ${targetBefore.toFixed(1)} before`);
+  }
+});
+
 test('the measured playout delay follows what is played on two jittery legs', () => {
   // The fastest path is learnt from the frames themselves, so it sits a little above the run's true least
   // transit (the best of 1,000 frames): the measure is a few ms low, never high.
