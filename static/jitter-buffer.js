@@ -439,10 +439,17 @@ export class JitterBuffer {
     if (length >= 2) {
       this._lastFrame.set(length > this._maxFrame ? samples.subarray(0, this._maxFrame) : samples.subarray(0, length));
       this._lastLength = Math.min(length, this._maxFrame);
-      this._concealPos = 0;
-      this._concealGain = 1;
+      // While buffering, what was concealed before keeps fading out: a frame that is waiting to be played (or
+      // skipped) must not be heard as concealment first (a stall's held tick was, 170 ms late).
+      if (this._state === PLAYING) this._armConcealment();
     }
     this._expanded = 0;
+  }
+
+  /** Conceal from the start of the last frame, at full level. */
+  _armConcealment() {
+    this._concealPos = 0;
+    this._concealGain = 1;
   }
 
   /** Next concealment sample: the last frame played back and forth, fading to silence. */
@@ -551,6 +558,8 @@ export class JitterBuffer {
     this._underrunSamples = 0;
     this._silencePad = Math.max(0, target - this.levelSamples());
     this._state = PLAYING;
+    // The last frame appended is in the ring, to be played: conceal from it if the stream stops again.
+    if (this._ringLevel > 0) this._armConcealment();
     this._t0 = null;
     this._dropPending = 0;
     this._insertPending = 0;
