@@ -34,7 +34,9 @@ measures per direction and prints one JSON object (with --runs N: every run, the
                     outputLatency + baseLatency). Firefox's cannot be read without risking the freeze of
                     issue 11, so for a Firefox receiver it is null; output_latency_pulse_ms then gives what
                     PulseAudio reports for the browsers' playback streams (buffer + sink latency), to add.
-  page_estimate_ms  what the receiving page itself shows as "≈ mouth-to-ear", over the measured span.
+  page_estimate_ms  what the receiving page itself shows as "≈ mouth-to-ear", over the measured span;
+                    page_estimate_parts_ms gives the medians of what it adds up (capture to send, our path
+                    and the partner's to the server, the jitter buffer's playout delay, the output latency).
   estimate_ms       a frame-by-frame breakdown: receive time - capture time of every frame (main thread,
                     before decoding), split at the moment the page hands the frame to the WebSocket into
                     capture_to_send (filling the 20 ms frame + worklet->main thread + Opus encoder) and
@@ -235,7 +237,8 @@ INSTRUMENT_JS = (
     b.stats.push({t: wallNow(), jitterMs: st.jitterMs, outputLatencyMs: st.outputLatencyMs,
       concealed: st.concealedFrames, lost: st.lostFrames, dropped: st.droppedFrames, underruns: st.underruns,
       partnerCodec: st.partnerCodec, kbpsOut: st.kbpsOut, raw: st.playback, shown: shown ? Number(shown[1]) : null,
-      encoderDrops: st.encoderDrops, decoderDrops: st.decoderDrops});
+      encoderDrops: st.encoderDrops, decoderDrops: st.decoderDrops, captureToSendMs: st.captureToSendMs,
+      ...window.duoduel.paths});
   }, 250);
   return {rate: ctx.sampleRate, codec: s.codec};
 }"""
@@ -270,6 +273,18 @@ def percentile(values: list[float], p: float) -> float | None:
 def summary(values: list[float]) -> dict:
     return {"p50": percentile(values, 50), "p95": percentile(values, 95), "n": len(values),
             "min": round(min(values), 1) if values else None, "max": round(max(values), 1) if values else None}
+
+
+def estimate_parts(stats: list[dict]) -> dict:
+    """Medians of what the page's estimate adds up, over the samples where it showed one."""
+    shown = [st for st in stats if st["shown"] is not None]
+    parts = {"capture_to_send": "captureToSendMs", "path": "pathMs", "partner_path": "partnerPathMs",
+             "jitter_buffer": "jitterMs", "output": "outputLatencyMs"}
+    medians = {}
+    for name, key in parts.items():
+        values = [st[key] for st in shown if isinstance(st.get(key), (int, float))]
+        medians[name] = round(statistics.median(values), 1) if values else None
+    return medians
 
 
 def match_ticks(sent: list[dict], heard: list[dict], period_ms: float) -> list[tuple[dict, dict]]:
@@ -410,6 +425,7 @@ def direction(sender: dict, receiver: dict, start: float, end: float, period_ms:
         "to_output_node_ms": {**summary(to_node), "ticks_sent": len(sent)},
         "output_latency_ms": round(output, 1) if output is not None else None,
         "page_estimate_ms": summary(shown),
+        "page_estimate_parts_ms": estimate_parts(stats),
         "estimate_ms": {
             "capture_to_receive": summary(transit),
             "of_which_capture_to_send": summary(encode),

@@ -824,6 +824,10 @@ window.duoduel = {
   get talking() {
     return talking;
   },
+  /** The one-way paths to the server that the mouth-to-ear estimate adds: ours and the partner's (ms or null). */
+  get paths() {
+    return { pathMs: roundTrips.pathMs, partnerPathMs };
+  },
 };
 
 init();
