@@ -21,9 +21,10 @@
 // OUTAGE_GAP_MS or more, then everything held at once. Those frames' lateness is the outage's, and if
 // it went into the peak the buffer would keep the whole stall as delay for seconds after it (a 400 ms
 // stall kept the delay near 230 ms, decaying over 8 s). So a frame that would have arrived before the
-// outage ended raises the peak by at most OUTAGE_STEP_MS: a lone stall is skipped with a crossfade and
-// costs at most that (5 ms) for PEAK_HOLD_MS; outages that come more often than that add up, step by step,
-// until the buffer waits them out.
+// outage ended, or that comes in the burst behind it while the burst catches up, raises the peak by at most
+// OUTAGE_STEP_MS: a lone stall is skipped with a crossfade and costs at most that (5 ms) for PEAK_HOLD_MS;
+// outages that come more often than that add up, step by step, until the buffer waits them out. After the
+// underrun a stall causes, playback starts again on a frame that comes on time, not on a held one.
 
 import { CONCEAL_FADE_MS, FRAME_MS, MAX_JITTER_MARGIN_MS, RENDER_QUANTUM } from './constants.js';
 
