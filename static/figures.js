@@ -61,6 +61,7 @@ export class RoundTrips {
   get least() {
     return this.samples.length ? Math.min(...this.samples) : null;
   }
+
   /** The one-way delay to the server, ms: half the least recent round trip; null before the first. */
   get pathMs() {
     return this.samples.length ? this.least / 2 : null;

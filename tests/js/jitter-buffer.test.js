@@ -537,9 +537,10 @@ test('the first frame of a burst, handed over ahead of the rest, is not played l
       .map((arrivalMs, k) => ({ k, seq: k & 0xffff, arrivalMs, samples: rampFrame(k) }))
       .filter(({ k }) => k <= lead || k >= lead + 10);
     const buffer = new JitterBuffer({ sampleRate: RATE });
-    const targetBefore = (() => { play(buffer, events.filter((e) => e.arrivalMs < 10000), 10000); return buffer.targetMs; })();
-    buffer.reset();
-    const out = play(buffer, events, 10000 + stallMs + 1000);
+    let targetBefore = null;
+    const out = play(buffer, events, 10000 + stallMs + 1000, {
+      onQuantum: (now) => { if (targetBefore === null && now >= 10000) targetBefore = buffer.targetMs; },
+    });
     const latency = playoutLatency(out);
     // Nothing is heard until playback starts again: not the held frames as concealment either.
     const end = Math.round(((10000 + stallMs) / 1000) * RATE);
