@@ -5,7 +5,7 @@ One websockets server does everything: it serves the page from static/, pairs
 the clients that connect to /ws through a waiting slot guarded by a lock, and
 relays their binary audio frames to each other. A private room (/ws?room=NAME)
 holds up to --room-size people, each hearing all the others. Text frames are
-JSON control messages; see README.md for the protocol.
+JSON control messages; see docs/protocol.md for the protocol.
 """
 
 from __future__ import annotations
@@ -90,7 +90,7 @@ SOCKET_RECEIVE_BUFFER = 16 * 1024
 # A partner that has not been able to take audio for this long is gone.
 STALL_TIMEOUT = 5.0
 # One core relays about 400 calls (40,000 frames a second at about 22 us
-# each; see README.md): past that, admit nobody rather than make every call late.
+# each; see docs/performance.md): past that, admit nobody rather than make every call late.
 MAX_CLIENTS = 800
 # A private room's people by default. Every member's frame goes to every other
 # member, so a room of K costs K x (K - 1) x 50 deliveries a second, and each

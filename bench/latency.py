@@ -614,7 +614,7 @@ async def run(args: argparse.Namespace) -> dict:
 
 
 def headline(result: dict) -> dict:
-    """The figures of the README's table, per direction."""
+    """The figures of docs/performance.md's table, per direction."""
     rows = {}
     for key in [k for k in result if "->" in k]:
         d = result[key]

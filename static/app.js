@@ -1,6 +1,6 @@
 // duoduel page logic: Start, the WebSocket to the server, the call controls, private rooms.
 //
-// The protocol is in the README (Protocol): text frames are JSON control messages, binary frames
+// The protocol is in docs/protocol.md: text frames are JSON control messages, binary frames
 // are audio for session.receive(). Everything here runs on the main thread; audio lives in audio.js.
 // The first message tells a call of two (waiting/connected) from a group room (room): in a group
 // room every binary frame starts with its sender's slot, and the page lists the other members.

@@ -13,7 +13,7 @@
 // Audio sums the gains into the mix bus, and a WaveShaper soft-clips the sum (mix.js) before the
 // speakers: identity at speech levels, a soft shoulder when three people talk at once.
 //
-// The binary frame format is in the README (Protocol) and frame.js.
+// The binary frame format is in docs/protocol.md (Audio frames) and frame.js.
 import { Capture, openAudio, wallNow } from './capture.js';
 import { FRAME_MS } from './constants.js';
 import { chooseOpusConfig, FrameEncoder, opusRate } from './encoder.js';

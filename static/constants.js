@@ -1,5 +1,5 @@
 // Shared constants for the page, the audio modules and the AudioWorklet processors.
-// The wire format itself is described in the README (Protocol) and implemented in frame.js.
+// The wire format itself is described in docs/protocol.md and implemented in frame.js.
 
 /** Duration of one audio frame on the wire, in milliseconds. */
 export const FRAME_MS = 20;

@@ -1,5 +1,5 @@
-// Who is in a group room, as the page knows it: a pure reducer over the server's notices (README,
-// Protocol, Group rooms), and the slot byte in front of every frame. DOM-free, so node tests it.
+// Who is in a group room, as the page knows it: a pure reducer over the server's notices
+// (docs/protocol.md, Group rooms), and the slot byte in front of every frame. DOM-free, so node tests it.
 
 export const MAX_LABEL_LENGTH = 32;
 /** Slot numbers fit the server's one byte; anything else in a notice is not a member. */

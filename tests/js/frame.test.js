@@ -26,7 +26,7 @@ test('round-trips every header field and the payload', () => {
   assert.deepEqual([...decoded.payload], [1, 2, 3, 250]);
 });
 
-test('lays the header out little-endian as the README protocol section says', () => {
+test('lays the header out little-endian as docs/protocol.md says', () => {
   const buffer = encodeFrame(sampleFrame({ codec: CODEC_PCM16, seq: 0x1234, sampleRate: 44100, captureTime: 2.5,
     payload: new Uint8Array([9, 8]) }));
   const view = new DataView(buffer);
