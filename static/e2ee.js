@@ -10,7 +10,7 @@
 //   opener.verdict;                          // 'waiting', 'ok', or 'wrong': nothing decrypts
 //
 // What is sent is an SFrame ciphertext around duoduel's frame, whole (frame.js: version, codec, seq, rate,
-// capture time, payload), with AES_128_GCM_SHA256_128:
+// capture time, payload), with AES_128_GCM_SHA256_128 and the SFrame header as the only associated data:
 //   config byte, KID (0 or 8 bytes), CTR (0 to 8 bytes) | AES-GCM(duoduel frame) | 16-byte tag
 // In clear is only what the receiver needs before it can decrypt: the KID names the sender's key, the CTR
 // makes the nonce. Everything else is inside, the sender's wall clock (capture time) included, which would
@@ -200,7 +200,11 @@ export class InOrder {
     Object.assign(entry, { done: true, ok, value });
     while (this._queue.length && this._queue[0].done) {
       const head = this._queue.shift();
-      head.deliver(head.ok, head.value);
+      try {
+        head.deliver(head.ok, head.value);
+      } catch (error) {
+        console.error('duoduel: a frame handler failed:', error); // the frames behind it still go on
+      }
     }
   }
 }
@@ -353,11 +357,13 @@ export class FrameOpener {
 
   _window(kid) {
     let window = this._windows.get(kid);
-    if (!window) {
+    if (window) {
+      this._windows.delete(kid); // most recent last, as the keys
+    } else {
       if (this._windows.size >= MAX_SENDER_KEYS) this._windows.delete(this._windows.keys().next().value);
       window = new ReplayWindow();
-      this._windows.set(kid, window);
     }
+    this._windows.set(kid, window);
     return window;
   }
 

@@ -74,7 +74,8 @@ export class KeyExchange {
     this.state = 'idle';
     this.context = null; // KeyContext, when ready
     this.safetyCode = null; // when ready
-    this.error = null; // when failed
+    this.error = null; // when failed: one line for the page
+    this.reason = null; // when failed: what went wrong, for the console
     this._pair = null;
     this._public = null; // our raw public key
     this._commit = null; // our commitment

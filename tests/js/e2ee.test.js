@@ -226,6 +226,23 @@ test('work_is_handed_on_in_the_order_it_started_and_never_more_than_the_limit_at
   assert.equal(work.push(Promise.resolve('d'), (ok, value) => done.push(value)), true, 'room again');
 });
 
+test('a_receiver_that_throws_on_one_frame_still_gets_the_next_ones_at_once', async () => {
+  const work = new InOrder(3);
+  const done = [];
+  const reported = [];
+  const consoleError = console.error;
+  console.error = (text, error) => reported.push(error.message);
+  try {
+    work.push(Promise.resolve('a'), () => { throw new Error('the socket closed'); });
+    work.push(Promise.resolve('b'), (ok, value) => done.push(value));
+    await turn();
+  } finally {
+    console.error = consoleError;
+  }
+  assert.deepEqual(done, ['b']);
+  assert.deepEqual(reported, ['the socket closed']);
+});
+
 test('a_sealer_that_falls_behind_drops_the_newest_frames_without_using_their_counters', async () => {
   const context = await roomContext();
   const { sealer, sent } = recordingSealer(context);
@@ -311,7 +328,7 @@ test('a_relay_that_swaps_the_keys_gives_different_safety_codes', async () => {
   mallory.ann = new KeyExchange({ send: send('ann') });
   mallory.bob = new KeyExchange({ send: send('bob') });
   await Promise.all([pages.ann.start(), pages.bob.start(), mallory.ann.start(), mallory.bob.start()]);
-  await turnsUntil(() => pages.ann.state === 'ready' && pages.bob.state === 'ready');
+  await turnsUntil(() => [pages.ann, pages.bob, mallory.ann, mallory.bob].every((side) => side.state === 'ready'));
   // Each page has a key, with the relay: only the codes tell (equal by chance once in a million).
   assert.notEqual(pages.ann.safetyCode, pages.bob.safetyCode);
   assert.equal(pages.ann.safetyCode, mallory.ann.safetyCode);
