@@ -100,7 +100,8 @@ function kidBytes(kid) {
   return out;
 }
 
-function concat(...parts) {
+/** The byte arrays one after the other, in one new Uint8Array. */
+export function concat(...parts) {
   const out = new Uint8Array(parts.reduce((n, part) => n + part.byteLength, 0));
   let at = 0;
   for (const part of parts) {

@@ -17,7 +17,7 @@
 // Both pages order the two public keys (bytes, lexicographic): a = the smaller, b = the other.
 //   call keys   = KeyContext.forCall(ECDH shared secret, a, b, KID 0 for a's page, 1 for b's)
 //   safety code = the first 4 bytes of SHA-256("duoduel safety code " + a + b), mod 10^6, as "123 456"
-import { fromBase64url, KeyContext } from './e2ee.js';
+import { concat, fromBase64url, KeyContext } from './e2ee.js';
 import { base64url } from './room.js';
 
 const CURVE = { name: 'ECDH', namedCurve: 'P-256' };
@@ -29,14 +29,9 @@ export const EXCHANGE_FAILED = 'The key exchange with your partner failed, so th
   'press Next to find someone else.';
 
 const utf8 = new TextEncoder();
+
 async function sha256(...parts) {
-  const joined = new Uint8Array(parts.reduce((n, part) => n + part.byteLength, 0));
-  let at = 0;
-  for (const part of parts) {
-    joined.set(part, at);
-    at += part.byteLength;
-  }
-  return new Uint8Array(await crypto.subtle.digest('SHA-256', joined));
+  return new Uint8Array(await crypto.subtle.digest('SHA-256', concat(...parts)));
 }
 
 function compareBytes(a, b) {
