@@ -28,7 +28,7 @@
 // (KID, CTR) per key and frame. A resume, or a move to another process, keeps the page and so its context
 // and counter; a reload is a new page with a new KID (or, in the lobby, a new call with a new key).
 import { base64url } from './room.js';
-import { decodeHeader, decrypt, deriveKeySalt, encrypt } from './sframe.js';
+import { bigEndian, concat, decodeHeader, decrypt, deriveKeySalt, encrypt } from './sframe.js';
 
 export const ROOM_KEY_BYTES = 16;
 const BASE64URL = 'ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_';
@@ -94,23 +94,6 @@ function randomKid(randomBytes) {
   return bytes.reduce((kid, byte) => (kid << 8n) | BigInt(byte), 0n);
 }
 
-function kidBytes(kid) {
-  const out = new Uint8Array(8);
-  new DataView(out.buffer).setBigUint64(0, kid);
-  return out;
-}
-
-/** The byte arrays one after the other, in one new Uint8Array. */
-export function concat(...parts) {
-  const out = new Uint8Array(parts.reduce((n, part) => n + part.byteLength, 0));
-  let at = 0;
-  for (const part of parts) {
-    out.set(part, at);
-    at += part.byteLength;
-  }
-  return out;
-}
-
 /**
  * The keys of one room or call as this page holds them: its own KID, which KIDs it accepts, and each
  * sender's SFrame key and salt (derived once, kept for the MAX_SENDER_KEYS latest senders).
@@ -163,7 +146,7 @@ export class KeyContext {
   }
 
   async _derive(kid) {
-    const info = concat(utf8.encode('duoduel sender '), kidBytes(kid));
+    const info = concat(utf8.encode('duoduel sender '), bigEndian(kid, 8));
     const baseKey = await crypto.subtle.deriveBits(
       { name: 'HKDF', hash: 'SHA-256', salt: this._scope, info }, this._secret, 8 * 16);
     return deriveKeySalt(baseKey, kid);

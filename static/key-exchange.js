@@ -17,8 +17,9 @@
 // Both pages order the two public keys (bytes, lexicographic): a = the smaller, b = the other.
 //   call keys   = KeyContext.forCall(ECDH shared secret, a, b, KID 0 for a's page, 1 for b's)
 //   safety code = the first 4 bytes of SHA-256("duoduel safety code " + a + b), mod 10^6, as "123 456"
-import { concat, fromBase64url, KeyContext } from './e2ee.js';
+import { fromBase64url, KeyContext } from './e2ee.js';
 import { base64url } from './room.js';
+import { concat } from './sframe.js';
 
 const CURVE = { name: 'ECDH', namedCurve: 'P-256' };
 const PUBLIC_BYTES = 65; // an uncompressed P-256 point

@@ -130,10 +130,14 @@ function aesGcm(salt, ctr, aad) {
   return { name: 'AES-GCM', iv: nonce(salt, ctr), additionalData: aad, tagLength: 8 * TAG_BYTES };
 }
 
-function joinBytes(first, second) {
-  const out = new Uint8Array(first.byteLength + second.byteLength);
-  out.set(first);
-  out.set(second, first.byteLength);
+/** The byte arrays one after the other, in one new Uint8Array. */
+export function concat(...parts) {
+  const out = new Uint8Array(parts.reduce((n, part) => n + part.byteLength, 0));
+  let at = 0;
+  for (const part of parts) {
+    out.set(part, at);
+    at += part.byteLength;
+  }
   return out;
 }
 
@@ -143,9 +147,9 @@ function joinBytes(first, second) {
  */
 export async function encrypt({ key, salt }, kid, ctr, plaintext, metadata = new Uint8Array(0)) {
   const header = encodeHeader(kid, ctr);
-  const aad = metadata.byteLength ? joinBytes(header, toBytes(metadata)) : header;
+  const aad = metadata.byteLength ? concat(header, toBytes(metadata)) : header;
   const sealed = await crypto.subtle.encrypt(aesGcm(salt, ctr, aad), key, toBytes(plaintext));
-  return joinBytes(header, new Uint8Array(sealed));
+  return concat(header, new Uint8Array(sealed));
 }
 
 /**
@@ -155,6 +159,6 @@ export async function encrypt({ key, salt }, kid, ctr, plaintext, metadata = new
 export async function decrypt({ key, salt }, header, data, metadata = new Uint8Array(0)) {
   const bytes = toBytes(data);
   const head = bytes.subarray(0, header.length);
-  const aad = metadata.byteLength ? joinBytes(head, toBytes(metadata)) : head;
+  const aad = metadata.byteLength ? concat(head, toBytes(metadata)) : head;
   return crypto.subtle.decrypt(aesGcm(salt, header.ctr, aad), key, bytes.subarray(header.length));
 }
