@@ -551,19 +551,35 @@ def quic_configuration(certificate: ServerCertificate, idle_timeout: float) -> Q
 def udp_sockets(host: str | None, port: int) -> list[socket.socket]:
     """Bind a UDP socket on every address host resolves to, all on one port (the first's, if port is 0).
 
-    As the WebSocket server does for TCP: "localhost" is ::1 and 127.0.0.1, and
-    a browser may try either.
+    "localhost" is both loopback addresses, whatever /etc/hosts says: browsers
+    resolve it themselves (Chromium to ::1 first), and QUIC, unlike TCP, is not
+    tried on the other address when the first does not answer.
     """
     infos = socket.getaddrinfo(host, port, type=socket.SOCK_DGRAM, flags=socket.AI_PASSIVE)
     addresses = dict.fromkeys((family, address[0]) for family, _, _, _, address in infos)
+    optional = set()
+    if host == "localhost":
+        optional = {(socket.AF_INET6, "::1"), (socket.AF_INET, "127.0.0.1")} - set(addresses)
+        addresses.update(dict.fromkeys(sorted(optional)))
     sockets: list[socket.socket] = []
     try:
         for family, address in addresses:
-            sock = socket.socket(family, socket.SOCK_DGRAM)
+            try:
+                sock = socket.socket(family, socket.SOCK_DGRAM)
+            except OSError:
+                if (family, address) in optional:
+                    continue  # no IPv6 here
+                raise
             sockets.append(sock)
             if family == socket.AF_INET6:
                 sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
-            sock.bind((address, port))
+            try:
+                sock.bind((address, port))
+            except OSError:
+                if (family, address) not in optional:
+                    raise
+                sockets.pop().close()
+                continue
             port = sock.getsockname()[1]
             sock.setblocking(False)
     except OSError:

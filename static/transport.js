@@ -52,9 +52,13 @@ export class TransportChoice {
     this.failed = null; // why WebTransport is not tried any more on this page, or null
   }
 
-  /** 'webtransport' or 'websocket' for the next connection. */
-  choose({ hasWebTransport, offer }) {
-    return hasWebTransport && offer !== null && this.failed === null ? 'webtransport' : 'websocket';
+  /**
+   * 'webtransport' or 'websocket' for the next connection. PCM16 frames (a browser without an Opus
+   * encoder) are larger than a datagram can be: they go over the WebSocket.
+   */
+  choose({ hasWebTransport, offer, codec = 'opus' }) {
+    const fits = codec !== 'pcm16';
+    return hasWebTransport && offer !== null && fits && this.failed === null ? 'webtransport' : 'websocket';
   }
 
   /** WebTransport did not open (refused, blocked, too slow): use the WebSocket from now on. */
@@ -74,6 +78,7 @@ export const pageChoice = new TransportChoice();
 export function openLink({
   webSocketUrl,
   offer,
+  codec,
   openWebSocketLink,
   openWebTransport = openWebTransportLink,
   hasWebTransport = typeof WebTransport === 'function',
@@ -82,7 +87,7 @@ export function openLink({
   setTimer = setTimeout,
   clearTimer = clearTimeout,
 }, handlers) {
-  if (choice.choose({ hasWebTransport, offer }) === 'websocket') return openWebSocketLink(webSocketUrl, handlers);
+  if (choice.choose({ hasWebTransport, offer, codec }) === 'websocket') return openWebSocketLink(webSocketUrl, handlers);
 
   let active = null; // the link that carries the call, once one opened or the fallback began
   let closed = false; // the page closed this link itself

@@ -19,6 +19,12 @@ export const MAX_LINE = 4096;
 export const ABNORMAL_CLOSURE = 1006;
 /** Audio older than this is not worth sending: the browser drops it instead (where it supports the setting). */
 const OUTGOING_MAX_AGE_MS = 100;
+/**
+ * Datagrams handed to the browser and not yet taken by its network side, beyond which a frame is dropped
+ * (about 100 ms of audio). Counted here rather than read from the writer's desiredSize: Firefox takes a
+ * datagram tens of milliseconds after the write on a loaded machine, with a queue of one.
+ */
+const MAX_QUEUED_DATAGRAMS = 5;
 
 /**
  * Cuts a byte stream into lines of UTF-8 text, each ended by '\n'. A line feed never occurs inside a
@@ -115,6 +121,10 @@ export function openWebTransportLink(url, handlers, { certificateHashes = [] } =
   let transport = null;
   let control = null; // the control stream's writer
   let datagrams = null; // the datagrams' writer
+  let queued = 0; // datagrams written and not yet taken
+  const taken = () => {
+    queued--;
+  };
 
   let closeReported = false;
   const finish = (code, reason) => {
@@ -133,9 +143,10 @@ export function openWebTransportLink(url, handlers, { certificateHashes = [] } =
     sendAudio(buffer) {
       if (state !== 'open') return false;
       // A queue the browser cannot drain (congestion) holds no more: late audio is worse than lost audio.
-      if (datagrams.desiredSize !== null && datagrams.desiredSize <= 0) return false;
+      if (queued >= MAX_QUEUED_DATAGRAMS) return false;
       if (buffer.byteLength > transport.datagrams.maxDatagramSize) return false;
-      datagrams.write(new Uint8Array(buffer)).catch(() => {});
+      queued++;
+      datagrams.write(new Uint8Array(buffer)).then(taken, taken);
       return true;
     },
     close(code = 1000, reason = '') {

@@ -64,7 +64,7 @@ function recorder() {
   };
 }
 
-function setUp({ hasWebTransport = true, offer = OFFER, choice = new TransportChoice() } = {}) {
+function setUp({ hasWebTransport = true, offer = OFFER, codec = 'opus', choice = new TransportChoice() } = {}) {
   const sockets = [];
   const sessions = [];
   const timers = manualTimers();
@@ -72,6 +72,7 @@ function setUp({ hasWebTransport = true, offer = OFFER, choice = new TransportCh
   const link = openLink({
     webSocketUrl: 'wss://example.org:8443/ws?room=abc&resumable=1',
     offer,
+    codec,
     openWebSocketLink: fakeOpener('websocket', sockets),
     openWebTransport: fakeOpener('webtransport', sessions),
     hasWebTransport,
@@ -97,8 +98,8 @@ test('parseOffer_takes_only_a_well_formed_offer', () => {
   }
 });
 
-test('without_webtransport_or_an_offer_the_websocket_opens_at_once', () => {
-  for (const options of [{ hasWebTransport: false }, { offer: null }]) {
+test('without_webtransport_an_offer_or_opus_the_websocket_opens_at_once', () => {
+  for (const options of [{ hasWebTransport: false }, { offer: null }, { codec: 'pcm16' }]) {
     const { link, sockets, sessions } = setUp(options);
     assert.equal(sessions.length, 0);
     assert.equal(sockets.length, 1);
