@@ -52,6 +52,7 @@ from aioquic.h3.events import DatagramReceived, DataReceived, H3Event, HeadersRe
 from aioquic.quic.configuration import QuicConfiguration
 from aioquic.quic.events import ConnectionTerminated, ProtocolNegotiated, QuicEvent
 from cryptography import x509
+from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
@@ -87,8 +88,9 @@ ABNORMAL_CLOSURE = 1006
 CERTIFICATE_DAYS = 10
 RENEW_AFTER_DAYS = 7
 
-# Capsules on the CONNECT stream (draft-ietf-webtrans-http3, section 5).
+# Capsules on the CONNECT stream (draft-ietf-webtrans-http3, section 5); a page sends little else.
 CLOSE_WEBTRANSPORT_SESSION = 0x2843
+MAX_CAPSULE = 4 + MAX_REASON_BYTES
 
 # HTTP/3 settings that aioquic does not send. Safari (26.4 and later) refuses a server whose
 # SETTINGS lack SETTINGS_WT_MAX_SESSIONS, and wants the WT_INITIAL_MAX_* flow-control settings
@@ -198,7 +200,7 @@ def self_signed(certificate: x509.Certificate) -> bool:
         return False
     try:
         certificate.verify_directly_issued_by(certificate)
-    except (ValueError, TypeError, Exception):  # InvalidSignature and unsupported key types alike
+    except (InvalidSignature, ValueError, TypeError):  # TypeError: a key type it cannot check
         return False
     return True
 
@@ -228,6 +230,7 @@ class WebTransportSession:
         self.lobby: Any = None
         self.client: Any = None  # set by start_relay(): whose audio the datagrams are
         self._line = bytearray()  # the start of a control line still incomplete
+        self._capsules = b""  # the start of a capsule still incomplete, on the CONNECT stream
         self._lines: deque[str] = deque()
         self._waiter: asyncio.Future[None] | None = None
         self._closed = asyncio.Event()
@@ -390,19 +393,24 @@ class WebTransportSession:
         if self._waiter is not None and not self._waiter.done():
             self._waiter.set_result(None)
 
-    def peer_closed(self, capsules: bytes, ended: bool) -> None:
-        """Data on the CONNECT stream: the page's close capsule, or its end."""
-        buffer = Buffer(data=capsules)
+    def capsules_received(self, data: bytes, ended: bool) -> None:
+        """Data on the CONNECT stream: capsules (the page's close among them), then its end."""
+        self._capsules += data
+        buffer = Buffer(data=self._capsules)
         try:
             while not buffer.eof():
                 kind, length = buffer.pull_uint_var(), buffer.pull_uint_var()
+                if length > MAX_CAPSULE:
+                    return self.refuse(1009, f"capsule over {MAX_CAPSULE} bytes")
                 body = buffer.pull_bytes(length)
+                self._capsules = self._capsules[buffer.tell():]
+                buffer = Buffer(data=self._capsules)
                 if kind == CLOSE_WEBTRANSPORT_SESSION and length >= 4:
                     self._end(int.from_bytes(body[:4], "big"), body[4:].decode(errors="replace"))
         except BufferReadError:
-            pass  # a capsule cut across two reads: only the close capsule matters, and it is short
+            pass  # the rest of a capsule is still on its way
         if ended:
-            self._end(0, "")
+            self._end(0, "")  # the CONNECT stream ended without a close capsule: code 0 (draft-ietf-webtrans-http3)
 
     def connection_lost(self) -> None:
         """The connection ended: a session not closed by either side dropped."""
@@ -444,7 +452,7 @@ class Connection(QuicConnectionProtocol):
                 self.request_received(event)
         elif isinstance(event, DataReceived):
             if session is not None and event.stream_id == session.session_id:
-                session.peer_closed(event.data, event.stream_ended)
+                session.capsules_received(event.data, event.stream_ended)
 
     def request_received(self, event: HeadersReceived) -> None:
         """A request: open a session if it is a WebTransport CONNECT at /wt that admit() lets through."""
@@ -502,7 +510,7 @@ class Endpoint:
     on_session: OnSession
     on_audio: OnAudio
     certificate: ServerCertificate
-    renewable: bool = False  # the certificate was made here: make a new one before it expires
+    names: Sequence[str] | None = None  # the certificate was made here, for these names: renew it before it expires
     sessions: set[WebTransportSession] = field(default_factory=set)
     servers: list[QuicServer] = field(default_factory=list)
     port: int = 0
@@ -521,13 +529,11 @@ class Endpoint:
             self.configuration.certificate_chain = list(certificate.chain[1:])
             self.configuration.private_key = certificate.key
 
-    async def renew(self) -> None:
+    async def renew(self, names: Sequence[str]) -> None:
         """Make a new certificate every RENEW_AFTER_DAYS, days before the one served expires."""
         while True:
             await asyncio.sleep(RENEW_AFTER_DAYS * 86400)
-            names = [name.value for name in self.certificate.chain[0].extensions.get_extension_for_class(
-                x509.SubjectAlternativeName).value]
-            self.use_certificate(generate_certificate([str(name) for name in names]))
+            self.use_certificate(generate_certificate(names))
             log.info("webtransport: new certificate, sha-256 %s", self.certificate.hash.hex())
 
 
@@ -598,21 +604,24 @@ async def serve(
     admit: Admit,
     on_session: OnSession,
     on_audio: OnAudio,
-    renewable: bool = False,
+    names: Sequence[str] | None = None,
     idle_timeout: float = IDLE_TIMEOUT,
     retry: bool = True,
 ) -> AsyncIterator[Endpoint]:
     """Serve WebTransport on UDP while in the context; on exit, close every connection.
 
+    names: the certificate was made by generate_certificate(names); a new one
+    is made every RENEW_AFTER_DAYS, before it expires.
+
     retry: validate every client's address with a Retry packet before keeping
     any state for it (RFC 9000 section 8.1), so that a spoofed address cannot
     make the server hold connections, nor send more than a Retry to a victim.
     """
-    endpoint = Endpoint(admit, on_session, on_audio, certificate, renewable)
+    endpoint = Endpoint(admit, on_session, on_audio, certificate, names)
     endpoint.configuration = quic_configuration(certificate, idle_timeout)
     loop = asyncio.get_running_loop()
     factory = functools.partial(Connection, endpoint=endpoint)
-    renewal = loop.create_task(endpoint.renew()) if renewable else None
+    renewal = loop.create_task(endpoint.renew(names)) if names is not None else None
     try:
         for sock in udp_sockets(host, port):
             _, server = await loop.create_datagram_endpoint(

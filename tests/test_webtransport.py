@@ -206,12 +206,14 @@ async def test_server_close_reaches_the_page_with_code_and_reason(served):
     assert not handled.send_frame(b"late")  # a closed link takes no audio
 
 
-async def test_page_close_gives_its_code_to_the_server(served):
-    """A page that closes says goodbye: the server's session ends with the page's code, not as a drop."""
+@pytest.mark.parametrize("cut_at", [None, 3], ids=["whole", "cut"])
+async def test_page_close_gives_its_code_to_the_server(served, cut_at):
+    """A page that closes says goodbye: the server's session ends with the page's code, not as a drop, even
+    when its close capsule arrives in pieces."""
     async with open_session(served.port, "/wt", served.certificate) as session:
         session.send_line('{"type": "ping", "t": 1}')
         await session.line()
-        session.close(1000, "leaving")
+        session.close(1000, "leaving", cut_at=cut_at)
         handled = await asyncio.wait_for(served.echo.handled.get(), 5)
     assert (handled.close_code, handled.close_reason) == (1000, "leaving")
 
@@ -258,6 +260,21 @@ async def test_renewed_certificate_serves_new_connections(served):
         pass
     with pytest.raises((ConnectionError, asyncio.TimeoutError, TimeoutError)):
         async with open_session(served.port, "/wt", old):
+            pass
+
+
+async def test_made_certificate_is_renewed_before_it_expires(certificate, monkeypatch):
+    """A server that made its certificate makes a new one every RENEW_AFTER_DAYS: the offer names the new hash."""
+    monkeypatch.setattr(webtransport, "RENEW_AFTER_DAYS", 1 / 86400)  # a second here
+    echo = Echo()
+    async with webtransport.serve("127.0.0.1", 0, certificate, admit=echo.admit, on_session=echo.on_session,
+                                  on_audio=echo.on_audio, names=["localhost"]) as endpoint:
+        async with asyncio.timeout(5):
+            while endpoint.certificate is certificate:
+                await asyncio.sleep(0.05)
+        renewed = endpoint.certificate
+        assert endpoint.offer()["certificateHashes"] == [renewed.hash.hex()] != [certificate.hash.hex()]
+        async with open_session(endpoint.port, "/wt", renewed):  # well within the second before the next
             pass
 
 

@@ -142,10 +142,17 @@ class Session:
         self.h3.send_datagram(self.session_id, data)
         self.connection.transmit()
 
-    def close(self, code: int = 1000, reason: str = "") -> None:
-        """Close the session as a page does: the close capsule, then the end of the CONNECT stream."""
+    def close(self, code: int = 1000, reason: str = "", cut_at: int | None = None) -> None:
+        """Close the session as a page does: the close capsule, then the end of the CONNECT stream.
+
+        cut_at: send the capsule in two DATA frames, cut there, as a network may deliver it.
+        """
         payload = code.to_bytes(4, "big") + reason.encode()
         capsule = encode_uint_var(CLOSE_WEBTRANSPORT_SESSION) + encode_uint_var(len(payload)) + payload
+        if cut_at is not None:
+            self.h3.send_data(self.session_id, capsule[:cut_at], end_stream=False)
+            self.connection.transmit()
+            capsule = capsule[cut_at:]
         self.h3.send_data(self.session_id, capsule, end_stream=True)
         self.connection.transmit()
 
