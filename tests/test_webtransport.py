@@ -12,7 +12,7 @@ import datetime
 import json
 import socket
 from collections.abc import AsyncIterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import pytest
 from cryptography import x509
@@ -22,36 +22,9 @@ from cryptography.x509.oid import NameOID
 
 import webtransport
 from wt_client import connection, open_session, request
+from wt_harness import Echo
 
 pytestmark = pytest.mark.timeout(60)
-
-
-@dataclass
-class Echo:
-    """Stands in for the lobby: answers every control line, returns every audio datagram to its sender."""
-
-    sessions: list[webtransport.WebTransportSession] = field(default_factory=list)
-    handled: asyncio.Queue = field(default_factory=asyncio.Queue)  # sessions whose handler returned
-    refusal: webtransport.Refusal | None = None
-    requests: list[webtransport.WebTransportRequest] = field(default_factory=list)
-
-    def admit(self, request: webtransport.WebTransportRequest) -> webtransport.Refusal | None:
-        self.requests.append(request)
-        return self.refusal
-
-    async def on_session(self, session: webtransport.WebTransportSession) -> None:
-        self.sessions.append(session)
-        session.start_relay(self, session)
-        async for text in session:
-            message = json.loads(text)
-            if message.get("type") == "close":
-                await session.close(message["code"], message["reason"])
-            else:
-                session.send_text(json.dumps({"type": "echo", "got": message}))
-        self.handled.put_nowait(session)
-
-    def on_audio(self, lobby: Echo, sender: webtransport.WebTransportSession, frame: bytes) -> None:
-        sender.send_frame(frame)
 
 
 @dataclass

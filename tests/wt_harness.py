@@ -8,6 +8,8 @@ machine's firewall. When `udp` is "refused", the endpoint answers every session 
 
     async with echo_server("localhost") as served:
         await page.goto(served.origin + "/")
+
+Echo, the WebTransport side's stand-in for the lobby, also serves tests/test_webtransport.py alone.
 """
 
 from __future__ import annotations
@@ -16,7 +18,7 @@ import asyncio
 import contextlib
 import json
 from collections.abc import AsyncIterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from http import HTTPStatus
 
 from websockets.asyncio.server import ServerConnection, serve
@@ -54,18 +56,32 @@ async def websocket_echo(websocket: ServerConnection) -> None:
                     await websocket.send(json.dumps({"type": "echo", "got": got}))
 
 
-async def session_echo(session: webtransport.WebTransportSession) -> None:
-    session.start_relay(None, session)
-    async for text in session:
-        got = json.loads(text)
-        if got.get("type") == "close":
-            await session.close(got["code"], got["reason"])
-        else:
-            session.send_text(json.dumps({"type": "echo", "got": got}))
+@dataclass
+class Echo:
+    """Stands in for the lobby: answers every control line, returns every audio datagram to its sender."""
 
+    sessions: list[webtransport.WebTransportSession] = field(default_factory=list)
+    handled: asyncio.Queue = field(default_factory=asyncio.Queue)  # sessions whose handler returned
+    refusal: webtransport.Refusal | None = None
+    requests: list[webtransport.WebTransportRequest] = field(default_factory=list)
 
-def audio_echo(lobby, session: webtransport.WebTransportSession, frame: bytes) -> None:
-    session.send_frame(frame)
+    def admit(self, request: webtransport.WebTransportRequest) -> webtransport.Refusal | None:
+        self.requests.append(request)
+        return self.refusal
+
+    async def on_session(self, session: webtransport.WebTransportSession) -> None:
+        self.sessions.append(session)
+        session.start_relay(self, session)
+        async for text in session:
+            message = json.loads(text)
+            if message.get("type") == "close":
+                await session.close(message["code"], message["reason"])
+            else:
+                session.send_text(json.dumps({"type": "echo", "got": message}))
+        self.handled.put_nowait(session)
+
+    def on_audio(self, lobby: Echo, sender: webtransport.WebTransportSession, frame: bytes) -> None:
+        sender.send_frame(frame)
 
 
 def http(offer: dict):
@@ -115,8 +131,9 @@ async def echo_server(host: str = "localhost", udp: str = "open") -> AsyncIterat
             offer = {"port": port, "path": "/wt", "certificateHashes": [certificate.hash.hex()]}
         else:
             refusal = webtransport.Refusal(403, "refused by the test") if udp == "refused" else None
+            echo = Echo(refusal=refusal)
             endpoint = await stack.enter_async_context(webtransport.serve(
-                host, 0, certificate, admit=lambda request: refusal, on_session=session_echo, on_audio=audio_echo))
+                host, 0, certificate, admit=echo.admit, on_session=echo.on_session, on_audio=echo.on_audio))
             offer = endpoint.offer()
         # TCP on 127.0.0.1 alone (port 0 would give each localhost address a port of its own); a browser
         # that tries ::1 first falls back to it. UDP listens on every address of host.
