@@ -73,7 +73,8 @@ export const pageChoice = new TransportChoice();
 /**
  * Open the page's link: WebTransport with a head start, else (or then) the WebSocket.
  * The link returned has the shape of both (kind, sendText, sendAudio, close); its kind is the transport
- * that opened, 'webtransport' while it is being tried. handlers.onOpen fires once, for the one that opened.
+ * that opened, 'webtransport' while it is being tried. handlers.onOpen fires once, for the one that opened;
+ * onClose once, as link.js's does, also for a link the page closed before either opened.
  */
 export function openLink({
   webSocketUrl,
@@ -115,8 +116,8 @@ export function openLink({
       if (active === attempt) call(handlers, 'onAudio', buffer);
     },
     onClose(event) {
-      if (active === attempt) call(handlers, 'onClose', event);
-      else if (active === null && !closed) fallBack(`closed before it opened (${event.code} ${event.reason})`);
+      if (active === attempt || (active === null && closed)) call(handlers, 'onClose', event);
+      else if (active === null) fallBack(`closed before it opened (${event.code} ${event.reason})`);
     },
   }, { certificateHashes: offer.certificateHashes });
   const timer = setTimer(() => fallBack(`not open after ${headStartMs} ms`), headStartMs);

@@ -165,13 +165,14 @@ test('a_drop_after_opening_is_the_pages_to_handle_and_webtransport_stays_chosen'
   assert.equal(choice.choose({ hasWebTransport: true, offer: OFFER }), 'webtransport');
 });
 
-test('closing_before_anything_opened_falls_back_to_nothing', async () => {
-  const { link, sockets, sessions, timers } = setUp();
+test('closing_before_anything_opened_falls_back_to_nothing_and_says_closed_once', async () => {
+  const { link, sockets, sessions, timers, handlers } = setUp();
   link.close(1000, 'leaving');
   assert.deepEqual(sessions[0].closedWith, { code: 1000, reason: 'leaving' });
   assert.equal(timers.pending, 0);
   await Promise.resolve();
   assert.equal(sockets.length, 0);
+  assert.deepEqual(handlers.events, ['close 1000']);
 });
 
 test('line_splitter_joins_lines_cut_anywhere', () => {
