@@ -25,6 +25,14 @@ valid for at most 14 days. generate_certificate() makes such a one at start,
 and Endpoint renews it before it expires; offer() is what the page needs to
 connect (the UDP port and the hashes), served to it over the page it already
 trusts.
+
+aioquic internals, which is why requirements.txt pins aioquic: the HTTP/3
+SETTINGS come from H3Connection._get_local_settings() (SessionSettingsH3), the
+audio backlog is QuicConnection._datagrams_pending (an unbounded deque that
+only congestion control drains), and QuicConnectionProtocol._loop times the
+control stream's deadline. tests/test_webtransport.py exercises each through
+a real connection: the settings a client reads, the backlog of a receiver that
+stopped acknowledging, a session closed for want of a control stream.
 """
 
 from __future__ import annotations
