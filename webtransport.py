@@ -29,10 +29,16 @@ trusts.
 aioquic internals, which is why requirements.txt pins aioquic: the HTTP/3
 SETTINGS come from H3Connection._get_local_settings() (SessionSettingsH3), the
 audio backlog is QuicConnection._datagrams_pending (an unbounded deque that
-only congestion control drains), and QuicConnectionProtocol._loop times the
-control stream's deadline. tests/test_webtransport.py exercises each through
-a real connection: the settings a client reads, the backlog of a receiver that
-stopped acknowledging, a session closed for want of a control stream.
+only congestion control drains), QuicConnectionProtocol._loop times the
+control stream's deadline, and acknowledgements are paced through
+QuicConnection._ack_delay (how long an ACK may wait), the 1-RTT packet space's
+ack_at (when it is due: brought forward to ride on audio) and the protocol's
+timer (_timer, _timer_at, _handle_timer: armed without sending after a packet
+that calls for nothing at once). tests/test_webtransport.py exercises each
+through a real connection: the settings a client reads, the backlog of a
+receiver that stopped acknowledging, a session closed for want of a control
+stream, the packets a page receives for its echoed audio, a page that sends
+no audio still acknowledged.
 """
 
 from __future__ import annotations
@@ -52,6 +58,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from aioquic import tls
 from aioquic.asyncio.protocol import QuicConnectionProtocol
 from aioquic.asyncio.server import QuicServer
 from aioquic.buffer import Buffer, BufferReadError, encode_uint_var
@@ -79,6 +86,9 @@ MAX_LINE = 4096
 MAX_PENDING_LINES = 64
 # Audio datagrams queued in aioquic and not yet sent: beyond these, a new frame is dropped (about 100 ms).
 MAX_PENDING_DATAGRAMS = 5
+# How long an ACK may wait to ride on an audio datagram before it goes alone: the max_ack_delay aioquic
+# announces to the page (25 ms), which a page sending a frame every 20 ms nearly always beats.
+ACK_DELAY = 0.025
 # A datagram frame's largest size, as the transport parameter says: no UDP packet carries more. A peer
 # that sends a larger one breaks QUIC's rules and its connection is closed (PROTOCOL_VIOLATION).
 MAX_DATAGRAM_FRAME = 1500
@@ -435,6 +445,52 @@ class Connection(QuicConnectionProtocol):
         self.session: WebTransportSession | None = None
         self.handler: asyncio.Task[None] | None = None  # on_session(), once the control stream opens
         self.deadline: asyncio.TimerHandle | None = None  # until then: when the session is given up
+        quic._ack_delay = ACK_DELAY
+
+    # Acknowledgements (the server's cost per datagram: docs/performance.md). aioquic acknowledges a
+    # packet 1 ms after it arrives, and puts an ACK only in a packet that leaves once the ACK is due: in a
+    # call, where a page sends a datagram and gets one every 20 ms, nearly every datagram received cost
+    # a packet of its own a millisecond later, an ACK alone, built, encrypted and sent by a timer. Here an
+    # ACK waits up to ACK_DELAY, rides on the next audio datagram to the page, and goes alone only when
+    # none leaves in time; and a datagram received is answered by nothing but that timer.
+
+    def datagram_received(self, data: bytes, addr: Any) -> None:
+        """A UDP datagram from the page: aioquic reads it; what it calls for is sent now, or on the timer.
+
+        Once the session's control stream is open, a packet from the page asks
+        for nothing at once: the audio it brings leaves on the partner's
+        connection, its ACK on the next datagram or the timer, and a control
+        line is answered by the handler, which sends its own. Only audio that
+        congestion control held back is sent now (the page's ACK may free it).
+        Before that (the handshake, the CONNECT), every answer leaves at once.
+        """
+        quic = self._quic
+        quic.receive_datagram(data, addr, now=self._loop.time())
+        self._process_events()
+        session = self.session
+        if session is None or session.control_stream is None or quic._datagrams_pending:
+            self.transmit()
+        else:
+            self.arm_timer()
+
+    def transmit(self) -> None:
+        """Send what aioquic holds, an ACK still waiting riding on the audio, and arm the timer."""
+        quic = self._quic
+        if quic._datagrams_pending:
+            space = quic._spaces[tls.Epoch.ONE_RTT]
+            if space.ack_at is not None:
+                space.ack_at = self._loop.time()  # due now, so that aioquic writes it into this packet
+        super().transmit()
+
+    def arm_timer(self) -> None:
+        """Arm the timer for aioquic's next deadline, as aioquic's own transmit() does after sending."""
+        timer_at = self._quic.get_timer()
+        if self._timer is not None and self._timer_at != timer_at:
+            self._timer.cancel()
+            self._timer = None
+        if self._timer is None and timer_at is not None:
+            self._timer = self._loop.call_at(timer_at, self._handle_timer)
+        self._timer_at = timer_at
 
     def quic_event_received(self, event: QuicEvent) -> None:
         if isinstance(event, ProtocolNegotiated):

@@ -94,6 +94,42 @@ async def test_datagrams_go_to_the_relay_once_started(served):
             await session.datagram(timeout=0.3)  # and "early" never came back
 
 
+async def test_acknowledgements_ride_on_the_audio_sent_back(served):
+    """A page whose audio comes back gets one packet per frame: the server's ACK rides on the audio, not alone."""
+    async with open_session(served.port, "/wt", served.certificate) as session:
+        session.send_line('{"type": "ping", "t": 1}')
+        await session.line()
+        received = count_datagrams(session.connection)
+        frames = 20
+        for i in range(frames):  # a frame every 20 ms, as a page sends them
+            session.send_datagram(bytes([i]) * 100)
+            assert await session.datagram() == bytes([i]) * 100
+            await asyncio.sleep(0.02)
+    # aioquic alone sends an ACK by itself 1 ms after each frame arrives, besides the frame sent back: 2 per frame.
+    assert received[0] == frames
+
+
+async def test_page_that_sends_no_audio_is_still_acknowledged(served):
+    """A page that sends no audio for an ACK to ride back on (here a QUIC PING) is acknowledged all the same."""
+    async with open_session(served.port, "/wt", served.certificate) as session:
+        session.send_line('{"type": "ping", "t": 1}')
+        await session.line()
+        await asyncio.wait_for(session.connection.ping(), 1)  # the idle timeout is 2 s: only the ACK's timer sends
+
+
+def count_datagrams(client) -> list[int]:
+    """From now on, count the UDP datagrams the client receives (in a list of one, to read later)."""
+    count = [0]
+    receive = client.datagram_received
+
+    def counting(data: bytes, addr) -> None:
+        count[0] += 1
+        receive(data, addr)
+
+    client.datagram_received = counting
+    return count
+
+
 async def test_refused_session_gets_the_status_and_one_line(served):
     """A CONNECT that admit() refuses gets its status and the line saying why; no session opens."""
     served.echo.refusal = webtransport.Refusal(403, "Cross-site WebTransport sessions are not allowed.")
