@@ -1,9 +1,9 @@
 #!/usr/bin/env python3
 """Server CPU per relayed WebTransport datagram, side by side with the WebSocket routes of bench/relay.py.
 
-usage: python bench/relay_webtransport.py --pairs 10,25,50,100 --seconds 10 --rounds 3
-                                          [--variant NAME=DIR[:asyncio]]... [--websocket plain,tls] [--frame-bytes 104]
-                                          [--client-ack-delay 25] [--callgrind]
+usage: python bench/relay_webtransport.py --pairs 10,25,50,100 --seconds 10 --rounds 3 [--nice -10]
+                                          [--variant NAME=DIR|qh3[:asyncio]]... [--websocket plain,tls] [--relay PATH]
+                                          [--frame-bytes 104] [--client-ack-delay 25] [--callgrind]
 
 Each call is two raw WebTransport clients that send a datagram every 1/--rate s (a bench/relay.py message: the
 frame.js header, then client id, sequence and send time) and hear each other's: the server relays each datagram to
@@ -20,8 +20,8 @@ server's worst case).
 
 Every round runs each variant and each WebSocket route once, in a rotated order, at every load; the report gives
 medians of the rounds: server CPU (utime+stime, /proc) per relayed datagram, p50/p99 latency, loss, and the packets
-the server sent and received per relayed datagram (as the clients counted them: the ACK-only packets show). A variant is a folder holding the webtransport.py to serve (default: this checkout's), and the event loop
-(uvloop unless :asyncio). The WebSocket routes are bench/relay.py's (plain: ws://; tls: wss:// to --https, where
+the server sent and received per relayed datagram (as the clients counted them: the ACK-only packets show). A variant is a folder holding the webtransport.py to serve (default: this checkout's), or qh3 (this
+checkout's, ported to qh3: see QH3_PORT), and the event loop (uvloop unless :asyncio). The WebSocket routes are bench/relay.py's (plain: ws://; tls: wss:// to --https, where
 relay.py has it), with the same message size, rate and load.
 
 With --callgrind the server runs under valgrind, and the figure to compare is its user-space instructions per
@@ -32,9 +32,12 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import atexit
 import contextlib
 import json
 import os
+import random
+import shutil
 import signal
 import statistics
 import struct
@@ -121,10 +124,14 @@ def serve_main(args: argparse.Namespace) -> None:
             print(endpoint.port, webtransport.__file__, flush=True)
             stop = asyncio.Event()
             loop = asyncio.get_running_loop()
+            errors: list[tuple[float, str]] = []  # what the event loop caught: when, and what
+            loop.set_exception_handler(
+                lambda loop, context: errors.append((time.monotonic(), repr(context.get("exception") or context.get("message")))))
             loop.add_signal_handler(signal.SIGTERM, stop.set)
             loop.add_reader(sys.stdin.fileno(), stop.set)
             await stop.wait()
-            print(json.dumps({"relayed": pairs.relayed, "dropped": pairs.dropped}), flush=True)
+            loop.remove_reader(sys.stdin.fileno())
+            print(json.dumps({"relayed": pairs.relayed, "dropped": pairs.dropped, "errors": errors}), flush=True)
 
     if args.loop == "uvloop":
         import uvloop
@@ -397,8 +404,9 @@ async def generate(args: argparse.Namespace) -> None:
         tally.sent += 1
         loop.call_at(deadline + period, tick, path, deadline + period, message)
 
-    for path in paths:
-        phase = period * path.cid / len(paths)
+    phases = random.Random(args.pairs)  # the same phases for every variant at this load
+    for path in paths:  # each at its own phase, as pages that started at random moments
+        phase = period * phases.random()
         loop.call_at(start + phase, tick, path, start + phase, bytearray(os.urandom(size)))
     await asyncio.sleep(end - loop.time())
     drain_end, last = time.monotonic() + DRAIN_SECONDS, (-1, time.monotonic())
@@ -464,19 +472,61 @@ class Variant:
 def parse_variant(text: str) -> Variant:
     name, _, where = text.partition("=")
     where, _, loop = where.partition(":")
+    if where == "qh3":
+        return Variant(name, port_to_qh3(ROOT / "webtransport.py"), loop or "uvloop")
     directory = Path(where or ROOT).resolve()
     if not (directory / "webtransport.py").is_file():
         raise argparse.ArgumentTypeError(f"{directory} holds no webtransport.py")
     return Variant(name, directory, loop or "uvloop")
 
 
+# webtransport.py on qh3 instead of aioquic, for measuring only: qh3 2.x keeps aioquic's Python API above a
+# QUIC core of its own in Rust, with other names in a few places. Its core exposes neither the datagrams it
+# holds (so the backlog bound is off: backlog() is 0) nor aioquic's ACK and timer internals (so aioquic's cuts
+# are off: no ACK delay to set, its own timer handling).
+QH3_PORT = [
+    ("from aioquic import tls\n", "from qh3 import tls\n"),
+    ("from aioquic.asyncio.", "from qh3.asyncio."),
+    ("from aioquic.buffer import", "from qh3._hazmat import"),
+    ("from aioquic.h3.", "from qh3.h3."),
+    ("from aioquic.quic.", "from qh3.quic."),
+    ("event.stream_id == session.session_id:\n                session.datagram_received(",
+     "event.flow_id == session.session_id:\n                session.datagram_received("),
+    ("len(quic._datagrams_pending) >= MAX_PENDING_DATAGRAMS", "False"),
+    ("sum(len(datagram) for datagram in self.connection._quic._datagrams_pending)", "0"),
+    ("quic._ack_delay = ACK_DELAY", "pass"),
+    ("quic._datagrams_pending", "False"),
+    ("""    configuration.certificate = certificate.chain[0]
+    configuration.certificate_chain = list(certificate.chain[1:])
+    configuration.private_key = certificate.key
+""", """    configuration.load_cert_chain(
+        b"".join(c.public_bytes(serialization.Encoding.PEM) for c in certificate.chain),
+        certificate.key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+                                      serialization.NoEncryption()))
+"""),
+]
+
+
+def port_to_qh3(source: Path) -> Path:
+    """A temporary folder holding source (webtransport.py) ported to qh3 by QH3_PORT's substitutions."""
+    text = source.read_text()
+    for old, new in QH3_PORT:
+        if old in text:
+            text = text.replace(old, new)
+    if "aioquic." in "\n".join(line for line in text.splitlines() if line.startswith(("from ", "import "))):
+        raise argparse.ArgumentTypeError(f"{source} imports aioquic where QH3_PORT does not reach: extend QH3_PORT")
+    directory = Path(tempfile.mkdtemp(prefix="wtbench-qh3-"))
+    atexit.register(shutil.rmtree, directory, ignore_errors=True)
+    (directory / "webtransport.py").write_text(text)
+    return directory
+
+
 def callgrind_instructions(out: Path) -> int | None:
-    """The instructions counted in callgrind's last dump (after a --zero at the window's start)."""
-    dumps = sorted(out.parent.glob(out.name + "*"), key=lambda p: p.stat().st_mtime)
-    for dump in reversed(dumps):
-        for line in dump.read_text(errors="replace").splitlines():
-            if line.startswith(("summary:", "totals:")):
-                return int(line.split()[1])
+    """The instructions in callgrind's newest dump (callgrind_control --dump writes OUT.1, OUT.2, ...)."""
+    dumps = sorted(out.parent.glob(out.name + ".*"), key=lambda p: int(p.suffix[1:]) if p.suffix[1:].isdigit() else -1)
+    for line in dumps[-1].read_text(errors="replace").splitlines() if dumps else []:
+        if line.startswith(("summary:", "totals:")):
+            return int(line.split()[1])
     return None
 
 
@@ -501,7 +551,10 @@ def measure_webtransport(args: argparse.Namespace, variant: Variant, pairs: int)
             stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, start_new_session=True)
         stack.callback(stop, client)
         prioritise(client.pid, args.nice)
-        ready = json.loads(client.stdout.readline())
+        line = client.stdout.readline()
+        if not line:
+            return {"variant": variant.name, "pairs": pairs, "error": "the clients could not connect"}
+        ready = json.loads(line)
         t0 = time.monotonic_ns() + 500_000_000
         client.stdin.write(f"{t0}\n")
         client.stdin.flush()
@@ -511,9 +564,12 @@ def measure_webtransport(args: argparse.Namespace, variant: Variant, pairs: int)
         cpu0, busy0, wall0 = process_cpu_s(server.pid), core_busy_s(SERVER_CORE), time.monotonic()
         line = client.stdout.readline()
         cpu1, busy1, wall1 = process_cpu_s(server.pid), core_busy_s(SERVER_CORE), time.monotonic()
-        if args.callgrind:
+        instructions = None
+        if args.callgrind:  # the dump of the window: written before the server exits and dumps the rest
             subprocess.run(["callgrind_control", "--dump", str(server.pid)], capture_output=True, check=True)
+            instructions = callgrind_instructions(callgrind_out)
         result = json.loads(line)
+        closing = time.monotonic()
         client.stdin.write("done\n")
         client.stdin.flush()
         client.wait(timeout=10)
@@ -522,6 +578,9 @@ def measure_webtransport(args: argparse.Namespace, variant: Variant, pairs: int)
         server.wait(timeout=30)
         received = result["received"]
         cpu = cpu1 - cpu0
+        errors = served.get("errors", [])
+        during = [message for at, message in errors if wall0 <= at <= wall1]
+        before_close = [message for at, message in errors if at < closing]
         window = wall1 - wall0
         # On loopback nothing is lost: the server received what the clients sent, and sent what they received.
         server_in, server_out = result["packets_sent"], result["packets_received"]
@@ -541,10 +600,13 @@ def measure_webtransport(args: argparse.Namespace, variant: Variant, pairs: int)
             "client_cpu_s": result["cpu_s"],
             "core0_others": round((busy1 - busy0 - cpu) / window, 3),
             "undecryptable": result["undecryptable"], "closed": result["closed"],
+            # Exceptions the server's event loop caught: in the window, and all (the clients' closes included).
+            "server_errors_in_window": len(during), "server_errors_before_close": len(before_close),
+            "server_errors": len(errors),
+            "server_error_kinds": sorted({message for _, message in errors})[:3],
         }
         if args.callgrind:
-            count = callgrind_instructions(callgrind_out)
-            report["instructions_per_relayed_frame"] = round(count / received) if count and received else None
+            report["instructions_per_relayed_frame"] = round(instructions / received) if instructions and received else None
         return report
 
 
@@ -571,7 +633,7 @@ def stop(proc: subprocess.Popen) -> None:
 
 def measure_websocket(args: argparse.Namespace, route: str, pairs: int) -> dict:
     """One run of bench/relay.py's route at the same load; its report, with the figures this bench compares."""
-    cmd = [sys.executable, str(ROOT / "bench" / "relay.py"), "--spawn-server", "--pairs", str(pairs),
+    cmd = [sys.executable, str(args.relay), "--spawn-server", "--pairs", str(pairs),
            "--seconds", str(args.seconds), "--rate", str(args.rate), "--frame-bytes", str(args.frame_bytes)]
     if route != "plain":
         cmd += ["--routes", route]
@@ -598,9 +660,9 @@ def measure_websocket(args: argparse.Namespace, route: str, pairs: int) -> dict:
     }
 
 
-def websocket_routes() -> set[str]:
-    """The routes bench/relay.py measures here: plain always, tls where it has --tls."""
-    helped = subprocess.run([sys.executable, str(ROOT / "bench" / "relay.py"), "--help"], capture_output=True, text=True)
+def websocket_routes(relay: Path) -> set[str]:
+    """The routes bench/relay.py measures: plain always, tls where it has --tls."""
+    helped = subprocess.run([sys.executable, str(relay), "--help"], capture_output=True, text=True)
     return {"plain", "tls"} if "--tls" in helped.stdout else {"plain"}
 
 
@@ -616,7 +678,7 @@ def median_of(runs: list[dict], *keys: str):
 
 
 def bench_main(args: argparse.Namespace) -> None:
-    available = websocket_routes()
+    available = websocket_routes(args.relay)
     routes = [route for route in args.websocket if route in available]
     skipped = [route for route in args.websocket if route not in available]
     names = [v.name for v in args.variants] + routes
@@ -646,8 +708,11 @@ def bench_main(args: argparse.Namespace) -> None:
                 "p50_ms": median_of(them, "latency_ms", "p50"), "p99_ms": median_of(them, "latency_ms", "p99"),
                 "loss": median_of(them, "loss"),
                 **({"packets_in_per_relayed": median_of(them, "server_packets_in_per_relayed"),
-                    "packets_out_per_relayed": median_of(them, "server_packets_out_per_relayed")}
+                    "packets_out_per_relayed": median_of(them, "server_packets_out_per_relayed"),
+                    "server_errors_in_window": sum(r.get("server_errors_in_window", 0) for r in them),
+                    "server_errors": sum(r.get("server_errors", 0) for r in them)}
                    if name not in routes else {}),
+                "failed_runs": sum("error" in r for r in them),
                 **({"instructions_per_relayed": median_of(them, "instructions_per_relayed_frame")}
                    if args.callgrind else {}),
             }
@@ -690,6 +755,9 @@ def main() -> None:
                         help="NAME=DIR[:asyncio]: serve DIR/webtransport.py (repeatable; default this checkout's on uvloop)")
     parser.add_argument("--websocket", type=lambda text: [x for x in text.split(",") if x], default=["plain", "tls"],
                         help="bench/relay.py routes to measure beside (default plain,tls; '' for none)")
+    parser.add_argument("--relay", type=Path, default=ROOT / "bench" / "relay.py", metavar="PATH",
+                        help="the bench/relay.py that measures the WebSocket routes (default this checkout's; another "
+                             "checkout's runs that checkout's duoduel.py)")
     parser.add_argument("--nice", type=int, default=0,
                         help="niceness of the sessions of the servers and the clients (root may give -10 on a busy machine)")
     parser.add_argument("--callgrind", action="store_true", help="count the server's instructions (light loads only)")
