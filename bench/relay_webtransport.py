@@ -19,13 +19,19 @@ or goes alone once --client-ack-delay ms pass without one (0: an ACK-only packet
 server's worst case).
 
 Every round runs each variant and each WebSocket route once, in a rotated order, at every load; the report gives
-medians of the rounds: server CPU (utime+stime, /proc) per relayed datagram, p50/p99 latency, loss, and the packets
-the server sent and received per relayed datagram (as the clients counted them: the ACK-only packets show). A variant is a folder holding the webtransport.py to serve (default: this checkout's), or qh3 (this
-checkout's, ported to qh3: see QH3_PORT), and the event loop (uvloop unless :asyncio). The WebSocket routes are bench/relay.py's (plain: ws://; tls: wss:// to --https, where
-relay.py has it), with the same message size, rate and load.
+medians of the rounds: server CPU (utime+stime, /proc) per relayed datagram, calls per core, p50/p99 latency, loss,
+the packets the server received and sent per relayed datagram (as the clients counted them: ACK-only packets show),
+and the exceptions its event loop caught. A variant is a folder holding the webtransport.py to serve (default: this
+checkout's), or qh3 (this checkout's, ported to qh3: see QH3_PORT), and the event loop (uvloop unless :asyncio).
+The WebSocket routes are bench/relay.py's (plain: ws://; tls: wss:// to --https, where that relay.py has --tls:
+--relay names another checkout's), with the same message size, rate and load.
 
-With --callgrind the server runs under valgrind, and the figure to compare is its user-space instructions per
-relayed datagram, which the machine's other load changes far less than seconds; use a light load (--pairs 2).
+On a machine shared with other sessions, give --nice -10 (as root): with autogroups, CPU time is shared between
+sessions first, and without it the server may wait for the CPU long enough to overflow its socket buffer.
+
+With --callgrind the servers run under valgrind, and the figure to compare is their user-space instructions per
+relayed datagram (the kernel's share is not counted), which the machine's other load changes far less than seconds;
+valgrind runs them about 50 times slower, so use one call (--pairs 1).
 """
 
 from __future__ import annotations
@@ -67,9 +73,10 @@ DRAIN_SECONDS = 3.0
 
 @dataclass
 class Caller:
+    """A page in the bench's lobby: its session, and its partner once the call is made."""
+
     session: object
     partner: Caller | None = None
-    dropped: int = 0
 
 
 @dataclass
@@ -77,14 +84,16 @@ class Pairs:
     """Sessions with the same room= are a call; audio goes to the partner, as duoduel's relay() does."""
 
     waiting: dict[str, Caller] = field(default_factory=dict)
-    backlog_bytes: int = 5 * 200
+    backlog_bytes: int = 5 * 200  # as duoduel's bound: 5 frames (of at most 200 bytes here)
     relayed: int = 0
     dropped: int = 0
 
     def admit(self, request):
+        """Every session is welcome."""
         return None
 
     async def on_session(self, session) -> None:
+        """Pair the session with the one waiting in its room, or wait; then read its lines until it closes."""
         me = Caller(session)
         room = session.path.partition("room=")[2]
         other = self.waiting.pop(room, None)
@@ -101,6 +110,7 @@ class Pairs:
             del self.waiting[room]
 
     def on_audio(self, lobby: Pairs, sender: Caller, frame: bytes) -> None:
+        """Relay a frame to the sender's partner, or drop it if the partner's backlog is full (duoduel's deliver())."""
         receiver = sender.partner
         if receiver is None:
             return
@@ -145,6 +155,8 @@ def serve_main(args: argparse.Namespace) -> None:
 
 @dataclass
 class Tally:
+    """What the clients of one generator saw and sent."""
+
     sent: int = 0
     received: int = 0
     misrouted: int = 0
@@ -325,6 +337,7 @@ class FastPath:
         self.send_packet(buf.data)
 
     def send_packet(self, payload: bytes) -> None:
+        """Protect a 1-RTT packet (4-byte packet number) carrying payload's frames, and send it."""
         pn = self.pn
         self.pn += 1
         header = bytes((0x43 | self.crypto.key_phase << 2,)) + self.peer_cid + pn.to_bytes(4, "big")
@@ -393,6 +406,7 @@ async def generate(args: argparse.Namespace) -> None:
     lag = array("q")
 
     def tick(path: FastPath, deadline: float, message: bytearray) -> None:
+        """Send path's next message, stamped now, and schedule the one after on the absolute deadlines."""
         if deadline >= end:
             return
         now = time.monotonic_ns()
@@ -432,6 +446,7 @@ async def generate(args: argparse.Namespace) -> None:
 
 
 def generate_main(args: argparse.Namespace) -> None:
+    """Process entry of the clients: on uvloop, as relay.py's generator."""
     import uvloop
     uvloop.run(generate(args))
 
@@ -455,6 +470,7 @@ def process_cpu_s(pid: int) -> float:
 
 
 def core_busy_s(core: int) -> float:
+    """Busy seconds (all but idle and iowait) of one core since boot, from /proc/stat."""
     for line in Path("/proc/stat").read_text().splitlines():
         name, *ticks = line.split()
         if name == f"cpu{core}":
@@ -464,12 +480,15 @@ def core_busy_s(core: int) -> float:
 
 @dataclass
 class Variant:
+    """A WebTransport server to measure: the folder of its webtransport.py, and its event loop."""
+
     name: str
     directory: Path
     loop: str = "uvloop"
 
 
 def parse_variant(text: str) -> Variant:
+    """NAME=DIR[:asyncio] or NAME=qh3[:asyncio] (--variant)."""
     name, _, where = text.partition("=")
     where, _, loop = where.partition(":")
     if where == "qh3":
@@ -622,6 +641,7 @@ def prioritise(pid: int, nice: int) -> None:
 
 
 def stop(proc: subprocess.Popen) -> None:
+    """SIGTERM a process the bench started, and kill it if it lingers."""
     if proc.poll() is None:
         proc.terminate()
         try:
@@ -667,6 +687,7 @@ def websocket_routes(relay: Path) -> set[str]:
 
 
 def median_of(runs: list[dict], *keys: str):
+    """The median of a figure (reached through keys) over the runs that have it, else None."""
     values = []
     for run in runs:
         value = run
@@ -678,6 +699,7 @@ def median_of(runs: list[dict], *keys: str):
 
 
 def bench_main(args: argparse.Namespace) -> None:
+    """Run every variant and route at every load, --rounds times, alternating; print the medians as JSON."""
     available = websocket_routes(args.relay)
     routes = [route for route in args.websocket if route in available]
     skipped = [route for route in args.websocket if route not in available]
@@ -733,6 +755,7 @@ def bench_main(args: argparse.Namespace) -> None:
 
 
 def main() -> None:
+    """Parse the command line: the bench, or one of its two internal parts (serve, generate)."""
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     sub = parser.add_subparsers(dest="command")
     serve = sub.add_parser("serve", help="(internal) the bench's relay server")
