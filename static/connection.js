@@ -430,13 +430,25 @@ function openResume(m) {
 }
 
 /**
- * A resume attempt failed: try again about once a second while the server holds the place, then at the
- * ordinary backoff (the token is still tried: the server says if it is too late).
+ * A resume attempt failed. Within the window, try again about once a second. Past it, the place is gone,
+ * or the process that held it is (only its address, /p/NAME/ws behind a proxy, knows the token): start
+ * over at the page's own address, where the proxy picks a live process.
  */
 function retryResume(m, e) {
   forgetLink(m);
-  m.retryInMs = e.now - m.droppedAt < m.windowMs ? resumeDelay(m.attempt++, m.backoff) : m.backoff(m.attempt++);
+  if (e.now - m.droppedAt >= m.windowMs) {
+    giveUpCall(m);
+    return;
+  }
+  m.retryInMs = resumeDelay(m.attempt++, m.backoff);
   m.schedule('retryDue', m.retryInMs);
+}
+
+function giveUpCall(m) {
+  dropAbandoned(m, 'leaving');
+  m.partnerGone = true;
+  m.attempt = 0;
+  retryLater(m);
 }
 
 /** Back too late: the call is over, and the server starts a new session on this link ("waiting" follows). */

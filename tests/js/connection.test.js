@@ -429,6 +429,56 @@ test('a_resume_refused_by_a_live_process_is_a_new_session_there_after_partner_le
   assert.equal(page.status, 'Partner left');
 });
 
+test('past_the_window_a_page_whose_home_process_is_gone_pairs_again_at_the_page_address', () => {
+  // Moved to b, in a call there; b is killed: its address (/p/b/ws behind the proxy) answers nothing.
+  const page = started();
+  page.hears({ type: 'moved', url: 'wss://h/p/b/ws?call=C4ll' });
+  page.opens();
+  page.hears({ type: 'session', token: 'on-b', window: WINDOW_S });
+  page.hears({ type: 'connected' });
+  page.later(5000).closes(1006);
+  const droppedAt = page.now;
+  for (let tries = 0; page.m.state === 'resuming' && tries < 100; tries++) {
+    assert.equal(page.opened, 'wss://h/p/b/ws?resume=on-b');
+    page.closes(1006); // the proxy: 502, the process is gone
+    if (page.m.state === 'resuming') page.fires('retryDue');
+  }
+  assert.ok(page.now - droppedAt >= WINDOW_S * 1000);
+  assert.equal(page.m.state, 'retrying');
+  assert.equal(page.m.token, null);
+  page.fires('retryDue');
+  assert.equal(page.opened, `${PUBLIC}?resumable=1`);
+  page.opens();
+  page.hears({ type: 'session', token: 'on-a', window: WINDOW_S });
+  page.hears({ type: 'waiting' });
+  assert.equal(page.status, 'Partner left. Waiting for a partner…');
+  page.hears({ type: 'connected' });
+  assert.equal(page.status, 'Connected');
+  page.closes(1006);
+  assert.equal(page.opened, `${PUBLIC}?resume=on-a`, 'the page address is home now');
+});
+
+test('the_page_address_is_tried_within_the_window_plus_one_resume_delay_and_one_backoff', () => {
+  // Each attempt fails as it is made (a dead process behind a proxy answers at once), at any jitter.
+  for (const random of [() => 0, () => 0.999]) {
+    const page = new Page({ random });
+    page.do('place', { room: null });
+    page.do('start');
+    page.do('audioStarted');
+    page.hears({ type: 'moved', url: 'wss://h/p/b/ws?call=C' });
+    page.opens();
+    page.hears({ type: 'session', token: 'on-b', window: WINDOW_S });
+    page.hears({ type: 'connected' });
+    page.closes(1006);
+    for (let tries = 0; page.opened !== `${PUBLIC}?resumable=1` && tries < 100; tries++) {
+      page.closes(1006);
+      page.fires('retryDue');
+    }
+    assert.equal(page.opened, `${PUBLIC}?resumable=1`);
+    assert.ok(page.now <= WINDOW_S * 1000 + 1000 + 500, `${page.now} ms`);
+  }
+});
+
 test('a_silent_link_in_a_call_is_left_open_and_the_call_resumes_on_a_new_one', () => {
   const page = inCall();
   const silent = page.m.link;
