@@ -29,6 +29,7 @@ const $ = (id) => document.getElementById(id);
 const els = {
   status: $('status'),
   error: $('error'),
+  loading: $('loading'),
   start: $('start'),
   mute: $('mute'),
   next: $('next'),
@@ -526,6 +527,7 @@ function init() {
     if (event.persisted) dispatch({ type: 'pageShown' });
   });
 
+  els.loading.remove(); // the script came: no "has not loaded" line, ever
   dispatch({ type: 'name', name: storedName() });
   followLocation();
   if (typeof WebSocket === 'undefined') {

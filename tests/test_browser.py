@@ -246,6 +246,23 @@ async def test_refused_microphone_shows_one_line_saying_what_to_do(open_page, en
     assert await ann.evaluate("() => window.duoduel.session") is None
 
 
+async def test_start_waits_for_the_page_script_and_then_one_click_starts(server, browsers):
+    """While the page's script is held back (a slow link), Start is disabled and the status says the page is
+    loading; after 10 s a line says the script has not come. Once it comes, the first click on Start starts."""
+    ann = await browsers.launch("ann", "chromium", TONES["ann"])
+    release = await ann.hold_requests("**/app.js")
+    await ann.goto(server.origin + "/", wait_until="commit")
+    await ann.wait_for("() => document.getElementById('start') !== null", what="the Start button")
+    assert await ann.evaluate("() => document.getElementById('start').disabled"), "a click now would do nothing"
+    assert await status(ann) == "Loading the page…"
+    await ann.wait_for("() => getComputedStyle(document.getElementById('loading')).visibility === 'visible'",
+                       what="the line saying the script has not loaded")
+    release()
+    await ann.click("#start")
+    await wait_status(ann, "Waiting for a partner")
+    assert await ann.is_hidden("#loading")
+
+
 FIREFOX_STARTS = (550.0, 770.0, 990.0)
 
 
