@@ -9,7 +9,7 @@
 import { startAudio } from './audio.js';
 import { Connection } from './connection.js';
 import { meterValue, mouthToEar } from './figures.js';
-import { openWebSocketLink } from './link.js';
+import { LINK_NAMES, openWebSocketLink } from './link.js';
 import { cleanLabel, MAX_LABEL_LENGTH, splitSlot } from './members.js';
 import { qrMatrix, svgElement } from './qr.js';
 import { newRoomName, roomFromLocation, roomUrl, wsUrl } from './room.js';
@@ -256,12 +256,21 @@ function drawMeters() {
 
 const whole = (x) => (Number.isFinite(x) ? String(Math.round(x)) : '–');
 
+/** The link's kind, as the figures line names it ("over WebSocket"); empty between links. */
+function over() {
+  const link = links.get(connection.link);
+  return link ? `over ${LINK_NAMES[link.kind] ?? link.kind}` : '';
+}
+
+function figuresLine(parts) {
+  return parts.filter(Boolean).join(' · ');
+}
 
 function drawStats() {
   if (!session) return;
   const { roundTrips } = connection;
   if (!connection.inCall) {
-    els.stats.textContent = roundTrips.latest === null ? '' : `RTT ${whole(roundTrips.latest)} ms`;
+    els.stats.textContent = roundTrips.latest === null ? '' : figuresLine([`RTT ${whole(roundTrips.latest)} ms`, over()]);
     return;
   }
   const s = session.stats();
@@ -273,14 +282,15 @@ function drawStats() {
   // Where the browser's output latency cannot be read safely (Firefox), the estimate stops at our
   // output node and says so.
   const toEar = estimate === null ? '–' : `${whole(estimate.ms)} ms${estimate.withOutput ? '' : ' + output device'}`;
-  els.stats.textContent = [
+  els.stats.textContent = figuresLine([
     `RTT ${whole(roundTrips.latest)} ms`,
     `jitter buffer ${whole(s.jitterMs)} ms`,
     `lost ${whole(s.lostFrames)}`,
     `out ${s.codec} ${whole(s.kbpsOut)} kbit/s`,
     `in ${s.partnerCodec || '–'} ${whole(s.kbpsIn)} kbit/s`,
     `≈ mouth-to-ear ${toEar}`,
-  ].join(' · ');
+    over(),
+  ]);
 }
 
 // Group rooms: the member list, names, each member's volume on this page.
@@ -373,11 +383,12 @@ function renderGroup() {
 
 function drawGroupStats(s) {
   const others = connection.group.members.length;
-  els.stats.textContent = [
+  els.stats.textContent = figuresLine([
     `RTT ${whole(connection.roundTrips.latest)} ms`,
     `out ${s.codec} ${whole(s.kbpsOut)} kbit/s`,
     `${others} other${others === 1 ? '' : 's'} in the room`,
-  ].join(' · ');
+    over(),
+  ]);
   for (const [slot, row] of rows) {
     const m = session.memberStats(slot);
     if (!m) {

@@ -2,13 +2,16 @@
 // (connection.js) and app.js speak only to this; a WebTransport link has the same shape.
 //
 //   const link = openWebSocketLink(url, {onOpen, onText, onAudio, onClose});
-//   link.kind                    'websocket' (or 'webtransport')
+//   link.kind                    'websocket' (or 'webtransport'), for the figures line
 //   link.sendText(text)          a control message; nothing once the link is closing
 //   link.sendAudio(arrayBuffer)  an audio frame; false if dropped (closing, or too much queued already)
 //   link.close(code, reason)
 //
 // handlers: onOpen(), onText(text), onAudio(arrayBuffer), onClose({code, reason}); onClose comes once,
 // also for a link that never opened. Opening throws only for a URL the browser will not try at all.
+
+/** Human names of the link kinds, as the figures line says them ("over WebSocket"). */
+export const LINK_NAMES = Object.freeze({ websocket: 'WebSocket', webtransport: 'WebTransport' });
 
 // Audio frames queued in the socket beyond this are dropped: late audio is worse than lost audio.
 const MAX_BUFFERED_BYTES = 32 * 1024;

@@ -161,15 +161,16 @@ async def start_call(open_page, first: tuple[str, str], second: tuple[str, str],
 
 @engines("chromium-chromium", "chromium-firefox", "firefox-firefox", "chromium-webkit", "webkit-firefox")
 async def test_call_each_page_hears_the_other_tone_over_opus(open_page, engines):
-    """Both press Start: both show Connected, each hears the other's voice (not its own), sent as Opus."""
+    """Both press Start: both show Connected, each hears the other's voice (not its own), sent as Opus over
+    a WebSocket, as the figures line says."""
     ann, bob = await start_call(open_page, ("ann", engines[0]), ("bob", engines[1]))
     assert await wait_hearing(ann, TONES["bob"]) == pytest.approx(TONES["bob"], abs=HZ_TOLERANCE)
     assert await wait_hearing(bob, TONES["ann"]) == pytest.approx(TONES["ann"], abs=HZ_TOLERANCE)
     for page in (ann, bob):
         stats = await page.evaluate("() => window.duoduel.session.stats()")
         assert (stats["codec"], stats["partnerCodec"]) == ("opus", "opus"), stats
-        await page.wait_for("() => document.getElementById('stats').textContent.includes('opus')",
-                            what="the figures line to name the codec")
+        await page.wait_for("() => /opus.*over WebSocket/.test(document.getElementById('stats').textContent)",
+                            what="the figures line to name the codec and the link")
     assert await status(ann) == await status(bob) == "Connected"
 
 
