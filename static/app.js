@@ -152,15 +152,19 @@ function sendFrame(frame) {
 
 let drawn = {}; // what render() drew last, so it redraws only what changed
 
+/** Only a change: tests and the latency bench record every text the status line shows. */
+function setText(el, text) {
+  if (el.textContent !== text) el.textContent = text;
+}
+
 function render() {
   const { text, kind } = connection.status;
-  // Only a change: tests and the latency bench record every text the status line shows.
-  if (els.status.textContent !== text) els.status.textContent = text;
+  setText(els.status, text);
   els.status.dataset.state = kind;
-  els.error.textContent = connection.error ? connection.error.text : '';
+  setText(els.error, connection.error ? connection.error.text : '');
   els.error.hidden = connection.error === null;
   const start = connection.startButton;
-  els.start.textContent = start.label;
+  setText(els.start, start.label);
   els.start.disabled = start.disabled;
   els.start.hidden = start.hidden;
   els.next.disabled = !connection.linkOpen;

@@ -1,9 +1,11 @@
 // The page's connection to the server, as a state machine: named states, and every transition in the
 // one table below (TRANSITIONS). Pure: no DOM, no link, no timers of its own, so node tests it.
 //
-// The page feeds it events, each with `now` (performance.now() ms): what the person did (start, next,
-// place), what the link did (linkOpen, text, linkClosed), a timer that fired (pingDue,
-// retryDue, autoNextDue). dispatch() returns the effects for the page to perform, in order:
+// The page feeds it events, each with `now` (performance.now() ms): the person's (start, next, name, and
+// place: the room the page URL names), the microphone's (audioStarted, audioFailed), the link's (linkOpen,
+// text, linkClosed, linkFailed), the browser's (unsupported, notice, online, pageHidden, pageShown) and
+// the timers' (pingDue, retryDue, autoNextDue). dispatch() returns the effects for the page to perform,
+// in order:
 //
 //   {type: 'startAudio'}                       start the microphone; answer audioStarted or audioFailed
 //   {type: 'open', link, url}                  open link number `link` to url; its events carry `link`
@@ -158,7 +160,7 @@ function audience(m) {
 }
 
 /** A control message from the server as an event: its type, or what kind of error it is. */
-export function serverEvent({ text, now, link }) {
+function serverEvent({ text, now, link }) {
   let message;
   try {
     message = JSON.parse(text);

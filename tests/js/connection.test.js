@@ -82,12 +82,18 @@ class Page {
   }
 }
 
-/** A page that pressed Start and whose link is open, with a resume token (window WINDOW_S). */
-function started({ room = null } = {}) {
-  const page = new Page();
+/** A page that pressed Start, whose microphone started: its first link is opening. */
+function connecting({ room = null, random } = {}) {
+  const page = new Page({ random });
   page.do('place', { room });
   page.do('start');
   page.do('audioStarted');
+  return page;
+}
+
+/** A page that pressed Start and whose link is open, with a resume token (window WINDOW_S). */
+function started({ room = null } = {}) {
+  const page = connecting({ room });
   page.opens();
   page.hears({ type: 'session', token: 'tok', window: WINDOW_S });
   return page;
@@ -159,10 +165,7 @@ test('start_starts_the_microphone_then_opens_a_link_to_the_page_address_asking_f
 });
 
 test('start_in_a_room_opens_the_room', () => {
-  const page = new Page();
-  page.do('place', { room: 'r1' });
-  page.do('start');
-  page.do('audioStarted');
+  const page = connecting({ room: 'r1' });
   assert.equal(page.opened, `${PUBLIC}?room=r1&resumable=1`);
 });
 
@@ -189,10 +192,7 @@ test('choosing_another_room_while_the_microphone_starts_connects_to_that_room', 
 // The link and the server's news.
 
 test('an_open_link_pings_at_once_and_every_two_seconds_with_its_path', () => {
-  const page = new Page();
-  page.do('place', { room: null });
-  page.do('start');
-  page.do('audioStarted');
+  const page = connecting();
   page.opens();
   assert.equal(page.m.linkOpen, true);
   assert.deepEqual(page.sent('ping'), [{ type: 'ping', t: 0 }]);
@@ -276,10 +276,7 @@ test('next_leaves_the_partner_and_waits', () => {
 
 test('next_does_nothing_in_a_room_or_before_the_link_opens', () => {
   assert.deepEqual(inCall({ room: 'r1' }).do('next'), []);
-  const page = new Page();
-  page.do('place', { room: null });
-  page.do('start');
-  page.do('audioStarted');
+  const page = connecting();
   assert.deepEqual(page.do('next'), []);
   assert.equal(page.m.state, 'connecting');
 });
@@ -461,10 +458,7 @@ test('past_the_window_a_page_whose_home_process_is_gone_pairs_again_at_the_page_
 test('the_page_address_is_tried_within_the_window_plus_one_resume_delay_and_one_backoff', () => {
   // Each attempt fails as it is made (a dead process behind a proxy answers at once), at any jitter.
   for (const random of [() => 0, () => 0.999]) {
-    const page = new Page({ random });
-    page.do('place', { room: null });
-    page.do('start');
-    page.do('audioStarted');
+    const page = connecting({ random });
     page.hears({ type: 'moved', url: 'wss://h/p/b/ws?call=C' });
     page.opens();
     page.hears({ type: 'session', token: 'on-b', window: WINDOW_S });
@@ -617,10 +611,7 @@ test('the_back_forward_cache_leaves_the_call_and_comes_back_with_a_new_session',
 });
 
 test('a_link_the_browser_will_not_open_says_reload', () => {
-  const page = new Page();
-  page.do('place', { room: null });
-  page.do('start');
-  page.do('audioStarted');
+  const page = connecting();
   page.do('linkFailed', { link: page.m.link, text: 'SyntaxError' });
   assert.equal(page.m.state, 'broken');
   assert.equal(page.m.error.text, 'Cannot connect to the server (SyntaxError): reload the page.');
