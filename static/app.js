@@ -9,7 +9,7 @@
 import { startAudio } from './audio.js';
 import { Connection } from './connection.js';
 import { meterValue, mouthToEar } from './figures.js';
-import { LINK_NAMES, openWebSocketLink } from './link.js';
+import { LINK_NAMES, openLink } from './link.js';
 import { cleanLabel, MAX_LABEL_LENGTH, splitSlot } from './members.js';
 import { qrMatrix, svgElement } from './qr.js';
 import { newRoomName, roomFromLocation, roomUrl, wsUrl } from './room.js';
@@ -72,7 +72,7 @@ function dispatch(event) {
 function perform(effect) {
   switch (effect.type) {
     case 'open':
-      openLink(effect.link, effect.url);
+      startLink(effect.link, effect.url);
       break;
     case 'send':
       links.get(effect.link)?.sendText(JSON.stringify(effect.message));
@@ -115,9 +115,10 @@ function perform(effect) {
   }
 }
 
-function openLink(number, url) {
+/** Open the machine's link number `number`; its events go back to the machine with that number. */
+function startLink(number, url) {
   try {
-    links.set(number, openWebSocketLink(url, {
+    links.set(number, openLink(url, {
       onOpen: () => dispatch({ type: 'linkOpen', link: number }),
       onText: (text) => dispatch({ type: 'text', link: number, text }),
       onAudio: (buffer) => play(number, buffer),

@@ -9,6 +9,8 @@
 //
 // handlers: onOpen(), onText(text), onAudio(arrayBuffer), onClose({code, reason}); onClose comes once,
 // also for a link that never opened. Opening throws only for a URL the browser will not try at all.
+//
+// The page opens every link through openLink(), once per connect: that is where a kind is chosen.
 
 /** Human names of the link kinds, as the figures line says them ("over WebSocket"). */
 export const LINK_NAMES = Object.freeze({ websocket: 'WebSocket', webtransport: 'WebTransport' });
@@ -39,4 +41,9 @@ export function openWebSocketLink(url, handlers) {
       socket.close(code, reason);
     },
   };
+}
+
+/** The link for one connect, to a /ws URL: a WebSocket, the one kind so far. */
+export function openLink(url, handlers) {
+  return openWebSocketLink(url, handlers);
 }
