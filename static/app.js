@@ -1,32 +1,26 @@
-// duoduel page logic: Start, the WebSocket to the server, the call controls, private rooms.
+// duoduel page: wires the buttons, the link to the server and the audio session to the connection state
+// machine (connection.js), and draws what it says: the status line, the error line, the buttons, the
+// group room's members, the private room's link. The connection logic itself is all in connection.js.
 //
-// The protocol is in docs/protocol.md: text frames are JSON control messages, binary frames
-// are audio for session.receive(). Everything here runs on the main thread; audio lives in audio.js.
-// The first message tells a call of two (waiting/connected) from a group room (room): in a group
-// room every binary frame starts with its sender's slot, and the page lists the other members.
+// The protocol is in docs/protocol.md: text messages are JSON control messages, for the machine; binary
+// messages are audio for session.receive(). In a group room every binary message starts with its
+// sender's slot. Everything here runs on the main thread; audio lives in audio.js.
 
 import { startAudio } from './audio.js';
-import { meterValue, mouthToEar, RoundTrips } from './figures.js';
-import { cleanLabel, emptyRoom, MAX_LABEL_LENGTH, reduceRoom, splitSlot } from './members.js';
+import { Connection } from './connection.js';
+import { meterValue, mouthToEar } from './figures.js';
+import { LINK_NAMES, openLink } from './link.js';
+import { cleanLabel, MAX_LABEL_LENGTH, splitSlot } from './members.js';
 import { qrMatrix, svgElement } from './qr.js';
-import { newRoomName, reconnectDelay, roomFromLocation, roomUrl, wsUrl } from './room.js';
-import { DROPPED, Resume, RESUME_REFUSED } from './resume.js';
+import { newRoomName, roomFromLocation, roomUrl, wsUrl } from './room.js';
 
-const PING_INTERVAL_MS = 2000;
-// In a call, a socket that has brought nothing (no audio, no pong) for this long is taken for dead: after a
-// network change the old connection can stay half-open for minutes. The page resumes on a new socket.
-const SILENT_SOCKET_MS = 6000;
-const AUTO_NEXT_MS = 1500; // in the lobby, how long "Partner left" shows before we look for someone new
 const STATS_INTERVAL_MS = 500;
-// Audio frames queued in the socket beyond this are dropped: late audio is worse than lost audio.
-const MAX_BUFFERED_BYTES = 32 * 1024;
 
 const MESSAGES = {
   micBlocked: 'Microphone blocked: allow it in the address bar, then press Start again.',
   noMic: 'No microphone found: plug one in or turn it on in your system settings, then press Start again.',
   micBusy: 'Microphone busy: close other apps or tabs that use it, then press Start again.',
   noWebSocket: 'This browser cannot open WebSockets: use a current Chrome, Firefox or Safari.',
-  roomFull: 'This room is full: create a new private room, or go back to the lobby.',
 };
 const HEADPHONES_HINT = 'On speakers? Use headphones to keep your partner from hearing their own echo.';
 const NAME_KEY = 'duoduel.name'; // localStorage: the name this person gave themselves in group rooms
@@ -35,6 +29,7 @@ const $ = (id) => document.getElementById(id);
 const els = {
   status: $('status'),
   error: $('error'),
+  loading: $('loading'),
   start: $('start'),
   mute: $('mute'),
   next: $('next'),
@@ -59,50 +54,126 @@ const els = {
   membersEmpty: $('members-empty'),
 };
 
+const connection = new Connection({ publicUrl: (room) => wsUrl(location, room) });
+const links = new Map(); // link number -> the link the machine opened, until it closes
+const timers = new Map(); // the machine's timers: event type -> setTimeout id
 let session = null; // the audio session, after Start
-let ws = null; // the current WebSocket; handlers of a replaced socket check `ws !== socket` and do nothing
-let room = null; // private room name, or null for the lobby
-let badRoom = false; // the page URL names an invalid room: Start waits until the user picks another
-let state = 'Press Start to talk';
-let paired = false;
-let partnerLeft = false; // in a room: the partner left and we wait for them (or someone) again
-let roomFull = false; // the server refused us: never reconnect on our own
 let muted = false;
-let attempt = 0; // reconnect attempts since the server last spoke to us
-const roundTrips = new RoundTrips(); // the latest pings' round trips to the server
-let partnerPathMs = null; // the partner's one-way delay to the server, from our latest pong
-let reconnectTimer = 0;
-let autoNextTimer = 0;
-let pingTimer = 0;
-let group = emptyRoom(); // the group room as the server described it (members.js); group.group false in a call of two
 let talking = false; // push-to-talk: Space held while muted
 const rows = new Map(); // slot -> the member's row in the list: {li, name, meter, volume, mute, figures}
-const reconnecting = new Set(); // slots of group members whose socket dropped, held by the server
-const resume = new Resume(); // the resume token, and whether the page is getting its call back
-let lastHeard = 0; // performance.now() of the current socket's latest message
-let abandoned = null; // a silent socket left behind for a new one, closed once the call is back
 
-// Status and errors.
+// The connection: every event goes to the machine; its effects are performed here; then the page is drawn.
 
-function setStatus(text, kind) {
-  state = text;
-  els.status.textContent = text;
+function dispatch(event) {
+  for (const effect of connection.dispatch({ now: performance.now(), ...event })) perform(effect);
+  render();
+}
+
+function perform(effect) {
+  switch (effect.type) {
+    case 'open':
+      startLink(effect.link, effect.url);
+      break;
+    case 'send':
+      links.get(effect.link)?.sendText(JSON.stringify(effect.message));
+      break;
+    case 'close':
+      links.get(effect.link)?.close(effect.code, effect.reason);
+      links.delete(effect.link);
+      break;
+    case 'schedule':
+      clearTimeout(timers.get(effect.timer));
+      timers.set(effect.timer, setTimeout(() => {
+        timers.delete(effect.timer);
+        dispatch({ type: effect.timer });
+      }, effect.ms));
+      break;
+    case 'cancel':
+      clearTimeout(timers.get(effect.timer));
+      timers.delete(effect.timer);
+      break;
+    case 'startAudio':
+      startMicrophone();
+      break;
+    case 'resetPartner':
+      if (session) session.resetPartner();
+      break;
+    case 'addMember':
+      if (session) session.addMember(effect.slot);
+      break;
+    case 'removeMember':
+      if (session) session.removeMember(effect.slot);
+      break;
+    case 'restartMember':
+      if (session) session.restartMember(effect.slot);
+      break;
+    case 'warn':
+      console.warn('duoduel:', effect.text);
+      break;
+    default:
+      throw new Error(`unknown effect ${effect.type}`);
+  }
+}
+
+/** Open the machine's link number `number`; its events go back to the machine with that number. */
+function startLink(number, url) {
+  try {
+    links.set(number, openLink(url, {
+      onOpen: () => dispatch({ type: 'linkOpen', link: number }),
+      onText: (text) => dispatch({ type: 'text', link: number, text }),
+      onAudio: (buffer) => play(number, buffer),
+      onClose: ({ code, reason }) => {
+        links.delete(number);
+        dispatch({ type: 'linkClosed', link: number, code, reason });
+      },
+    }));
+  } catch (err) {
+    // After this dispatch's effects, not in the middle of them.
+    queueMicrotask(() => dispatch({ type: 'linkFailed', link: number, text: err.message }));
+  }
+}
+
+/** An audio frame from the server: to the partner's playback, or the member's its slot names. */
+function play(number, buffer) {
+  connection.heard(number, performance.now());
+  if (number !== connection.link || !connection.inCall || !session) return;
+  if (connection.group.group) {
+    const marked = splitSlot(buffer);
+    if (marked) session.receiveFrom(marked.slot, marked.frame);
+  } else {
+    session.receive(buffer);
+  }
+}
+
+function sendFrame(frame) {
+  if (connection.inCall) links.get(connection.link)?.sendAudio(frame);
+}
+
+// Drawing the page from the machine.
+
+let drawn = {}; // what render() drew last, so it redraws only what changed
+
+/** Only a change: tests and the latency bench record every text the status line shows. */
+function setText(el, text) {
+  if (el.textContent !== text) el.textContent = text;
+}
+
+function render() {
+  const { text, kind } = connection.status;
+  setText(els.status, text);
   els.status.dataset.state = kind;
-}
-
-let errorKind = null; // what the shown error is about, so fixing one thing clears only its error
-
-function showError(text, kind = 'other') {
-  errorKind = kind;
-  els.error.textContent = text;
-  els.error.hidden = false;
-}
-
-function clearError(kind = null) {
-  if (kind !== null && kind !== errorKind) return;
-  errorKind = null;
-  els.error.textContent = '';
-  els.error.hidden = true;
+  setText(els.error, connection.error ? connection.error.text : '');
+  els.error.hidden = connection.error === null;
+  const start = connection.startButton;
+  setText(els.start, start.label);
+  els.start.disabled = start.disabled;
+  els.start.hidden = start.hidden;
+  els.next.disabled = !connection.linkOpen;
+  els.headphonesHint.hidden = !connection.inCall;
+  if (drawn.group !== connection.group || drawn.reconnecting !== connection.reconnectingSlots) renderGroup();
+  const place = [connection.room, connection.state === 'roomFull', connection.roomError !== null, connection.group.group].join();
+  if (drawn.place !== place) renderRoom();
+  drawn = { group: connection.group, reconnecting: connection.reconnectingSlots, place };
 }
 
 function insecureMessage() {
@@ -135,7 +206,24 @@ function startErrorMessage(err) {
   }
 }
 
-// The call.
+// The microphone.
+
+async function startMicrophone() {
+  try {
+    session = await startAudio({ onFrame: sendFrame });
+  } catch (err) {
+    console.warn('duoduel: startAudio failed:', err);
+    session = null;
+    dispatch({ type: 'audioFailed', text: startErrorMessage(err) });
+    return;
+  }
+  session.setMuted(muted);
+  els.mute.disabled = false;
+  if (document.activeElement === els.start || document.activeElement === document.body) els.mute.focus();
+  requestAnimationFrame(drawMeters);
+  setInterval(drawStats, STATS_INTERVAL_MS);
+  dispatch({ type: 'audioStarted' });
+}
 
 function setMuted(value) {
   muted = value;
@@ -157,336 +245,13 @@ function setTalking(value) {
   drawMicLabel();
 }
 
-function setPaired(value) {
-  paired = value;
-  els.headphonesHint.hidden = !paired;
-  // In a group room members come and go one by one (joined/left), so a change of `paired` frees nobody.
-  if (session && !group.group) session.resetPartner();
-}
-
-function sendFrame(frame) {
-  if (paired && ws && ws.readyState === WebSocket.OPEN && ws.bufferedAmount < MAX_BUFFERED_BYTES) {
-    ws.send(frame);
-  }
-}
-
-function sendControl(message) {
-  if (ws && ws.readyState === WebSocket.OPEN) ws.send(JSON.stringify(message));
-}
-
-function ping() {
-  if (paired && resume.token && performance.now() - lastHeard > SILENT_SOCKET_MS) {
-    abandonSilentSocket();
-    return;
-  }
-  const path = roundTrips.pathMs === null ? {} : { path: roundTrips.pathMs };
-  sendControl({ type: 'ping', t: performance.now(), ...path });
-}
-
-function next() {
-  clearTimeout(autoNextTimer);
-  if (!ws || ws.readyState !== WebSocket.OPEN) return;
-  partnerLeft = false;
-  setPaired(false);
-  sendControl({ type: 'next' });
-  setStatus('Waiting for a partner…', 'waiting');
-}
-
-function onControl(message) {
-  const before = group;
-  group = reduceRoom(group, message);
-  if (group !== before) onRoomChange(before, message);
-  switch (message.type) {
-    case 'room':
-    case 'joined':
-    case 'left':
-    case 'label':
-      break; // onRoomChange did it
-    case 'waiting':
-      attempt = 0;
-      if (paired) setPaired(false);
-      if (group.group) {
-        setStatus('Waiting for others to join…', 'waiting');
-      } else {
-        setStatus(partnerLeft ? 'Partner left. Waiting for a partner…' : 'Waiting for a partner…', 'waiting');
-      }
-      break;
-    case 'connected':
-      attempt = 0;
-      clearTimeout(autoNextTimer);
-      partnerLeft = false;
-      setPaired(true);
-      setStatus('Connected', 'connected');
-      break;
-    case 'disconnected':
-      setPaired(false);
-      if (group.group) break; // the last other member left; "waiting" follows at once
-      setStatus('Partner left', 'left');
-      if (room === null) {
-        // The server leaves us out of the queue after a partner leaves the lobby: ask again.
-        clearTimeout(autoNextTimer);
-        autoNextTimer = setTimeout(next, AUTO_NEXT_MS);
-      } else {
-        partnerLeft = true; // the server puts us back in the room and says "waiting" right away
-      }
-      break;
-    case 'session':
-    case 'reconnecting':
-    case 'resumed':
-      onResumeMessage(message);
-      break;
-    case 'error':
-      if (message.reason === 'room full') {
-        onRoomFull();
-      } else if (typeof message.reason === 'string' && message.reason.startsWith(RESUME_REFUSED)) {
-        // Back too late: the call is over and the server starts a new session (waiting follows).
-        resume.onRefused();
-        partnerLeft = true;
-        dropAbandoned();
-      } else {
-        console.warn('duoduel: server refused a message:', message.reason);
-      }
-      break;
-    case 'moved':
-      if (typeof message.url === 'string') moveTo(message.url);
-      break;
-    case 'pong':
-      if (typeof message.t === 'number') roundTrips.add(performance.now() - message.t);
-      partnerPathMs = typeof message.partner_path === 'number' ? message.partner_path : null;
-      break;
-    default:
-      console.warn('duoduel: unknown message type', message.type);
-  }
-}
-
-// Resuming after a dropped socket (see resume.js).
-
-function onResumeMessage(message) {
-  switch (message.type) {
-    case 'session':
-      if (resume.onSession(message) && abandoned) {
-        // The server has moved the call to this socket: a goodbye on the old one no longer ends it.
-        abandoned.close(1000, 'resumed');
-        abandoned = null;
-      }
-      break;
-    case 'reconnecting':
-      // The partner's (a member's) socket dropped; the server holds their place for a few seconds.
-      if (group.group) {
-        reconnecting.add(message.slot);
-        renderGroup();
-      } else if (paired) {
-        setStatus('Partner reconnecting…', 'connecting');
-      }
-      break;
-    case 'resumed':
-      // The partner (a member) is back on a new socket: start their playback afresh, so the delay their
-      // silence and any burst left in the jitter buffer does not stay.
-      if (group.group) {
-        reconnecting.delete(message.slot);
-        if (session) session.restartMember(message.slot);
-        renderGroup();
-      } else {
-        if (session) session.resetPartner();
-        if (paired) setStatus('Connected', 'connected');
-      }
-      break;
-  }
-}
-
-function dropAbandoned() {
-  if (abandoned) abandoned.close(1000, 'leaving');
-  abandoned = null;
-}
-
-/** The socket went silent in a call: leave it open (a close frame would end the call) and resume on a new one. */
-function abandonSilentSocket() {
-  dropAbandoned();
-  abandoned = ws;
-  forgetSocket();
-  resume.onClose(DROPPED, true, performance.now());
-  setStatus('Reconnecting…', 'connecting');
-  attempt = 1;
-  connect();
-}
-
-function onRoomFull() {
-  roomFull = true;
-  setStatus('Room full', 'full');
-  showError(MESSAGES.roomFull, 'room');
-  els.start.textContent = 'Try again';
-  els.start.disabled = false;
-  els.start.hidden = false;
-  renderRoom();
-}
-
-function retryRoom() {
-  if (!roomFull) return;
-  hideTryAgain();
-  clearError('room');
-  reconnectNow();
-}
-
-function hideTryAgain() {
-  if (session) els.start.hidden = true;
-}
-
-// The connection.
-
-function connect(url = wsUrl(location, room)) {
-  clearTimeout(reconnectTimer);
-  reconnectTimer = 0;
-  let socket;
-  try {
-    socket = new WebSocket(resume.url(url));
-  } catch (err) {
-    showError(`Cannot connect to the server (${err.message}): reload the page.`);
-    return;
-  }
-  socket.binaryType = 'arraybuffer';
-  ws = socket;
-  setStatus(attempt === 0 ? 'Connecting…' : 'Reconnecting…', 'connecting');
-
-  socket.addEventListener('open', () => {
-    if (ws !== socket) return;
-    lastHeard = performance.now();
-    els.next.disabled = false;
-    ping();
-    clearInterval(pingTimer);
-    pingTimer = setInterval(ping, PING_INTERVAL_MS);
-  });
-  socket.addEventListener('message', (event) => {
-    if (ws !== socket) return;
-    lastHeard = performance.now();
-    if (typeof event.data !== 'string') {
-      if (!paired || !session) return;
-      if (group.group) {
-        const marked = splitSlot(event.data);
-        if (marked) session.receiveFrom(marked.slot, marked.frame);
-      } else {
-        session.receive(event.data);
-      }
-      return;
-    }
-    let message;
-    try {
-      message = JSON.parse(event.data);
-    } catch {
-      console.warn('duoduel: not JSON from the server:', event.data);
-      return;
-    }
-    if (message && typeof message.type === 'string') onControl(message);
-  });
-  socket.addEventListener('close', (event) => {
-    if (ws !== socket) return;
-    onClose(event);
-  });
-}
-
-/** The current socket is gone (or being dropped): stop its timers and end the call. */
-function forgetSocket() {
-  ws = null;
-  clearInterval(pingTimer);
-  clearTimeout(autoNextTimer);
-  roundTrips.clear();
-  partnerPathMs = null;
-  setPaired(false);
-  if (group.group) {
-    const before = group;
-    group = emptyRoom();
-    onRoomChange(before, null);
-  }
-  els.next.disabled = true;
-}
-
-function onClose(event) {
-  const inCall = paired;
-  forgetSocket();
-  if (event.code === 1008 && event.reason === 'room full') roomFull = true;
-  if (roomFull) {
-    onRoomFull();
-    return;
-  }
-  if (!session) return;
-  if (resume.onClose(event.code, inCall, performance.now())) {
-    // Dropped in a call: try at once, then about once a second while the server holds our place.
-    const delay = resume.delay(attempt++, reconnectDelay, performance.now());
-    setStatus('Reconnecting…', 'connecting');
-    reconnectTimer = setTimeout(connect, delay);
-    return;
-  }
-  const delay = reconnectDelay(attempt++);
-  setStatus(`Reconnecting… (connection lost, trying again in ${Math.ceil(delay / 1000)} s)`, 'connecting');
-  reconnectTimer = setTimeout(connect, delay);
-}
-
-/**
- * Another duoduel process holds our partner or our room: go there at once, with no backoff and no
- * "partner left". If that process is gone, the socket closes and we reconnect here as after any drop.
- */
-function moveTo(url) {
-  const old = ws;
-  forgetSocket();
-  resume.forget(); // a token opens a place only on the process that gave it
-  if (old) old.close(1000, 'moved');
-  connect(url);
-}
-
-/** Drop the current socket (if any) and connect again at once, e.g. into another room. */
-function reconnectNow() {
-  const old = ws;
-  forgetSocket();
-  roomFull = false;
-  partnerLeft = false;
-  attempt = 0;
-  resume.forget();
-  dropAbandoned();
-  if (old) old.close(1000, 'leaving');
-  connect(); // also cancels a pending reconnect
-}
-
-// Start.
-
-async function start() {
-  if (session) {
-    // After "Room full" Start comes back as "Try again": someone may have left by now.
-    retryRoom();
-    return;
-  }
-  if (typeof WebSocket === 'undefined') {
-    showError(MESSAGES.noWebSocket);
-    return;
-  }
-  if (badRoom) return;
-  els.start.disabled = true;
-  clearError();
-  setStatus('Starting the microphone…', 'connecting');
-  try {
-    session = await startAudio({ onFrame: sendFrame });
-  } catch (err) {
-    console.warn('duoduel: startAudio failed:', err);
-    session = null;
-    els.start.disabled = false;
-    setStatus(room === null ? 'Press Start to talk' : 'Press Start to join this private room', 'idle');
-    showError(startErrorMessage(err));
-    return;
-  }
-  session.setMuted(muted);
-  els.start.hidden = true;
-  els.mute.disabled = false;
-  if (document.activeElement === els.start || document.activeElement === document.body) els.mute.focus();
-  requestAnimationFrame(drawMeters);
-  setInterval(drawStats, STATS_INTERVAL_MS);
-  connect();
-}
-
 // Meters and figures.
 
 function drawMeters() {
   if (!session) return;
   const { mic, partner } = session.levels();
   els.micMeter.value = meterValue(mic);
-  els.partnerMeter.value = paired ? meterValue(partner) : 0;
+  els.partnerMeter.value = connection.inCall ? meterValue(partner) : 0;
   for (const [slot, row] of rows) {
     const stats = session.memberStats(slot);
     row.meter.value = stats ? meterValue(stats.rms) : 0;
@@ -496,45 +261,44 @@ function drawMeters() {
 
 const whole = (x) => (Number.isFinite(x) ? String(Math.round(x)) : '–');
 
+/** The link's kind, as the figures line names it ("over WebSocket"); empty between links. */
+function over() {
+  const link = links.get(connection.link);
+  return link ? `over ${LINK_NAMES[link.kind] ?? link.kind}` : '';
+}
+
+function figuresLine(parts) {
+  return parts.filter(Boolean).join(' · ');
+}
+
 function drawStats() {
   if (!session) return;
-  if (!paired) {
-    els.stats.textContent = roundTrips.latest === null ? '' : `RTT ${whole(roundTrips.latest)} ms`;
+  const { roundTrips } = connection;
+  if (!connection.inCall) {
+    els.stats.textContent = roundTrips.latest === null ? '' : figuresLine([`RTT ${whole(roundTrips.latest)} ms`, over()]);
     return;
   }
   const s = session.stats();
-  if (group.group) {
+  if (connection.group.group) {
     drawGroupStats(s);
     return;
   }
-  const estimate = mouthToEar({ ...s, pathMs: roundTrips.pathMs, partnerPathMs });
+  const estimate = mouthToEar({ ...s, pathMs: roundTrips.pathMs, partnerPathMs: connection.partnerPathMs });
   // Where the browser's output latency cannot be read safely (Firefox), the estimate stops at our
   // output node and says so.
   const toEar = estimate === null ? '–' : `${whole(estimate.ms)} ms${estimate.withOutput ? '' : ' + output device'}`;
-  els.stats.textContent = [
+  els.stats.textContent = figuresLine([
     `RTT ${whole(roundTrips.latest)} ms`,
     `jitter buffer ${whole(s.jitterMs)} ms`,
     `lost ${whole(s.lostFrames)}`,
     `out ${s.codec} ${whole(s.kbpsOut)} kbit/s`,
     `in ${s.partnerCodec || '–'} ${whole(s.kbpsIn)} kbit/s`,
     `≈ mouth-to-ear ${toEar}`,
-  ].join(' · ');
+    over(),
+  ]);
 }
 
 // Group rooms: the member list, names, each member's volume on this page.
-
-/** The server changed the room (room, joined, left, label), or the socket went: follow it. */
-function onRoomChange(before, message) {
-  if (!before.group && group.group) {
-    if (session) session.resetPartner(); // a fresh room: nobody from an earlier socket plays on
-    const name = storedName();
-    if (name !== null && name !== group.label) sendControl({ type: 'label', label: name });
-  }
-  if (session && message && message.type === 'joined') session.addMember(message.slot);
-  if (session && message && message.type === 'left') session.removeMember(message.slot);
-  if (session && !group.group) session.resetPartner();
-  renderGroup();
-}
 
 function storedName() {
   try {
@@ -552,7 +316,7 @@ function onNameChange() {
   } catch {
     // storage blocked: the name still goes to the room
   }
-  if (name !== null && group.group && name !== group.label) sendControl({ type: 'label', label: name });
+  dispatch({ type: 'name', name });
 }
 
 function memberRow(slot) {
@@ -588,8 +352,9 @@ function memberRow(slot) {
   return { li, name, meter, volume, mute, figures };
 }
 
-/** Draw the group part of the page from `group`: rows added and removed, names as text only. */
+/** Draw the group part of the page from the machine's group room: rows added and removed, names as text only. */
 function renderGroup() {
+  const { group, reconnectingSlots } = connection;
   const inGroup = group.group;
   els.group.hidden = !inGroup;
   els.headphonesHint.textContent = inGroup
@@ -605,7 +370,6 @@ function renderGroup() {
       rows.delete(slot);
     }
   }
-  for (const slot of reconnecting) if (!present.has(slot)) reconnecting.delete(slot);
   for (const member of group.members) {
     let row = rows.get(member.slot);
     if (!row) {
@@ -615,21 +379,21 @@ function renderGroup() {
       els.members.insertBefore(row.li, after || null);
     }
     // never innerHTML: a label is whatever its member typed
-    row.name.textContent = reconnecting.has(member.slot) ? `${member.label} (reconnecting…)` : member.label;
+    row.name.textContent = reconnectingSlots.has(member.slot) ? `${member.label} (reconnecting…)` : member.label;
     row.volume.setAttribute('aria-label', `Volume of ${member.label} on this page`);
     row.mute.setAttribute('aria-label', `Mute ${member.label} on this page`);
   }
   els.membersEmpty.hidden = !inGroup || group.members.length > 0;
-  renderRoom();
 }
 
 function drawGroupStats(s) {
-  const others = group.members.length;
-  els.stats.textContent = [
-    `RTT ${whole(roundTrips.latest)} ms`,
+  const others = connection.group.members.length;
+  els.stats.textContent = figuresLine([
+    `RTT ${whole(connection.roundTrips.latest)} ms`,
     `out ${s.codec} ${whole(s.kbpsOut)} kbit/s`,
     `${others} other${others === 1 ? '' : 's'} in the room`,
-  ].join(' · ');
+    over(),
+  ]);
   for (const [slot, row] of rows) {
     const m = session.memberStats(slot);
     if (!m) {
@@ -646,21 +410,17 @@ function drawGroupStats(s) {
 
 // Private rooms.
 
-function setRoomFromLocation() {
+/** Take up the room the page URL names (or the lobby): the machine reconnects if the call had started. */
+function followLocation() {
   const found = roomFromLocation(location.pathname, location.search);
-  badRoom = found !== null && typeof found === 'object';
-  room = badRoom ? null : found;
-  if (badRoom) {
-    showError(found.error, 'room');
-  } else {
-    clearError('room');
-  }
-  els.start.disabled = badRoom || Boolean(session);
-  if (!session) setStatus(room === null ? 'Press Start to talk' : 'Press Start to join this private room', 'idle');
-  renderRoom();
+  const bad = found !== null && typeof found === 'object';
+  dispatch({ type: 'place', room: bad ? null : found, roomError: bad ? found.error : null });
 }
 
 function renderRoom() {
+  const { room, group } = connection;
+  const roomFull = connection.state === 'roomFull';
+  const badRoom = connection.roomError !== null;
   const inRoom = room !== null;
   // A room holds just the two of you: Next could only end the call, so it is a lobby button.
   els.next.hidden = inRoom;
@@ -700,14 +460,6 @@ async function copyRoomLink() {
   }
 }
 
-/** Take up the room the page URL now names; reconnect if the call had started. */
-function followLocation() {
-  roomFull = false;
-  hideTryAgain();
-  setRoomFromLocation();
-  if (session) reconnectNow();
-}
-
 /** Move this page to another room (null: the lobby). */
 function goTo(name) {
   history.pushState(null, '', name === null ? '/' : `/r/${name}`);
@@ -733,7 +485,7 @@ function isTyping(target) {
 
 /** Space while muted in a group room: push to talk. Never while typing, so a name can have spaces. */
 function isPushToTalk(event) {
-  return event.code === 'Space' && group.group && session !== null && (muted || talking) &&
+  return event.code === 'Space' && connection.group.group && session !== null && (muted || talking) &&
     !event.ctrlKey && !event.metaKey && !event.altKey && !isTyping(event.target);
 }
 
@@ -760,9 +512,9 @@ function onKeyDown(event) {
 }
 
 function init() {
-  els.start.addEventListener('click', start);
+  els.start.addEventListener('click', () => dispatch({ type: 'start' }));
   els.mute.addEventListener('click', () => setMuted(!muted));
-  els.next.addEventListener('click', next);
+  els.next.addEventListener('click', () => dispatch({ type: 'next' }));
   els.createRoom.addEventListener('click', createRoom);
   els.copyLink.addEventListener('click', copyRoomLink);
   els.lobbyLink.addEventListener('click', (event) => {
@@ -782,28 +534,22 @@ function init() {
   document.addEventListener('visibilitychange', () => {
     if (document.visibilityState === 'visible') resumeAudio();
   });
-  window.addEventListener('online', () => {
-    if (session && !ws && !roomFull) connect();
-  });
+  window.addEventListener('online', () => dispatch({ type: 'online' }));
+  // Into the back/forward cache: leave at once, so the partner hears "Partner left" now, not after a timeout.
   window.addEventListener('pagehide', (event) => {
-    // Leave at once so the partner hears "Partner left" now rather than after a timeout.
-    if (event.persisted && ws) {
-      const old = ws;
-      ws = null;
-      resume.forget();
-      old.close(1000, 'page hidden');
-    }
+    if (event.persisted) dispatch({ type: 'pageHidden' });
   });
   window.addEventListener('pageshow', (event) => {
-    if (event.persisted && session && !roomFull) reconnectNow();
+    if (event.persisted) dispatch({ type: 'pageShown' });
   });
 
-  setRoomFromLocation();
+  els.loading.remove(); // the script came: no "has not loaded" line, ever
+  dispatch({ type: 'name', name: storedName() });
+  followLocation();
   if (typeof WebSocket === 'undefined') {
-    showError(MESSAGES.noWebSocket);
-    els.start.disabled = true;
+    dispatch({ type: 'unsupported', text: MESSAGES.noWebSocket });
   } else if (!window.isSecureContext) {
-    showError(insecureMessage());
+    dispatch({ type: 'notice', text: insecureMessage() });
   }
 }
 
@@ -811,22 +557,32 @@ window.duoduel = {
   get session() {
     return session;
   },
+  /** What the status line says. */
   get state() {
-    return state;
+    return connection.status.text;
+  },
+  /** The connection's state (connection.js), e.g. 'waiting', 'connected', 'resuming'. */
+  get connection() {
+    return connection.state;
+  },
+  /** The current link: its kind and the URL it opened; null between links. */
+  get link() {
+    const link = links.get(connection.link);
+    return link ? { kind: link.kind, url: connection.url } : null;
   },
   get room() {
-    return room;
+    return connection.room;
   },
   /** The group room as the page knows it ({group, slot, label, size, members}); group false in a call. */
   get group() {
-    return group;
+    return connection.group;
   },
   get talking() {
     return talking;
   },
   /** The one-way paths to the server that the mouth-to-ear estimate adds: ours and the partner's (ms or null). */
   get paths() {
-    return { pathMs: roundTrips.pathMs, partnerPathMs };
+    return { pathMs: connection.roundTrips.pathMs, partnerPathMs: connection.partnerPathMs };
   },
 };
 

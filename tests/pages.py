@@ -134,8 +134,21 @@ class ChromiumPage(Page):
     async def _click(self, selector: str) -> None:
         await self._page.click(selector)
 
-    async def goto(self, url: str) -> None:
-        await self._page.goto(url)
+    async def goto(self, url: str, wait_until: str = "load") -> None:
+        """Load url; wait_until="commit" returns as soon as the page has begun to arrive, its scripts maybe not."""
+        await self._page.goto(url, wait_until=wait_until)
+
+    async def hold_requests(self, pattern: str) -> Callable[[], None]:
+        """Hold back the page's requests for URLs matching the glob, as a slow link would, until the returned
+        release() is called; then they go on to the server."""
+        released = asyncio.Event()
+
+        async def hold(route) -> None:
+            await released.wait()
+            await route.continue_()
+
+        await self._page.route(pattern, hold)
+        return released.set
 
     async def close(self) -> None:
         with contextlib.suppress(Exception):

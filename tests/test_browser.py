@@ -161,15 +161,16 @@ async def start_call(open_page, first: tuple[str, str], second: tuple[str, str],
 
 @engines("chromium-chromium", "chromium-firefox", "firefox-firefox", "chromium-webkit", "webkit-firefox")
 async def test_call_each_page_hears_the_other_tone_over_opus(open_page, engines):
-    """Both press Start: both show Connected, each hears the other's voice (not its own), sent as Opus."""
+    """Both press Start: both show Connected, each hears the other's voice (not its own), sent as Opus over
+    a WebSocket, as the figures line says."""
     ann, bob = await start_call(open_page, ("ann", engines[0]), ("bob", engines[1]))
     assert await wait_hearing(ann, TONES["bob"]) == pytest.approx(TONES["bob"], abs=HZ_TOLERANCE)
     assert await wait_hearing(bob, TONES["ann"]) == pytest.approx(TONES["ann"], abs=HZ_TOLERANCE)
     for page in (ann, bob):
         stats = await page.evaluate("() => window.duoduel.session.stats()")
         assert (stats["codec"], stats["partnerCodec"]) == ("opus", "opus"), stats
-        await page.wait_for("() => document.getElementById('stats').textContent.includes('opus')",
-                            what="the figures line to name the codec")
+        await page.wait_for("() => /opus.*over WebSocket/.test(document.getElementById('stats').textContent)",
+                            what="the figures line to name the codec and the link")
     assert await status(ann) == await status(bob) == "Connected"
 
 
@@ -244,6 +245,23 @@ async def test_refused_microphone_shows_one_line_saying_what_to_do(open_page, en
     assert await status(ann) == "Press Start to talk"
     assert await ann.evaluate("() => document.getElementById('start').disabled") is False
     assert await ann.evaluate("() => window.duoduel.session") is None
+
+
+async def test_start_waits_for_the_page_script_and_then_one_click_starts(server, browsers):
+    """While the page's script is held back (a slow link), Start is disabled and the status says the page is
+    loading; after 10 s a line says the script has not come. Once it comes, the first click on Start starts."""
+    ann = await browsers.launch("ann", "chromium", TONES["ann"])
+    release = await ann.hold_requests("**/app.js")
+    await ann.goto(server.origin + "/", wait_until="commit")
+    await ann.wait_for("() => document.getElementById('start') !== null", what="the Start button")
+    assert await ann.evaluate("() => document.getElementById('start').disabled"), "a click now would do nothing"
+    assert await status(ann) == "Loading the page…"
+    await ann.wait_for("() => getComputedStyle(document.getElementById('loading')).visibility === 'visible'",
+                       what="the line saying the script has not loaded")
+    release()
+    await ann.click("#start")
+    await wait_status(ann, "Waiting for a partner")
+    assert await ann.is_hidden("#loading")
 
 
 FIREFOX_STARTS = (550.0, 770.0, 990.0)

@@ -1,0 +1,555 @@
+// The page's connection to the server, as a state machine: named states, and every transition in the
+// one table below (TRANSITIONS). Pure: no DOM, no link, no timers of its own, so node tests it.
+//
+// The page feeds it events, each with `now` (performance.now() ms): the person's (start, next, name, and
+// place: the room the page URL names), the microphone's (audioStarted, audioFailed), the link's (linkOpen,
+// text, linkClosed, linkFailed), the browser's (unsupported, notice, online, pageHidden, pageShown) and
+// the timers' (pingDue, retryDue, autoNextDue). dispatch() returns the effects for the page to perform,
+// in order:
+//
+//   {type: 'startAudio'}                       start the microphone; answer audioStarted or audioFailed
+//   {type: 'open', link, url}                  open link number `link` to url; its events carry `link`
+//   {type: 'send', link, message}              send a control message (an object, as JSON) on it
+//   {type: 'close', link, code, reason}        close it (its events are ignored from now on)
+//   {type: 'schedule', timer, ms}              dispatch {type: timer} in ms (replacing one pending)
+//   {type: 'cancel', timer}                    forget that timer
+//   {type: 'resetPartner'}                     the audio session forgets whoever played (call starts or ends)
+//   {type: 'addMember' | 'removeMember' | 'restartMember', slot}   a group room's member's playback
+//   {type: 'warn', text}                       something odd from the server, for the console
+//
+// and then draws the page from the machine: status, error, startButton, linkOpen, inCall, room, group.
+// The protocol is docs/protocol.md's; resume.js builds the URLs a session and a resume open.
+
+import { RoundTrips } from './figures.js';
+import { emptyRoom, reduceRoom } from './members.js';
+import { DROPPED, RESUME_REFUSED, resumeDelay, sessionUrl, withoutCall } from './resume.js';
+import { reconnectDelay } from './room.js';
+
+export const PING_INTERVAL_MS = 2000;
+// In a call, a link that has brought nothing (no audio, no pong) for this long is taken for dead: after a
+// network change the old connection can stay half-open for minutes. The page resumes on a new one.
+export const SILENT_LINK_MS = 6000;
+export const AUTO_NEXT_MS = 1500; // in the lobby, how long "Partner left" shows before we look for someone new
+
+export const ROOM_FULL = 'This room is full: create a new private room, or go back to the lobby.';
+
+/** What the status line says in each state, and its data-state (the colour). */
+const STATUS = {
+  idle: (m) => [m.room === null ? 'Press Start to talk' : 'Press Start to join this private room', 'idle'],
+  unsupported: () => ['Press Start to talk', 'idle'],
+  starting: () => ['Starting the microphone…', 'connecting'],
+  connecting: (m) => [m.attempt === 0 ? 'Connecting…' : 'Reconnecting…', 'connecting'],
+  waiting: (m) => [waitingText(m), 'waiting'],
+  connected: () => ['Connected', 'connected'],
+  partnerReconnecting: () => ['Partner reconnecting…', 'connecting'],
+  partnerLeft: () => ['Partner left', 'left'],
+  resuming: () => ['Reconnecting…', 'connecting'],
+  retrying: (m) => [`Reconnecting… (connection lost, trying again in ${Math.ceil(m.retryInMs / 1000)} s)`, 'connecting'],
+  roomFull: () => ['Room full', 'full'],
+  away: () => ['Reconnecting…', 'connecting'],
+  broken: () => ['Not connected', 'left'],
+};
+
+function waitingText(m) {
+  if (m.group.group) return 'Waiting for others to join…';
+  return m.partnerGone ? 'Partner left. Waiting for a partner…' : 'Waiting for a partner…';
+}
+
+export class Connection {
+  /**
+   * @param {object} options
+   * @param {(room: string|null) => string} options.publicUrl the /ws URL of the page's own address, for a room
+   *   (null: the lobby); behind a proxy, whichever process it picks
+   * @param {() => number} [options.random] for the reconnect backoff's jitter
+   */
+  constructor({ publicUrl, random = Math.random }) {
+    this.publicUrl = publicUrl;
+    this.backoff = (attempt) => reconnectDelay(attempt, random);
+    this.state = 'idle';
+    this.room = null; // private room name, or null for the lobby
+    this.roomError = null; // the page URL names a bad room: what to say (Start waits for another)
+    this.error = null; // the error line: {text, about} ('room', 'audio', 'page', 'browser' or 'link')
+    this.name = null; // the name this person gave themselves for group rooms
+    this.linkSeq = 0;
+    this.link = 0; // the current link's number; 0: none. Events of any other link are ignored.
+    this.url = null; // what the current link opened
+    this.linkOpen = false;
+    this.abandoned = 0; // a silent link left open (a close would end the call) until the call is back
+    this.token = null; // the resume token of the current session
+    this.windowMs = 0; // how long the server holds our place after a drop
+    this.home = null; // the /ws URL of the process holding the session (after a move: not the public one)
+    this.droppedAt = 0;
+    this.attempt = 0; // connection attempts since the server last put us somewhere
+    this.retryInMs = 0;
+    this.partnerGone = false; // the call ended without us (partner left, or our place expired)
+    this.group = emptyRoom(); // the group room as the server described it (members.js)
+    this.reconnectingSlots = new Set(); // group members whose link dropped; replaced, never changed in place
+    this.roundTrips = new RoundTrips();
+    this.partnerPathMs = null; // the partner's one-way delay to the server, from our latest pong
+    this.lastHeard = 0; // when the current link last brought anything
+    this.effects = [];
+  }
+
+  /** Take one event; return the effects to perform. */
+  dispatch(event) {
+    if (event.link !== undefined && event.link !== this.link) return []; // a replaced link's last words
+    if (event.type === 'text') {
+      this.lastHeard = event.now;
+      event = serverEvent(event);
+    }
+    this.effects = [];
+    const before = audience(this);
+    const row = TRANSITIONS[this.state];
+    if (Object.hasOwn(row, event.type) && row[event.type]) row[event.type](this, event);
+    // Whoever played before the call started or ended is not the partner now.
+    if (audience(this) !== before) this.emit({ type: 'resetPartner' });
+    return this.effects;
+  }
+
+  /** Audio came on a link (not dispatched: 50 a second, and it changes no state): the link is alive. */
+  heard(link, now) {
+    if (link === this.link) this.lastHeard = now;
+  }
+
+  /** In a call: audio goes to and comes from the partner (or the group room's others). */
+  get inCall() {
+    return this.state === 'connected' || this.state === 'partnerReconnecting';
+  }
+
+  get status() {
+    const [text, kind] = STATUS[this.state](this);
+    return { text, kind };
+  }
+
+  /** Start is the way in; after "Room full" it comes back as "Try again"; otherwise it is hidden. */
+  get startButton() {
+    switch (this.state) {
+      case 'idle':
+        return { label: 'Start', disabled: this.roomError !== null, hidden: false };
+      case 'unsupported':
+      case 'starting':
+        return { label: 'Start', disabled: true, hidden: false };
+      case 'roomFull':
+        return { label: 'Try again', disabled: false, hidden: false };
+      default:
+        return { label: 'Start', disabled: true, hidden: true };
+    }
+  }
+
+  emit(effect) {
+    this.effects.push(effect);
+  }
+
+  schedule(timer, ms) {
+    this.emit({ type: 'schedule', timer, ms });
+  }
+
+  cancel(timer) {
+    this.emit({ type: 'cancel', timer });
+  }
+
+  send(message) {
+    if (this.linkOpen) this.emit({ type: 'send', link: this.link, message });
+  }
+}
+
+/** Who plays on this page: changes when a call of two starts or ends, or a group room begins or ends. */
+function audience(m) {
+  if (m.group.group) return 'group';
+  return m.inCall ? 'partner' : 'nobody';
+}
+
+/** A control message from the server as an event: its type, or what kind of error it is. */
+function serverEvent({ text, now, link }) {
+  let message;
+  try {
+    message = JSON.parse(text);
+  } catch {
+    return { type: 'garbled', text: `not JSON from the server: ${text}`, now, link };
+  }
+  if (!message || typeof message.type !== 'string') return { type: 'garbled', text: `no type: ${text}`, now, link };
+  switch (message.type) {
+    case 'room':
+    case 'joined':
+    case 'left':
+    case 'label':
+      return { type: 'roomNotice', message, now, link };
+    case 'error':
+      if (message.reason === 'room full') return { type: 'roomFull', now, link };
+      if (typeof message.reason === 'string' && message.reason.startsWith(RESUME_REFUSED)) {
+        return { type: 'resumeRefused', now, link };
+      }
+      return { type: 'refused', text: `server refused a message: ${message.reason}`, now, link };
+    case 'waiting':
+    case 'connected':
+    case 'disconnected':
+    case 'reconnecting':
+    case 'resumed':
+    case 'session':
+    case 'moved':
+    case 'pong':
+      return { ...message, now, link };
+    default:
+      return { type: 'unknown', text: `unknown message type ${message.type}`, now, link };
+  }
+}
+
+// Transitions: function (machine, event). Each does one thing; the table says where it applies.
+
+/** Before Start: the page URL names a room (or the lobby), or a bad room ({roomError}). */
+function takePlace(m, e) {
+  m.room = e.room ?? null;
+  m.roomError = e.roomError ?? null;
+  if (m.roomError !== null) m.error = { text: m.roomError, about: 'room' };
+  else if (m.error?.about === 'room') m.error = null;
+}
+
+function rename(m, e) {
+  m.name = e.name;
+  sendLabel(m);
+}
+
+/** In a group room, the server calls us by the name this person gave (if any). */
+function sendLabel(m) {
+  if (m.group.group && m.name !== null && m.name !== m.group.label) m.send({ type: 'label', label: m.name });
+}
+
+/** The browser cannot do it at all (no WebSocket): say so, and Start stays disabled. */
+function refuseBrowser(m, e) {
+  m.error = { text: e.text, about: 'browser' };
+  m.state = 'unsupported';
+}
+
+/** Something the person should know before Start (an insecure page), which Start may still get past. */
+function showNotice(m, e) {
+  m.error = { text: e.text, about: 'page' };
+}
+
+function startMicrophone(m) {
+  if (m.roomError !== null) return;
+  m.error = null;
+  m.state = 'starting';
+  m.emit({ type: 'startAudio' });
+}
+
+function micFailed(m, e) {
+  m.error = { text: e.text, about: 'audio' };
+  m.state = 'idle';
+}
+
+/** A new session at url (the page's own address unless the server sent us elsewhere). */
+function connectFresh(m, e, url = m.publicUrl(m.room)) {
+  m.cancel('retryDue');
+  m.token = null;
+  m.home = withoutCall(url); // the move's call token is good once; a resume goes back without it
+  openLink(m, sessionUrl(url));
+  m.state = 'connecting';
+}
+
+function openLink(m, url) {
+  m.link = ++m.linkSeq;
+  m.url = url;
+  m.linkOpen = false;
+  m.emit({ type: 'open', link: m.link, url });
+}
+
+/** The link is gone (or being left): stop what ran on it, leave the group room. */
+function forgetLink(m) {
+  m.cancel('pingDue');
+  m.cancel('autoNextDue');
+  m.link = 0;
+  m.url = null;
+  m.linkOpen = false;
+  m.roundTrips.clear();
+  m.partnerPathMs = null;
+  m.group = emptyRoom();
+  m.reconnectingSlots = new Set();
+}
+
+function closeLink(m, reason) {
+  if (m.link !== 0) m.emit({ type: 'close', link: m.link, code: 1000, reason });
+  forgetLink(m);
+}
+
+function dropAbandoned(m, reason) {
+  if (m.abandoned !== 0) m.emit({ type: 'close', link: m.abandoned, code: 1000, reason });
+  m.abandoned = 0;
+}
+
+function linkOpened(m, e) {
+  m.linkOpen = true;
+  m.lastHeard = e.now;
+  ping(m, e);
+}
+
+function ping(m, e) {
+  const path = m.roundTrips.pathMs === null ? {} : { path: m.roundTrips.pathMs };
+  m.send({ type: 'ping', t: e.now, ...path });
+  m.schedule('pingDue', PING_INTERVAL_MS);
+}
+
+/** In a call, a link silent for too long is dead whatever TCP thinks: resume on a new one. */
+function pingOrAbandon(m, e) {
+  if (m.token === null || e.now - m.lastHeard <= SILENT_LINK_MS) {
+    ping(m, e);
+    return;
+  }
+  // Left open: a close frame would tell the server we left, and end the call.
+  dropAbandoned(m, 'leaving');
+  m.abandoned = m.link;
+  forgetLink(m);
+  startResuming(m, e);
+}
+
+function notePong(m, e) {
+  if (typeof e.t === 'number') m.roundTrips.add(e.now - e.t);
+  m.partnerPathMs = typeof e.partner_path === 'number' ? e.partner_path : null;
+}
+
+/** The server's resume token for this session; a resumed session also frees the link we abandoned. */
+function takeSession(m, e) {
+  m.token = typeof e.token === 'string' ? e.token : null;
+  m.windowMs = typeof e.window === 'number' ? e.window * 1000 : 0;
+  if (e.resumed === true) dropAbandoned(m, 'resumed');
+}
+
+function followRoom(m, e) {
+  const before = m.group;
+  m.group = reduceRoom(before, e.message);
+  if (m.group === before) return;
+  if (!before.group) sendLabel(m);
+  const { type, slot } = e.message;
+  if (type === 'joined') m.emit({ type: 'addMember', slot });
+  if (type === 'left') m.emit({ type: 'removeMember', slot });
+  const present = new Set(m.group.members.map((member) => member.slot));
+  if ([...m.reconnectingSlots].some((s) => !present.has(s))) {
+    m.reconnectingSlots = new Set([...m.reconnectingSlots].filter((s) => present.has(s)));
+  }
+}
+
+function wait(m) {
+  m.attempt = 0;
+  m.state = 'waiting';
+}
+
+function callStarts(m) {
+  m.attempt = 0;
+  m.partnerGone = false;
+  m.cancel('autoNextDue');
+  m.state = 'connected';
+}
+
+function partnerLeaves(m) {
+  if (m.group.group) {
+    m.state = 'waiting'; // the last other member left; the server says "waiting" at once
+    return;
+  }
+  m.state = 'partnerLeft';
+  // The server leaves us out of the lobby's queue after a partner leaves: ask again, after a moment.
+  if (m.room === null) m.schedule('autoNextDue', AUTO_NEXT_MS);
+  else m.partnerGone = true; // in a room the server puts us back at once and says "waiting"
+}
+
+/** The partner's (a member's) link dropped; the server holds their place for a few seconds. */
+function partnerDrops(m, e) {
+  if (m.group.group) {
+    m.reconnectingSlots = new Set([...m.reconnectingSlots, e.slot]);
+  } else if (m.state === 'connected') {
+    m.state = 'partnerReconnecting';
+  }
+}
+
+/** The partner (a member) is back on a new link: their playback starts afresh, without the delay their
+ *  silence and the burst behind it would leave in the jitter buffer. */
+function partnerReturns(m, e) {
+  if (m.group.group) {
+    const slots = new Set(m.reconnectingSlots);
+    slots.delete(e.slot);
+    m.reconnectingSlots = slots;
+    m.emit({ type: 'restartMember', slot: e.slot });
+    return;
+  }
+  m.emit({ type: 'resetPartner' });
+  if (m.state === 'partnerReconnecting') m.state = 'connected';
+}
+
+/** Next: leave this partner (or the wait) and look for someone else. Only in the lobby. */
+function findSomeoneElse(m) {
+  if (!m.linkOpen || m.room !== null) return;
+  m.cancel('autoNextDue');
+  m.partnerGone = false;
+  m.send({ type: 'next' });
+  m.state = 'waiting';
+}
+
+/**
+ * Another process holds our partner or our room: go there at once, with no backoff and no "partner
+ * left". If that process is gone, that link closes and we start over at the page's own address.
+ */
+function moveTo(m, e) {
+  if (typeof e.url !== 'string') return;
+  closeLink(m, 'moved');
+  connectFresh(m, e, e.url);
+}
+
+function refuseRoom(m) {
+  closeLink(m, 'room full');
+  m.error = { text: ROOM_FULL, about: 'room' };
+  m.state = 'roomFull';
+}
+
+/** The current link closed: resume a call it dropped, or start a new session after a backoff. */
+function linkLost(m, e) {
+  const inCall = m.inCall;
+  forgetLink(m);
+  if (e.code === 1008 && e.reason === 'room full') {
+    refuseRoom(m);
+  } else if (e.code === DROPPED && inCall && m.token !== null) {
+    startResuming(m, e);
+  } else {
+    retryLater(m);
+  }
+}
+
+/** A clean close (1000, 1001 from a server going away) or a drop outside a call: the session is over. */
+function retryLater(m) {
+  m.token = null;
+  m.retryInMs = m.backoff(m.attempt++);
+  m.schedule('retryDue', m.retryInMs);
+  m.state = 'retrying';
+}
+
+/** Dropped in a call: the server holds our place for its window; ask for it back at once, by token. */
+function startResuming(m, e) {
+  m.droppedAt = e.now;
+  m.attempt = 1;
+  m.state = 'resuming';
+  openResume(m);
+}
+
+function openResume(m) {
+  openLink(m, sessionUrl(m.home, m.token));
+}
+
+/**
+ * A resume attempt failed. Within the window, try again about once a second. Past it, the place is gone,
+ * or the process that held it is (only its address, /p/NAME/ws behind a proxy, knows the token): start
+ * over at the page's own address, where the proxy picks a live process.
+ */
+function retryResume(m, e) {
+  forgetLink(m);
+  if (e.now - m.droppedAt >= m.windowMs) {
+    giveUpCall(m);
+    return;
+  }
+  m.retryInMs = resumeDelay(m.attempt++, m.backoff);
+  m.schedule('retryDue', m.retryInMs);
+}
+
+function giveUpCall(m) {
+  dropAbandoned(m, 'leaving');
+  m.partnerGone = true;
+  m.attempt = 0;
+  retryLater(m);
+}
+
+/** Back too late: the call is over, and the server starts a new session on this link ("waiting" follows). */
+function startAnew(m) {
+  dropAbandoned(m, 'leaving');
+  m.token = null;
+  m.partnerGone = true;
+  m.attempt = 0;
+  m.state = 'connecting';
+}
+
+/** The network is back (the browser says so): try now rather than when the backoff ends. */
+function retryNow(m, e) {
+  if (m.link !== 0) return;
+  m.cancel('retryDue');
+  if (m.state === 'resuming') openResume(m);
+  else connectFresh(m, e);
+}
+
+/** Leave this session on purpose and start a new one: another room, the lobby, or Try again. */
+function reconnectThere(m, e) {
+  takePlace(m, e);
+  startOver(m, e);
+}
+
+function startOver(m, e) {
+  closeLink(m, 'leaving');
+  dropAbandoned(m, 'leaving');
+  m.partnerGone = false;
+  m.attempt = 0;
+  connectFresh(m, e);
+}
+
+function tryRoomAgain(m, e) {
+  m.error = null;
+  startOver(m, e);
+}
+
+/** The page goes into the back/forward cache: leave now, so the partner hears "Partner left" at once. */
+function leaveForNow(m) {
+  m.cancel('retryDue');
+  closeLink(m, 'page hidden');
+  dropAbandoned(m, 'leaving');
+  m.token = null;
+  m.state = 'away';
+}
+
+function linkFailed(m, e) {
+  forgetLink(m);
+  m.error = { text: `Cannot connect to the server (${e.text}): reload the page.`, about: 'link' };
+  m.state = 'broken';
+}
+
+function warn(m, e) {
+  m.emit({ type: 'warn', text: e.text });
+}
+
+// Every state with a link to the server, open or opening, takes these.
+const LINKED = {
+  linkOpen: linkOpened,
+  linkClosed: linkLost,
+  linkFailed,
+  pingDue: ping,
+  pong: notePong,
+  session: takeSession,
+  roomNotice: followRoom,
+  waiting: wait,
+  connected: callStarts,
+  disconnected: partnerLeaves,
+  reconnecting: partnerDrops,
+  resumed: partnerReturns,
+  moved: moveTo,
+  roomFull: refuseRoom,
+  refused: warn,
+  garbled: warn,
+  unknown: warn,
+  next: findSomeoneElse,
+  name: rename,
+  place: reconnectThere,
+  pageHidden: leaveForNow,
+};
+
+/** state -> event type -> transition. An event its state does not list changes nothing. */
+const TRANSITIONS = {
+  idle: { place: takePlace, name: rename, start: startMicrophone, unsupported: refuseBrowser, notice: showNotice },
+  unsupported: { name: rename },
+  starting: { place: takePlace, name: rename, audioStarted: connectFresh, audioFailed: micFailed },
+  connecting: LINKED,
+  waiting: LINKED,
+  connected: { ...LINKED, pingDue: pingOrAbandon },
+  partnerReconnecting: { ...LINKED, pingDue: pingOrAbandon },
+  partnerLeft: { ...LINKED, autoNextDue: findSomeoneElse },
+  // Next waits until the call is back (or is not).
+  resuming: { ...LINKED, linkClosed: retryResume, retryDue: openResume, resumeRefused: startAnew, online: retryNow, next: null },
+  retrying: { place: reconnectThere, name: rename, retryDue: connectFresh, online: retryNow, pageHidden: leaveForNow },
+  roomFull: { place: reconnectThere, name: rename, start: tryRoomAgain }, // Start says "Try again"
+  away: { place: takePlace, name: rename, pageShown: startOver },
+  broken: { place: reconnectThere, name: rename },
+};
+
+/** The names of the states, for tests and docs. */
+export const STATES = Object.freeze(Object.keys(TRANSITIONS));

@@ -1,0 +1,628 @@
+// Tests for static/connection.js: the page's connection as a state machine, transition by transition.
+// Each test drives the machine as the page does (events with a clock) and checks what the page would
+// show and do (status line, buttons, the effects: links opened and closed, messages sent, timers).
+
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+
+import { AUTO_NEXT_MS, Connection, PING_INTERVAL_MS, ROOM_FULL, SILENT_LINK_MS, STATES } from '../../static/connection.js';
+
+const PUBLIC = 'wss://h/ws';
+const WINDOW_S = 10;
+
+/** The page around a machine: a clock, and the events the page would dispatch. */
+class Page {
+  constructor({ random = () => 0.5 } = {}) {
+    this.m = new Connection({ publicUrl: (room) => (room === null ? PUBLIC : `${PUBLIC}?room=${room}`), random });
+    this.now = 0;
+    this.effects = [];
+    this.timers = new Map(); // timer -> when it is due, as the page's setTimeout would keep it
+  }
+
+  do(type, fields = {}) {
+    this.effects = this.m.dispatch({ type, now: this.now, ...fields });
+    for (const effect of this.effects) {
+      if (effect.type === 'schedule') this.timers.set(effect.timer, this.now + effect.ms);
+      if (effect.type === 'cancel') this.timers.delete(effect.timer);
+    }
+    return this.effects;
+  }
+
+  later(ms) {
+    this.now += ms;
+    return this;
+  }
+
+  /** A control message from the server on the current link. */
+  hears(message) {
+    return this.do('text', { link: this.m.link, text: JSON.stringify(message) });
+  }
+
+  opens() {
+    return this.do('linkOpen', { link: this.m.link });
+  }
+
+  closes(code = 1006, reason = '') {
+    return this.do('linkClosed', { link: this.m.link, code, reason });
+  }
+
+  /** The pending timer of this name fires, when it is due. */
+  fires(timer) {
+    assert.ok(this.timers.has(timer), `${timer} is not pending`);
+    this.now = Math.max(this.now, this.timers.get(timer));
+    this.timers.delete(timer);
+    return this.do(timer);
+  }
+
+  get status() {
+    return this.m.status.text;
+  }
+
+  /** The URL of the link the last effects opened. */
+  get opened() {
+    const open = this.effects.find((e) => e.type === 'open');
+    return open ? open.url : null;
+  }
+
+  sent(type) {
+    return this.effects.filter((e) => e.type === 'send' && e.message.type === type).map((e) => e.message);
+  }
+
+  closed() {
+    return this.effects.filter((e) => e.type === 'close').map((e) => [e.link, e.reason]);
+  }
+
+  scheduled(timer) {
+    const found = this.effects.find((e) => e.type === 'schedule' && e.timer === timer);
+    return found ? found.ms : null;
+  }
+
+  has(type) {
+    return this.effects.some((e) => e.type === type);
+  }
+}
+
+/** A page that pressed Start, whose microphone started: its first link is opening. */
+function connecting({ room = null, random } = {}) {
+  const page = new Page({ random });
+  page.do('place', { room });
+  page.do('start');
+  page.do('audioStarted');
+  return page;
+}
+
+/** A page that pressed Start and whose link is open, with a resume token (window WINDOW_S). */
+function started({ room = null } = {}) {
+  const page = connecting({ room });
+  page.opens();
+  page.hears({ type: 'session', token: 'tok', window: WINDOW_S });
+  return page;
+}
+
+function inCall(options) {
+  const page = started(options);
+  page.hears({ type: 'waiting' });
+  page.hears({ type: 'connected' });
+  return page;
+}
+
+// Before Start.
+
+test('idle_asks_to_press_start_and_start_is_enabled', () => {
+  const page = new Page();
+  page.do('place', { room: null });
+  assert.equal(page.m.state, 'idle');
+  assert.equal(page.status, 'Press Start to talk');
+  assert.deepEqual(page.m.startButton, { label: 'Start', disabled: false, hidden: false });
+  page.do('place', { room: 'abc' });
+  assert.equal(page.status, 'Press Start to join this private room');
+});
+
+test('a_bad_room_link_shows_its_error_and_start_does_nothing', () => {
+  const page = new Page();
+  page.do('place', { room: null, roomError: 'Bad room link: …' });
+  assert.deepEqual(page.m.error, { text: 'Bad room link: …', about: 'room' });
+  assert.equal(page.m.startButton.disabled, true);
+  assert.deepEqual(page.do('start'), []);
+  assert.equal(page.m.state, 'idle');
+  page.do('place', { room: 'good' });
+  assert.equal(page.m.error, null);
+  assert.equal(page.m.startButton.disabled, false);
+});
+
+test('a_browser_without_websockets_says_so_and_start_stays_disabled', () => {
+  const page = new Page();
+  page.do('unsupported', { text: 'This browser cannot open WebSockets: …' });
+  assert.equal(page.m.state, 'unsupported');
+  assert.equal(page.m.error.text, 'This browser cannot open WebSockets: …');
+  assert.equal(page.m.startButton.disabled, true);
+  assert.deepEqual(page.do('start'), []);
+});
+
+test('an_insecure_page_says_so_but_start_still_tries_and_clears_it', () => {
+  const page = new Page();
+  page.do('notice', { text: 'This page needs HTTPS on other machines: …' });
+  assert.equal(page.m.startButton.disabled, false);
+  page.do('start');
+  assert.equal(page.m.error, null);
+  assert.equal(page.m.state, 'starting');
+});
+
+test('start_starts_the_microphone_then_opens_a_link_to_the_page_address_asking_for_a_token', () => {
+  const page = new Page();
+  page.do('place', { room: null });
+  page.do('start');
+  assert.ok(page.has('startAudio'));
+  assert.equal(page.m.state, 'starting');
+  assert.equal(page.status, 'Starting the microphone…');
+  assert.deepEqual(page.m.startButton, { label: 'Start', disabled: true, hidden: false });
+  page.do('audioStarted');
+  assert.equal(page.opened, `${PUBLIC}?resumable=1`);
+  assert.equal(page.m.state, 'connecting');
+  assert.equal(page.status, 'Connecting…');
+  assert.equal(page.m.startButton.hidden, true);
+  assert.equal(page.m.linkOpen, false);
+});
+
+test('start_in_a_room_opens_the_room', () => {
+  const page = connecting({ room: 'r1' });
+  assert.equal(page.opened, `${PUBLIC}?room=r1&resumable=1`);
+});
+
+test('a_refused_microphone_goes_back_to_idle_with_its_message', () => {
+  const page = new Page();
+  page.do('place', { room: null });
+  page.do('start');
+  page.do('audioFailed', { text: 'Microphone blocked: …' });
+  assert.equal(page.m.state, 'idle');
+  assert.equal(page.status, 'Press Start to talk');
+  assert.deepEqual(page.m.error, { text: 'Microphone blocked: …', about: 'audio' });
+  assert.equal(page.m.startButton.disabled, false);
+});
+
+test('choosing_another_room_while_the_microphone_starts_connects_to_that_room', () => {
+  const page = new Page();
+  page.do('place', { room: null });
+  page.do('start');
+  page.do('place', { room: 'later' });
+  page.do('audioStarted');
+  assert.equal(page.opened, `${PUBLIC}?room=later&resumable=1`);
+});
+
+// The link and the server's news.
+
+test('an_open_link_pings_at_once_and_every_two_seconds_with_its_path', () => {
+  const page = connecting();
+  page.opens();
+  assert.equal(page.m.linkOpen, true);
+  assert.deepEqual(page.sent('ping'), [{ type: 'ping', t: 0 }]);
+  assert.equal(page.scheduled('pingDue'), PING_INTERVAL_MS);
+  page.hears({ type: 'pong', t: 0, partner_path: 7 }); // at 0 ms: a round trip of 0 ms
+  page.later(30).hears({ type: 'pong', t: 10 }); // 20 ms
+  assert.equal(page.m.roundTrips.latest, 20);
+  assert.equal(page.m.partnerPathMs, null);
+  page.fires('pingDue');
+  assert.deepEqual(page.sent('ping'), [{ type: 'ping', t: PING_INTERVAL_MS, path: 0 }]);
+  assert.equal(page.scheduled('pingDue'), PING_INTERVAL_MS);
+});
+
+test('the_server_says_waiting_then_connected', () => {
+  const page = started();
+  page.hears({ type: 'waiting' });
+  assert.equal(page.m.state, 'waiting');
+  assert.equal(page.status, 'Waiting for a partner…');
+  assert.equal(page.m.inCall, false);
+  page.hears({ type: 'connected' });
+  assert.equal(page.m.state, 'connected');
+  assert.equal(page.status, 'Connected');
+  assert.equal(page.m.inCall, true);
+  assert.ok(page.has('resetPartner'), 'a new partner plays from a fresh buffer');
+});
+
+test('partner_reconnecting_then_resumed_is_the_same_call_played_afresh', () => {
+  const page = inCall();
+  page.hears({ type: 'reconnecting' });
+  assert.equal(page.m.state, 'partnerReconnecting');
+  assert.equal(page.status, 'Partner reconnecting…');
+  assert.equal(page.m.inCall, true);
+  page.hears({ type: 'resumed' });
+  assert.equal(page.m.state, 'connected');
+  assert.ok(page.has('resetPartner'));
+});
+
+test('partner_left_in_the_lobby_shows_partner_left_then_asks_for_someone_new', () => {
+  const page = inCall();
+  page.hears({ type: 'disconnected' });
+  assert.equal(page.m.state, 'partnerLeft');
+  assert.equal(page.status, 'Partner left');
+  assert.equal(page.m.inCall, false);
+  assert.ok(page.has('resetPartner'));
+  assert.equal(page.scheduled('autoNextDue'), AUTO_NEXT_MS);
+  page.fires('autoNextDue');
+  assert.deepEqual(page.sent('next'), [{ type: 'next' }]);
+  assert.equal(page.status, 'Waiting for a partner…');
+});
+
+test('a_new_partner_before_auto_next_cancels_it', () => {
+  const page = inCall();
+  page.hears({ type: 'disconnected' });
+  page.hears({ type: 'connected' });
+  assert.deepEqual(page.effects.filter((e) => e.type === 'cancel' && e.timer === 'autoNextDue').length, 1);
+  assert.deepEqual(page.do('autoNextDue'), [], 'a timer that fires anyway changes nothing in a call');
+  assert.equal(page.m.state, 'connected');
+});
+
+test('partner_left_in_a_room_waits_there_saying_so', () => {
+  const page = inCall({ room: 'r1' });
+  page.hears({ type: 'disconnected' });
+  assert.equal(page.status, 'Partner left');
+  assert.equal(page.scheduled('autoNextDue'), null, 'the server puts us back in the room by itself');
+  page.hears({ type: 'waiting' });
+  assert.equal(page.status, 'Partner left. Waiting for a partner…');
+  page.hears({ type: 'connected' });
+  page.hears({ type: 'disconnected' });
+  page.hears({ type: 'waiting' });
+  assert.equal(page.status, 'Partner left. Waiting for a partner…');
+});
+
+test('next_leaves_the_partner_and_waits', () => {
+  const page = inCall();
+  page.do('next');
+  assert.deepEqual(page.sent('next'), [{ type: 'next' }]);
+  assert.equal(page.m.state, 'waiting');
+  assert.equal(page.status, 'Waiting for a partner…');
+  assert.ok(page.has('resetPartner'));
+});
+
+test('next_does_nothing_in_a_room_or_before_the_link_opens', () => {
+  assert.deepEqual(inCall({ room: 'r1' }).do('next'), []);
+  const page = connecting();
+  assert.deepEqual(page.do('next'), []);
+  assert.equal(page.m.state, 'connecting');
+});
+
+test('garbled_or_unknown_messages_are_warned_about_and_change_nothing', () => {
+  const page = inCall();
+  for (const text of ['not json', '{"no":"type"}', '{"type":"toString"}', '{"type":"error","reason":"bad"}']) {
+    const effects = page.do('text', { link: page.m.link, text });
+    assert.equal(effects.length, 1, text);
+    assert.equal(effects[0].type, 'warn', text);
+    assert.equal(page.m.state, 'connected', text);
+  }
+});
+
+test('events_from_a_replaced_link_change_nothing', () => {
+  const page = inCall();
+  const old = page.m.link;
+  page.hears({ type: 'moved', url: 'wss://h/p/b/ws?call=C' });
+  assert.deepEqual(page.do('text', { link: old, text: '{"type":"disconnected"}' }), []);
+  assert.deepEqual(page.do('linkClosed', { link: old, code: 1000, reason: 'moved to another process' }), []);
+  assert.equal(page.m.state, 'connecting');
+});
+
+// Moves between processes (a shared lobby).
+
+test('moved_goes_to_the_named_process_at_once_without_partner_left', () => {
+  const page = started();
+  const old = page.m.link;
+  page.hears({ type: 'moved', url: 'wss://h/p/b/ws?call=C4ll' });
+  assert.deepEqual(page.closed(), [[old, 'moved']]);
+  assert.equal(page.opened, 'wss://h/p/b/ws?call=C4ll&resumable=1');
+  assert.equal(page.status, 'Connecting…');
+  page.opens();
+  page.hears({ type: 'connected' });
+  assert.equal(page.status, 'Connected');
+});
+
+test('a_move_to_a_process_that_is_gone_starts_over_at_the_page_address', () => {
+  const page = started();
+  page.hears({ type: 'moved', url: 'wss://h/p/b/ws?call=C4ll' });
+  page.closes(1006);
+  assert.equal(page.m.state, 'retrying');
+  page.fires('retryDue');
+  assert.equal(page.opened, `${PUBLIC}?resumable=1`);
+});
+
+// Resuming after a drop.
+
+test('a_drop_in_a_call_resumes_at_once_with_the_token', () => {
+  const page = inCall();
+  page.later(1000).closes(1006);
+  assert.equal(page.m.state, 'resuming');
+  assert.equal(page.status, 'Reconnecting…');
+  assert.equal(page.opened, `${PUBLIC}?resume=tok`);
+  assert.equal(page.m.inCall, false);
+  assert.ok(page.has('resetPartner'));
+  page.opens();
+  page.hears({ type: 'connected' });
+  page.hears({ type: 'session', token: 'tok2', window: WINDOW_S, resumed: true });
+  assert.equal(page.m.state, 'connected');
+  assert.equal(page.m.token, 'tok2');
+  page.later(1000).closes(1006);
+  assert.equal(page.opened, `${PUBLIC}?resume=tok2`, 'the next drop resumes with the new token');
+});
+
+test('a_failed_resume_tries_again_about_once_a_second_within_the_window', () => {
+  const page = inCall();
+  page.closes(1006);
+  const delays = [];
+  for (let i = 0; i < 4; i++) {
+    page.closes(1006);
+    delays.push(page.scheduled('retryDue'));
+    page.fires('retryDue');
+    assert.equal(page.opened, `${PUBLIC}?resume=tok`);
+  }
+  assert.deepEqual(delays, [375, 750, 750, 750]); // room.js's backoff(0), then backoff(1), at random 0.5
+  assert.equal(page.status, 'Reconnecting…');
+});
+
+test('a_drop_while_waiting_starts_a_new_session_after_a_backoff', () => {
+  const page = started();
+  page.hears({ type: 'waiting' });
+  page.closes(1006);
+  assert.equal(page.m.state, 'retrying');
+  assert.equal(page.status, 'Reconnecting… (connection lost, trying again in 1 s)');
+  assert.equal(page.m.token, null);
+  page.fires('retryDue');
+  assert.equal(page.opened, `${PUBLIC}?resumable=1`);
+  assert.equal(page.status, 'Reconnecting…');
+});
+
+test('a_server_going_away_with_1001_ends_the_session_and_reconnects_with_backoff', () => {
+  const page = inCall();
+  page.closes(1001, 'server shutting down');
+  assert.equal(page.m.state, 'retrying', 'a goodbye is not a drop: nothing is held for us');
+  assert.equal(page.m.token, null);
+  assert.ok(page.has('resetPartner'));
+  const delays = [page.scheduled('retryDue')];
+  for (let i = 0; i < 5; i++) {
+    page.fires('retryDue');
+    assert.equal(page.opened, `${PUBLIC}?resumable=1`);
+    page.closes(1006); // nobody listens yet
+    delays.push(page.scheduled('retryDue'));
+  }
+  assert.deepEqual(delays, [375, 750, 1500, 3000, 6000, 7500]);
+  page.fires('retryDue');
+  page.opens();
+  page.hears({ type: 'waiting' });
+  assert.equal(page.status, 'Waiting for a partner…');
+  page.closes(1006);
+  assert.equal(page.scheduled('retryDue'), 375, 'the backoff starts again once the server has answered');
+});
+
+test('the_browser_back_online_retries_at_once', () => {
+  const page = started();
+  page.hears({ type: 'waiting' });
+  page.closes(1006);
+  page.do('online');
+  assert.equal(page.opened, `${PUBLIC}?resumable=1`);
+  assert.ok(page.effects.some((e) => e.type === 'cancel' && e.timer === 'retryDue'));
+  assert.deepEqual(page.do('online'), [], 'a link is already opening');
+});
+
+test('after_a_move_the_page_resumes_on_the_process_it_was_moved_to_without_the_call_token', () => {
+  const page = started();
+  page.hears({ type: 'moved', url: 'wss://h/p/b/ws?call=C4ll' });
+  page.opens();
+  page.hears({ type: 'session', token: 'on-b', window: WINDOW_S });
+  page.hears({ type: 'connected' });
+  page.closes(1006);
+  // The page's own address would reach whichever process the proxy picks; the call lives on b.
+  assert.equal(page.opened, 'wss://h/p/b/ws?resume=on-b');
+});
+
+test('a_resume_refused_by_a_live_process_is_a_new_session_there_after_partner_left', () => {
+  const page = inCall();
+  page.closes(1006);
+  page.opens();
+  page.hears({ type: 'error', reason: 'resume token unknown or expired: starting a new session' });
+  assert.equal(page.m.state, 'connecting');
+  assert.equal(page.m.token, null);
+  page.hears({ type: 'session', token: 'new', window: WINDOW_S });
+  page.hears({ type: 'waiting' });
+  assert.equal(page.status, 'Partner left. Waiting for a partner…');
+  page.hears({ type: 'connected' });
+  page.hears({ type: 'disconnected' });
+  assert.equal(page.status, 'Partner left');
+});
+
+test('past_the_window_a_page_whose_home_process_is_gone_pairs_again_at_the_page_address', () => {
+  // Moved to b, in a call there; b is killed: its address (/p/b/ws behind the proxy) answers nothing.
+  const page = started();
+  page.hears({ type: 'moved', url: 'wss://h/p/b/ws?call=C4ll' });
+  page.opens();
+  page.hears({ type: 'session', token: 'on-b', window: WINDOW_S });
+  page.hears({ type: 'connected' });
+  page.later(5000).closes(1006);
+  const droppedAt = page.now;
+  for (let tries = 0; page.m.state === 'resuming' && tries < 100; tries++) {
+    assert.equal(page.opened, 'wss://h/p/b/ws?resume=on-b');
+    page.closes(1006); // the proxy: 502, the process is gone
+    if (page.m.state === 'resuming') page.fires('retryDue');
+  }
+  assert.ok(page.now - droppedAt >= WINDOW_S * 1000);
+  assert.equal(page.m.state, 'retrying');
+  assert.equal(page.m.token, null);
+  page.fires('retryDue');
+  assert.equal(page.opened, `${PUBLIC}?resumable=1`);
+  page.opens();
+  page.hears({ type: 'session', token: 'on-a', window: WINDOW_S });
+  page.hears({ type: 'waiting' });
+  assert.equal(page.status, 'Partner left. Waiting for a partner…');
+  page.hears({ type: 'connected' });
+  assert.equal(page.status, 'Connected');
+  page.closes(1006);
+  assert.equal(page.opened, `${PUBLIC}?resume=on-a`, 'the page address is home now');
+});
+
+test('the_page_address_is_tried_within_the_window_plus_one_resume_delay_and_one_backoff', () => {
+  // Each attempt fails as it is made (a dead process behind a proxy answers at once), at any jitter.
+  for (const random of [() => 0, () => 0.999]) {
+    const page = connecting({ random });
+    page.hears({ type: 'moved', url: 'wss://h/p/b/ws?call=C' });
+    page.opens();
+    page.hears({ type: 'session', token: 'on-b', window: WINDOW_S });
+    page.hears({ type: 'connected' });
+    page.closes(1006);
+    for (let tries = 0; page.opened !== `${PUBLIC}?resumable=1` && tries < 100; tries++) {
+      page.closes(1006);
+      page.fires('retryDue');
+    }
+    assert.equal(page.opened, `${PUBLIC}?resumable=1`);
+    assert.ok(page.now <= WINDOW_S * 1000 + 1000 + 500, `${page.now} ms`);
+  }
+});
+
+test('a_silent_link_in_a_call_is_left_open_and_the_call_resumes_on_a_new_one', () => {
+  const page = inCall();
+  const silent = page.m.link;
+  page.later(SILENT_LINK_MS + 1).do('pingDue');
+  assert.deepEqual(page.closed(), [], 'a close frame on the old link would end the call');
+  assert.equal(page.opened, `${PUBLIC}?resume=tok`);
+  assert.equal(page.m.state, 'resuming');
+  page.opens();
+  page.hears({ type: 'connected' });
+  page.hears({ type: 'session', token: 'tok2', window: WINDOW_S, resumed: true });
+  assert.deepEqual(page.closed(), [[silent, 'resumed']]);
+  assert.equal(page.m.state, 'connected');
+});
+
+test('a_silent_link_left_behind_is_closed_if_the_call_is_not_back', () => {
+  const page = inCall();
+  const silent = page.m.link;
+  page.later(SILENT_LINK_MS + 1).do('pingDue');
+  page.opens();
+  page.hears({ type: 'error', reason: 'resume token unknown or expired: starting a new session' });
+  assert.deepEqual(page.closed(), [[silent, 'leaving']]);
+});
+
+test('audio_or_any_message_keeps_a_link_alive', () => {
+  const page = inCall();
+  page.later(SILENT_LINK_MS);
+  page.m.heard(page.m.link, page.now);
+  page.later(SILENT_LINK_MS).do('pingDue');
+  assert.equal(page.m.state, 'connected');
+  page.hears({ type: 'pong', t: page.now });
+  page.later(SILENT_LINK_MS).do('pingDue');
+  assert.equal(page.m.state, 'connected');
+  assert.equal(page.sent('ping').length, 1);
+});
+
+test('a_silent_link_outside_a_call_is_not_abandoned', () => {
+  const page = started();
+  page.hears({ type: 'waiting' });
+  page.later(60000).do('pingDue');
+  assert.equal(page.m.state, 'waiting');
+  assert.equal(page.sent('ping').length, 1);
+});
+
+// Rooms.
+
+test('room_full_shows_its_error_and_start_comes_back_as_try_again', () => {
+  const page = started({ room: 'r1' });
+  const link = page.m.link;
+  page.hears({ type: 'error', reason: 'room full' });
+  assert.equal(page.m.state, 'roomFull');
+  assert.equal(page.status, 'Room full');
+  assert.deepEqual(page.m.error, { text: ROOM_FULL, about: 'room' });
+  assert.deepEqual(page.m.startButton, { label: 'Try again', disabled: false, hidden: false });
+  assert.deepEqual(page.closed(), [[link, 'room full']]);
+  assert.deepEqual(page.do('linkClosed', { link, code: 1008, reason: 'room full' }), [], 'never reconnects by itself');
+  page.do('start');
+  assert.equal(page.opened, `${PUBLIC}?room=r1&resumable=1`);
+  assert.equal(page.m.error, null);
+  assert.equal(page.status, 'Connecting…');
+});
+
+test('a_room_full_close_without_its_message_is_room_full_too', () => {
+  const page = started({ room: 'r1' });
+  page.closes(1008, 'room full');
+  assert.equal(page.m.state, 'roomFull');
+  assert.equal(page.scheduled('retryDue'), null);
+});
+
+test('going_to_another_room_in_a_call_leaves_and_opens_that_room', () => {
+  const page = inCall();
+  const link = page.m.link;
+  page.do('place', { room: 'r2' });
+  assert.deepEqual(page.closed(), [[link, 'leaving']]);
+  assert.equal(page.opened, `${PUBLIC}?room=r2&resumable=1`);
+  assert.equal(page.m.room, 'r2');
+  assert.equal(page.status, 'Connecting…');
+  assert.equal(page.m.token, null);
+});
+
+test('leaving_a_full_room_for_the_lobby_connects_there', () => {
+  const page = started({ room: 'r1' });
+  page.hears({ type: 'error', reason: 'room full' });
+  page.do('place', { room: null });
+  assert.equal(page.opened, `${PUBLIC}?resumable=1`);
+  assert.equal(page.m.error, null);
+});
+
+test('a_group_room_lists_its_members_names_this_page_and_follows_joins_drops_and_leaves', () => {
+  const page = new Page();
+  page.do('place', { room: 'g' });
+  page.do('name', { name: 'Ann' });
+  page.do('start');
+  page.do('audioStarted');
+  page.opens();
+  page.hears({ type: 'room', slot: 1, label: 'Guest 1', size: 8, members: [] });
+  assert.deepEqual(page.sent('label'), [{ type: 'label', label: 'Ann' }]);
+  assert.ok(page.has('resetPartner'), 'a fresh room: nobody from before plays on');
+  page.hears({ type: 'waiting' });
+  assert.equal(page.status, 'Waiting for others to join…');
+  page.hears({ type: 'joined', slot: 2, label: 'Bob' });
+  assert.deepEqual(page.effects, [{ type: 'addMember', slot: 2 }]);
+  page.hears({ type: 'connected' });
+  assert.equal(page.m.inCall, true);
+  assert.equal(page.has('resetPartner'), false, 'members come and go one by one');
+  page.hears({ type: 'reconnecting', slot: 2 });
+  assert.deepEqual([...page.m.reconnectingSlots], [2]);
+  assert.equal(page.m.state, 'connected');
+  page.hears({ type: 'resumed', slot: 2 });
+  assert.deepEqual(page.effects, [{ type: 'restartMember', slot: 2 }]);
+  assert.deepEqual([...page.m.reconnectingSlots], []);
+  page.hears({ type: 'reconnecting', slot: 2 });
+  page.hears({ type: 'left', slot: 2 });
+  assert.deepEqual(page.effects, [{ type: 'removeMember', slot: 2 }]);
+  assert.deepEqual([...page.m.reconnectingSlots], [], 'who left is not reconnecting');
+  page.hears({ type: 'disconnected' });
+  assert.equal(page.m.state, 'waiting');
+  page.do('name', { name: 'Ann B' });
+  assert.deepEqual(page.sent('label'), [{ type: 'label', label: 'Ann B' }]);
+  page.closes(1006);
+  assert.equal(page.m.group.group, false, 'the room ends with its link');
+  assert.ok(page.has('resetPartner'));
+});
+
+// Leaving and coming back.
+
+test('the_back_forward_cache_leaves_the_call_and_comes_back_with_a_new_session', () => {
+  const page = inCall();
+  const link = page.m.link;
+  page.do('pageHidden');
+  assert.deepEqual(page.closed(), [[link, 'page hidden']]);
+  assert.equal(page.m.state, 'away');
+  assert.equal(page.m.token, null);
+  page.do('pageShown');
+  assert.equal(page.opened, `${PUBLIC}?resumable=1`);
+  assert.equal(page.m.state, 'connecting');
+});
+
+test('a_link_the_browser_will_not_open_says_reload', () => {
+  const page = connecting();
+  page.do('linkFailed', { link: page.m.link, text: 'SyntaxError' });
+  assert.equal(page.m.state, 'broken');
+  assert.equal(page.m.error.text, 'Cannot connect to the server (SyntaxError): reload the page.');
+});
+
+test('every_state_has_a_status_line_and_a_start_button', () => {
+  const page = new Page();
+  for (const state of STATES) {
+    page.m.state = state;
+    const { text, kind } = page.m.status;
+    assert.ok(text && kind, state);
+    assert.equal(typeof page.m.startButton.disabled, 'boolean', state);
+  }
+});
