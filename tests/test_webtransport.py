@@ -106,7 +106,8 @@ async def test_acknowledgements_ride_on_the_audio_sent_back(served):
             assert await session.datagram() == bytes([i]) * 100
             await asyncio.sleep(0.02)
     # aioquic alone sends an ACK by itself 1 ms after each frame arrives, besides the frame sent back: 2 per frame.
-    assert received[0] == frames
+    # One more may come: the ACK of the control line, alone if no frame left within ACK_DELAY of it (a busy machine).
+    assert frames <= received[0] <= frames + 1
 
 
 async def test_page_that_sends_no_audio_is_still_acknowledged(served):
