@@ -15,8 +15,8 @@ Once duoduel.py serves /wt itself, its lobby can take this one's place.
 The clients open their sessions with aioquic (tests/wt_client.py), then take over their UDP socket: each packet is
 built, encrypted and parsed here, with aioquic's packet protection, and nothing else, so that the load costs a
 fraction of what the server does. They acknowledge as browsers do: an ACK rides on the next datagram a client sends,
-or goes alone once --client-ack-delay ms pass without one (0: an ACK-only packet for every packet received, the
-server's worst case).
+or goes alone once --client-ack-delay ms pass without one (0: an ACK alone for every packet received, which is what
+Chromium and Firefox nearly always did on loopback: docs/performance.md).
 
 Every round runs each variant and each WebSocket route once, in a rotated order, at every load; the report gives
 medians of the rounds: server CPU (utime+stime, /proc) per relayed datagram, calls per core, p50/p99 latency, loss,
