@@ -20,12 +20,14 @@ another: every call stays on one process, as the shared lobby keeps it, and the 
 K processes, to compare with one process at the same total load. bench/pairing.py measures the moves themselves.
 
 Routes (ROUTES below; each starts its own servers for every run): plain (ws:// straight to duoduel), tls (wss://
-straight to `duoduel.py --https`), tls-asyncio (the same with uvloop hidden, so on asyncio's TLS), nginx (wss://
-through deploy/nginx-duoduel.conf: TLS ends at nginx, which speaks plain WebSocket to duoduel). Certificates come from
-gen_cert.sh. --tls and --proxy nginx add their route to plain; --rounds N runs every route N times, alternating
-(each round in a rotated order), and prints each route's medians beside its runs. The proxy's workers run on the
-servers' core; their CPU per relayed frame is reported apart from duoduel's. --proxy nginx:SITE runs another site
-file in the deploy file's form (e.g. with one directive changed) as a route of its own, to compare in one run.
+straight to `duoduel.py --https`), plain-asyncio and tls-asyncio (the same with uvloop hidden, so on asyncio's own
+event loop and TLS), nginx (wss:// through deploy/nginx-duoduel.conf: TLS ends at nginx, which speaks plain WebSocket
+to duoduel). Certificates come from gen_cert.sh. --tls and --proxy nginx add their route to plain; --rounds N runs
+every route N times, alternating (each round in a rotated order), and prints each route's medians beside its runs.
+The proxy's workers run on the servers' core; their CPU per relayed frame is reported apart from duoduel's.
+--proxy nginx:SITE runs another site file in the deploy file's form (e.g. with one directive changed) as a route of
+its own, to compare in one run. With --callgrind the servers run under valgrind, and the figures to compare are
+their user-space instructions per relayed frame, which the machine's other load changes far less than seconds.
 """
 
 from __future__ import annotations
@@ -429,9 +431,9 @@ class Endpoint:
 Route = Callable[[argparse.Namespace, contextlib.ExitStack], Endpoint]
 
 
-def plain_route(args: argparse.Namespace, stack: contextlib.ExitStack) -> Endpoint:
-    """ws:// straight to duoduel."""
-    servers, redis_port = start_servers(args, stack, lambda port: f"http://127.0.0.1:{port}")
+def plain_route(args: argparse.Namespace, stack: contextlib.ExitStack, uvloop: bool = True) -> Endpoint:
+    """ws:// straight to duoduel, on uvloop or asyncio's own loop."""
+    servers, redis_port = start_servers(args, stack, lambda port: f"http://127.0.0.1:{port}", uvloop=uvloop)
     return Endpoint([f"ws://127.0.0.1:{s.port}/ws" for s in servers],
                     [f"http://127.0.0.1:{s.port}/metrics" for s in servers],
                     [s.proc.pid for s in servers], servers, redis_port=redis_port)
@@ -475,6 +477,7 @@ def nginx_route(args: argparse.Namespace, stack: contextlib.ExitStack, site: Pat
 
 ROUTES: dict[str, Route] = {
     "plain": plain_route,
+    "plain-asyncio": lambda args, stack: plain_route(args, stack, uvloop=False),
     "tls": tls_route,
     "tls-asyncio": lambda args, stack: tls_route(args, stack, uvloop=False),
     "nginx": nginx_route,
