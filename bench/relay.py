@@ -687,6 +687,7 @@ def side_by_side(args: argparse.Namespace, runs: dict[str, list[dict]], load: tu
             "loss": median(reports, "loss"), "send_lag_p99_ms": median(reports, "send_lag_ms", "p99"),
             "server_core_busy": median(reports, "core_busy", SERVER_CORE),
             "generator_cores": median(reports, "generator_cpu", "total_cores"),
+            "connect_cpu_ms_per_client": median(reports, "connect_cpu_ms_per_client"),
             **({"instructions_per_relayed_frame": instructions_side_by_side(reports, runs.get("plain"), median)}
                if args.callgrind else {}),
             "tls": sorted({r["tls"] for r in reports if r.get("tls")}),
@@ -720,6 +721,7 @@ def measure(args: argparse.Namespace, endpoint: Endpoint, notes: list[str]) -> d
         workers.append((p, here))
     redis_port = endpoint.redis_port
     paired, calls0 = 0, redis_calls(redis_port) if redis_port else 0
+    connecting0 = sum(map(server_cpu, pids + proxy))
     for p, pipe in workers:  # one process at a time, so that no pair straddles two processes
         pipe.send("connect")
         msg = pipe.recv() if pipe.poll(CONNECT_TIMEOUT * 4 + args.units / 10) else ("error", "connect timeout")
@@ -727,6 +729,7 @@ def measure(args: argparse.Namespace, endpoint: Endpoint, notes: list[str]) -> d
             sys.exit(f"relay.py: generator process failed while connecting: {msg[1]}")
         paired += msg[1] // size
     calls1 = redis_calls(redis_port) if redis_port else 0
+    connecting = sum(map(server_cpu, pids + proxy)) - connecting0  # handshakes (TCP, TLS, WebSocket) and pairing
     t0 = time.monotonic_ns() + 500_000_000
     for _, pipe in workers:
         pipe.send(t0)
@@ -805,6 +808,7 @@ def measure(args: argparse.Namespace, endpoint: Endpoint, notes: list[str]) -> d
         "total_cpu_us_per_relayed_frame":
             round((cpu + (proxy_cpu or 0)) * 1e6 / received, 2) if cpu is not None and received else None,
         "tls": next((t.tls for t in tallies if t.tls), None),
+        "connect_cpu_ms_per_client": round(connecting * 1e3 / (paired * size), 3) if pids and paired else None,
         **({"instructions_per_relayed_frame": instructions_per_frame(args, counted, received)} if counted else {}),
         "server_rss_mb": mem["VmRSS"], "server_peak_rss_mb": mem["VmHWM"], "servers": len(pids),
         **({"redis_commands_while_pairing": calls1 - calls0,
