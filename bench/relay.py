@@ -868,8 +868,9 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--proxy", action="append", default=[], metavar="nginx[:SITE]",
                         help="also measure wss:// through nginx with deploy/nginx-duoduel.conf, or SITE, a file in its form "
                              "(repeatable; implies --spawn-server)")
-    parser.add_argument("--routes", type=lambda text: text.split(","), default=["plain"], metavar="R,...",
-                        help=f"routes to measure, of {', '.join(ROUTES)} (default plain; --tls and --proxy add theirs)")
+    parser.add_argument("--routes", type=lambda text: text.split(","), metavar="R,...",
+                        help=f"routes to measure, of {', '.join(ROUTES)} (default plain; --tls and --proxy add theirs; "
+                             "implies --spawn-server)")
     parser.add_argument("--rounds", type=int, default=1, help="run every route this many times, alternating; print medians")
     parser.add_argument("--proxy-workers", type=int, default=1, help="nginx worker processes (all on core 0)")
     parser.add_argument("--callgrind", action="store_true",
@@ -900,11 +901,11 @@ def main(argv: list[str] | None = None) -> None:
             parser.error(f"--proxy {proxy}: give nginx, or nginx:SITE with SITE a site file in deploy/'s form")
         if site:  # a route of its own, named after the file, to compare with deploy's in one run
             ROUTES[f"nginx:{Path(site).stem}"] = lambda a, stack, site=Path(site): nginx_route(a, stack, site)
-    args.routes = list(dict.fromkeys(args.routes + ["tls"] * args.tls +
+    args.spawn_server = args.spawn_server or bool(args.routes or args.tls or args.proxy) or args.rounds > 1
+    args.routes = list(dict.fromkeys((args.routes or ["plain"]) + ["tls"] * args.tls +
                                      [f"nginx:{Path(p[6:]).stem}" if p[6:] else "nginx" for p in args.proxy]))
     if unknown := [name for name in args.routes if name not in ROUTES]:
         parser.error(f"unknown route {', '.join(unknown)}: the routes are {', '.join(ROUTES)}")
-    args.spawn_server = args.spawn_server or args.routes != ["plain"] or args.rounds > 1
     if not args.url and not args.spawn_server:
         parser.error("give --url (and --server-pid) or --spawn-server")
     if args.url and args.spawn_server:
