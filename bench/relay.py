@@ -638,10 +638,7 @@ def run(args: argparse.Namespace) -> dict:
     with contextlib.ExitStack() as stack:
         if args.callgrind:
             args.callgrind_dir = stack.enter_context(tempfile.TemporaryDirectory(prefix="relay-callgrind-"))
-        directory = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="relay-cert-")))
-        subprocess.run([str(ROOT / "gen_cert.sh"), str(directory)], check=True, capture_output=True)
-        args.cert, args.key = directory / "cert.pem", directory / "key.pem"
-        args.cafile = args.cert  # the clients of the encrypted routes trust it
+        make_certificate(args, stack)
         if args.routes == ["plain"] and args.rounds == 1:
             return measure_route(args, "plain")  # the report as it always was
         load = os.getloadavg()
@@ -651,6 +648,14 @@ def run(args: argparse.Namespace) -> dict:
                 name = args.routes[(round_ + i) % len(args.routes)]
                 runs[name].append(measure_route(args, name))
         return side_by_side(args, runs, load)
+
+
+def make_certificate(args: argparse.Namespace, stack: contextlib.ExitStack) -> None:
+    """A gen_cert.sh certificate for the spawned servers, in a directory the stack removes; the clients trust it."""
+    directory = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="relay-cert-")))
+    subprocess.run([str(ROOT / "gen_cert.sh"), str(directory)], check=True, capture_output=True)
+    args.cert, args.key = directory / "cert.pem", directory / "key.pem"
+    args.cafile = args.cert
 
 
 def measure_route(args: argparse.Namespace, name: str) -> dict:
@@ -847,8 +852,8 @@ def cpu_list(text: str) -> list[int]:
     return out
 
 
-def main(argv: list[str] | None = None) -> None:
-    """Parse the command line, measure, print the JSON report. A script may add routes to ROUTES first."""
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    """Read and check the command line; a script may add routes to ROUTES first."""
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--url", help="lobby URL, ws://127.0.0.1:PORT/ws (loopback only)")
     units = parser.add_mutually_exclusive_group(required=True)
@@ -914,6 +919,12 @@ def main(argv: list[str] | None = None) -> None:
         parser.error("--rounds must be at least 1")
     args.cafile = None  # set to the spawned servers' certificate (gen_cert.sh)
     args.start_timeout = 120 if args.callgrind else 10  # valgrind takes its time to start Python
+    return args
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Parse the command line, measure, print the JSON report. A script may add routes to ROUTES first."""
+    args = parse_args(argv)
     try:
         print(json.dumps(run(args), indent=1))
     except KeyboardInterrupt:
