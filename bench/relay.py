@@ -28,6 +28,9 @@ The proxy's workers run on the servers' core; their CPU per relayed frame is rep
 --proxy nginx:SITE runs another site file in the deploy file's form (e.g. with one directive changed) as a route of
 its own, to compare in one run. With --callgrind the servers run under valgrind, and the figures to compare are
 their user-space instructions per relayed frame, which the machine's other load changes far less than seconds.
+One more route is one more entry in ROUTES: a function that starts what its clients go through and returns an
+Endpoint (their URLs, duoduel's processes, the proxy's); a script may add one and call main(). The clients speak
+WebSocket, over TLS for a wss:// URL: a route over another transport brings a client of its own too.
 """
 
 from __future__ import annotations
