@@ -10,7 +10,7 @@ import re
 import signal
 import subprocess
 import sys
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -150,6 +150,7 @@ class Process:
     popen: subprocess.Popen
     port: int
     scheme: str
+    started: list[str]  # what it printed up to the line saying it listens
 
     @property
     def running(self) -> Running:
@@ -164,18 +165,20 @@ def start_process() -> Iterator:
     """Start duoduel.py as a subprocess on an ephemeral port; stop whatever is left at the end."""
     started: list[subprocess.Popen] = []
 
-    def start(*args: str) -> Process:
+    def start(*args: str, python: Sequence[str] = ()) -> Process:
         popen = subprocess.Popen(
-            [sys.executable, str(ROOT / "duoduel.py"), "--host", "127.0.0.1", "--port", "0", *args],
+            [sys.executable, *python, str(ROOT / "duoduel.py"), "--host", "127.0.0.1", "--port", "0", *args],
             stdout=subprocess.PIPE,
             stderr=subprocess.STDOUT,
             text=True,
             cwd=ROOT,
         )
         started.append(popen)
+        said = []
         for line in popen.stdout:
+            said.append(line)
             if match := LISTENING.search(line):
-                return Process(popen, int(match[2]), match[1])
+                return Process(popen, int(match[2]), match[1], said)
         raise AssertionError(f"duoduel did not start: exit {popen.wait()}")
 
     yield start

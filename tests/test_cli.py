@@ -138,3 +138,19 @@ async def test_log_lines_name_the_client_and_its_address(start_process):
     assert output.count("connected from 127.0.0.1") == 2
     assert output.count(" paired with ") == 1
     assert output.count(" disconnected (1000)") == 2
+
+
+async def test_every_module_is_loaded_once(start_process):
+    """Run as __main__, duoduel.py is not imported back under its own name: each module is loaded once, and serves."""
+    process = start_process(python=["-X", "importtime"])
+    # -X importtime prints a line per module as it is first loaded: "import time: self | cumulative | name".
+    loaded = [line.rsplit("|", 1)[1].strip() for line in process.started if line.startswith("import time:")][1:]
+    core = [name for name in loaded if name == "core" or name.startswith("core.")]
+    assert sorted(core) == sorted(set(core)) and len(core) >= 8, f"core modules loaded: {core}"
+    assert "duoduel" not in loaded, "a module imported duoduel: it ran twice, as __main__ and as duoduel"
+    assert sum("relay route:" in line for line in process.started) == 1
+    first, second = await join_pair(process.running)
+    await first.send(b"audio")
+    assert await asyncio.wait_for(second.recv(), 5) == b"audio"
+    await first.close()
+    await second.close()

@@ -16,6 +16,7 @@ from websockets.exceptions import ConnectionClosed, InvalidStatus
 from websockets.sync.client import connect as sync_connect
 
 import duoduel
+from core.config import MAX_MESSAGE_BYTES
 from conftest import health, http_request, join, join_pair, receive_json, round_trip, running_server, settle
 
 pytestmark = pytest.mark.relay
@@ -129,7 +130,7 @@ async def test_sender_can_leave_a_frozen_partner_with_next(server):
 async def test_oversize_message_closes_with_1009_and_the_partner_is_told(server):
     """A 64 KiB + 1 message is no audio frame: that client is closed with 1009, the partner just told."""
     first, second = await join_pair(server)
-    await first.send(bytes(duoduel.MAX_MESSAGE_BYTES + 1))
+    await first.send(bytes(MAX_MESSAGE_BYTES + 1))
     with pytest.raises(ConnectionClosed):
         await first.recv()
     assert first.close_code == 1009
@@ -140,8 +141,8 @@ async def test_oversize_message_closes_with_1009_and_the_partner_is_told(server)
 
 async def test_largest_allowed_message_is_relayed(server):
     first, second = await join_pair(server)
-    await first.send(bytes(duoduel.MAX_MESSAGE_BYTES))
-    assert len(await second.recv()) == duoduel.MAX_MESSAGE_BYTES
+    await first.send(bytes(MAX_MESSAGE_BYTES))
+    assert len(await second.recv()) == MAX_MESSAGE_BYTES
     await first.close()
     await second.close()
 
