@@ -58,18 +58,21 @@ SEEK_PAUSE = 0.05  # seconds, times the tries so far, up to half a heartbeat
 CALL_TOKEN = re.compile(r"[A-Za-z0-9_-]{22}")
 CALL_UNKNOWN = "call token unknown, already used or expired: looking for a partner here instead"
 
-# KEYS[1] the slot; ARGV: pid, ticket, call token, CLAIM_MS, CALL_MS, prefix.
+# Every key a script touches comes from the constants above, as KEYS, or as a
+# prefix in ARGV where the script reads the rest of the key's name from Redis.
+
+# KEYS: the slot, the newcomer's call key. ARGV: pid, ticket, CLAIM_MS, CALL_MS, ALIVE_KEY, CLAIMED_KEY.
 # Returns nil (the caller waits now) or {pid, ticket, public URL} of the waiter taken.
 TAKE_SLOT = """
 local waiter = redis.call('GET', KEYS[1])
 if waiter then
   local pid, ticket = string.match(waiter, '^(%S+) (%S+)$')
-  local url = pid and redis.call('GET', ARGV[6] .. 'alive:' .. pid)
+  local url = pid and redis.call('GET', ARGV[5] .. pid)
   if url then
     redis.call('DEL', KEYS[1])
     if pid ~= ARGV[1] then
-      redis.call('SET', ARGV[6] .. 'call:' .. ARGV[3], ticket, 'PX', ARGV[5])
-      redis.call('SET', ARGV[6] .. 'claimed:' .. ticket, pid, 'PX', ARGV[4])
+      redis.call('SET', KEYS[2], ticket, 'PX', ARGV[4])
+      redis.call('SET', ARGV[6] .. ticket, pid, 'PX', ARGV[3])
     end
     return {pid, ticket, url}
   end
@@ -87,23 +90,23 @@ end
 return false
 """
 
-# KEYS[1] the slot; ARGV: pid, prefix, tickets... Returns the tickets neither in the slot nor claimed by a newcomer.
+# KEYS[1] the slot; ARGV: pid, CLAIMED_KEY, tickets... Returns the tickets neither in the slot nor claimed by a newcomer.
 SWEEP = """
 local waiter = redis.call('GET', KEYS[1])
 local lost = {}
 for i = 3, #ARGV do
-  if waiter ~= ARGV[1] .. ' ' .. ARGV[i] and redis.call('EXISTS', ARGV[2] .. 'claimed:' .. ARGV[i]) == 0 then
+  if waiter ~= ARGV[1] .. ' ' .. ARGV[i] and redis.call('EXISTS', ARGV[2] .. ARGV[i]) == 0 then
     lost[#lost + 1] = ARGV[i]
   end
 end
 return lost
 """
 
-# KEYS[1] the room's key; ARGV: pid, prefix, ROOM_MS. Returns {owner pid, owner URL} (URL '' when the caller owns it now).
+# KEYS[1] the room's key; ARGV: pid, ALIVE_KEY, ROOM_MS. Returns {owner pid, owner URL} (URL '' when the caller owns it now).
 CLAIM_ROOM = """
 local owner = redis.call('GET', KEYS[1])
 if owner and owner ~= ARGV[1] then
-  local url = redis.call('GET', ARGV[2] .. 'alive:' .. owner)
+  local url = redis.call('GET', ARGV[2] .. owner)
   if url then
     redis.call('PEXPIRE', KEYS[1], ARGV[3])
     return {owner, url}
@@ -181,7 +184,7 @@ class SharedLobby:
         """Renew this process's liveness key, put lost waiters back in line, notice Redis leaving or returning."""
         try:
             before = await self.redis.set(ALIVE_KEY + self.pid, self.url, px=ALIVE_MS, get=True)
-            lost = await self.sweep(keys=[SLOT_KEY], args=[self.pid, REDIS_PREFIX, *self.waiters]) if self.waiters else []
+            lost = await self.sweep(keys=[SLOT_KEY], args=[self.pid, CLAIMED_KEY, *self.waiters]) if self.waiters else []
         except self.errors as exc:
             return await self.went_down(lobby, exc)
         # No key from the last beat: Redis restarted (or forgot us) between two beats, even if no command failed.
@@ -218,7 +221,7 @@ class SharedLobby:
             await self.leave_slot(keys=[SLOT_KEY], args=[f"{self.pid} "])
             # A Redis that restarted forgot which rooms live here: pin them again (unless taken meanwhile).
             for name in list(lobby.rooms):
-                await self.claim_room(keys=[room_key(name)], args=[self.pid, REDIS_PREFIX, ROOM_MS])
+                await self.claim_room(keys=[room_key(name)], args=[self.pid, ALIVE_KEY, ROOM_MS])
         async with lobby.lock:
             self.up = True
             log.info("in the shared lobby at %s as %s (%s)", self.where, self.pid, self.url)
@@ -266,7 +269,7 @@ class SharedLobby:
             ticket, call = secrets.token_urlsafe(16), secrets.token_urlsafe(16)
             try:
                 found = await self.take_slot(
-                    keys=[SLOT_KEY], args=[self.pid, ticket, call, CLAIM_MS, CALL_MS, REDIS_PREFIX]
+                    keys=[SLOT_KEY, CALL_KEY + call], args=[self.pid, ticket, CLAIM_MS, CALL_MS, ALIVE_KEY, CLAIMED_KEY]
                 )
             except self.errors as exc:
                 await self.went_down(lobby, exc)
@@ -349,7 +352,7 @@ class SharedLobby:
         if not self.up:
             return False
         try:
-            owner, url = await self.claim_room(keys=[room_key(client.room)], args=[self.pid, REDIS_PREFIX, ROOM_MS])
+            owner, url = await self.claim_room(keys=[room_key(client.room)], args=[self.pid, ALIVE_KEY, ROOM_MS])
         except self.errors as exc:
             await self.went_down(lobby, exc)
             return False
