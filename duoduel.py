@@ -435,6 +435,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--resume-window", type=resume_window, default=RESUME_WINDOW, metavar="SECONDS", help=f"hold a dropped caller's place this long for its page to come back (default: {RESUME_WINDOW:g}; 0: a drop ends the call)")
     parser.add_argument("--redis", metavar="URL", help="share one lobby with the other duoduel processes using this Redis, e.g. redis://127.0.0.1:6379/0 (needs: pip install redis)")
     parser.add_argument("--public-url", metavar="URL", help="with --redis: how a browser reaches this process, e.g. https://example.org/p/a (where other processes send clients)")
+    parser.add_argument("--relay-route", choices=["auto", "public"], default="auto", help="auto: cut audio frames from the byte stream when websockets passes the start-up self-check, else its public API; public: always websockets' public API (default: auto)")
     parser.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"], help="default: info")
     return parser.parse_args(argv)
 
@@ -513,6 +514,7 @@ def start(args: argparse.Namespace) -> None:
         max_clients=args.max_clients,
         room_size=args.room_size,
         resume_window=args.resume_window,
+        relay_route=args.relay_route,
         redis_url=args.redis,
         public_url=public_url(args),
     )
