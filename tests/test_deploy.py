@@ -22,7 +22,8 @@ from websockets.exceptions import InvalidStatus
 
 import duoduel
 from browser import PARTNER_RMS_JS, PARTNER_SAMPLES_JS, dominant_hz, launch_args, missing_browser, write_tone
-from cluster import Duoduel, RedisServer, arrive, free_port, until_connected, wait_for_port
+from cluster import Duoduel, RedisServer, arrive, until_connected
+from ports import free_port, wait_for_port
 from conftest import ROOT, Running, http_request
 
 pytestmark = pytest.mark.timeout(60)
