@@ -19,8 +19,7 @@ from websockets.exceptions import ConnectionClosed
 
 import duoduel
 from core.config import MAX_LABEL, MAX_MESSAGES_PER_SECOND, MAX_MESSAGE_BYTES
-from conftest import health, join, join_pair, receive_json, round_trip, run_command, settle
-from test_hardening import FRAME, frozen_client, metric
+from conftest import FRAME, frozen_client, health, join, join_pair, metric, receive_json, round_trip, run_command, settle
 
 ROOM_SIZE = 8
 
@@ -270,7 +269,7 @@ async def test_frozen_member_costs_the_others_nothing(server):
     listening = asyncio.create_task(listen())
     for seq in range(200):  # 4 s of audio at four times its pace
         await talker.websocket.send(seq.to_bytes(4, "big") + FRAME)
-        await asyncio.sleep(0.005)
+        await asyncio.sleep(0.005)  # paces the talker (four times a page's rate) so the listener keeps up
     assert await round_trip(talker.websocket) == [], "the talker was not answered while a member froze"
     assert await listening == [b"\x00" + seq.to_bytes(4, "big") + FRAME for seq in range(200)]
     assert await metric(server, "frames_dropped_total") >= 150
@@ -295,7 +294,7 @@ async def test_member_stalled_for_the_stall_timeout_is_closed_and_the_others_tol
         for seq in range(10_000):
             # Opus-sized frames, so the frozen member's kernel buffers fill in seconds, as in a call
             await talker.websocket.send(seq.to_bytes(4, "big") + bytes(116))
-            await asyncio.sleep(0.02)
+            await asyncio.sleep(0.02)  # paces the talker as a page does
 
     talking = asyncio.create_task(talk())
     heard = []
