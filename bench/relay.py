@@ -29,6 +29,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from urllib.parse import urlsplit
 
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
+from ports import free_port  # noqa: E402
+
 
 HEADER = struct.Struct("<BBHId")  # frame.js: version, codec (0 = PCM16), seq u16, sample rate, capture time (ms)
 BENCH = struct.Struct("<IIQ")  # start of payload: client id, seq (0 = hello), send time (monotonic ns)
@@ -376,13 +379,6 @@ def server_dropped(url: str) -> int | None:
     except (OSError, ValueError):
         pass
     return None
-
-
-def free_port() -> int:
-    """A loopback port nothing listens on now."""
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def spawn_redis() -> tuple[subprocess.Popen, int]:
