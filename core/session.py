@@ -1,18 +1,19 @@
 """A client's stay, as the protocol goes: it is screened, arrives, talks, and departs.
 
-Every kind of link (core.link.Link) goes through the same steps; the WebSocket
-handler in duoduel.py is one, and a WebTransport session does the same:
+Every kind of link (core.link.Link) goes through the same steps; duoduel.handler
+is the WebSocket's, and a WebTransport session takes the same ones:
 
-1. screen(lobby, query) before accepting the handshake: None, or why not
-   (the HTTP status, one line for the person, the label /metrics counts).
-2. client = newcomer(link, visit_of(query), name), then, inside a
-   try/finally that ends with step 5, `client = await arrive(lobby, client, visit)`;
-   None: turned away or moved (the link is being closed), skip to step 5.
-3. link.start_relay(lobby, client): audio is now relayed as it comes
-   (core.relay: `if not flooding(lobby, client): relay(lobby, client, frame)`).
-4. For each control message (text): `if not flooding(lobby, client): await control(lobby, client, text)`,
-   until the link closes or `client.link is not link` (the page resumed on another link).
-5. finally: `await depart(lobby, client, link)`, whatever happened.
+1. Before accepting the handshake: screen(lobby, query) is None, or says why not
+   (an HTTP status, one line for the person, the label /metrics counts).
+2. client = newcomer(link, visit_of(query), name). From here on, everything is
+   inside a try whose finally is step 5.
+3. arrived = await arrive(lobby, client, visit): the client to talk as (itself,
+   or the one whose place it resumed), or None (turned away or moved: skip to 5).
+4. link.start_relay(lobby, arrived), then until the link closes or
+   `arrived.link is not link` (the page resumed on another link): each audio
+   frame `if not flooding(lobby, arrived): relay(lobby, arrived, frame)`
+   (core.relay), each control message `if not flooding(...): await control(lobby, arrived, text)`.
+5. finally: await depart(lobby, arrived or client, link).
 """
 
 from __future__ import annotations
