@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -115,9 +115,11 @@ class ChromiumPage(Page):
         page.on("pageerror", lambda error: self._errors.append(str(error)))
 
     @classmethod
-    async def launch(cls, playwright, name: str, microphone: Path | None, bypass_csp: bool = False) -> ChromiumPage:
-        """A fresh Chromium whose fake microphone plays this WAV (None: the microphone is refused)."""
+    async def launch(cls, playwright, name: str, microphone: Path | None, bypass_csp: bool = False,
+                     flags: Sequence[str] = ()) -> ChromiumPage:
+        """A fresh Chromium whose fake microphone plays this WAV (None: the microphone is refused), with more flags."""
         args = launch_args(microphone) if microphone else launch_args(Path("/dev/null"))
+        args["args"].extend(flags)
         if microphone is None:
             # No fake "allow" UI: the permission request is refused, as when a person clicks Block.
             args["args"] = [flag for flag in args["args"] if flag != "--use-fake-ui-for-media-stream"]
@@ -238,12 +240,13 @@ class Browsers:
         self._service = service
         self._folder = folder
         self.pages: list[Page] = []
+        self.chromium_flags: list[str] = []  # given to every Chromium launched from then on
 
     async def launch(self, name: str, engine: str, hz: float | None) -> Page:
         """A browser of that engine whose microphone plays a sine at hz (None: microphone refused)."""
         if engine == "chromium":
             wav = write_tone(self._folder / f"{name}-{hz:g}.wav", hz) if hz is not None else None
-            page = await ChromiumPage.launch(self._playwright, name, wav)
+            page = await ChromiumPage.launch(self._playwright, name, wav, flags=self.chromium_flags)
         elif engine == "firefox":
             page = await FirefoxPage.launch(self._service("pulse_audio"), name, hz)
         elif engine == "webkit":
@@ -299,6 +302,11 @@ async def wait_status(page: Page, text: str) -> None:
         await page.wait_for("text => document.getElementById('status').textContent.includes(text)", text)
     except WaitTimeout:
         raise WaitTimeout(f'{page}: the status never showed "{text}"; it shows "{await status(page)}"') from None
+
+
+async def forget_status(page: Page) -> None:
+    """Start the page's record of what #status showed afresh, from what it shows now."""
+    await page.evaluate("() => { window.__statusLog = [document.getElementById('status').textContent]; }")
 
 
 async def wait_status_seen(page: Page, text: str) -> None:

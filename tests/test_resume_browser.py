@@ -18,7 +18,7 @@ import pytest
 import duoduel
 from bench.impair import Impairment
 from conftest import Running, engines, health, open_at, running_server
-from pages import TONES, Page, wait_hearing, wait_members, wait_status, wait_status_seen, wait_tones
+from pages import TONES, Page, forget_status, wait_hearing, wait_members, wait_status, wait_status_seen, wait_tones
 
 # What Firefox logs (as a "javascript" entry, which tests count as uncaught errors) for a socket that the
 # cut link resets or refuses: the network's doing, not the page's.
@@ -52,11 +52,6 @@ async def same_call_again(ann: Page, bob: Page) -> None:
     await wait_hearing(bob, TONES["ann"])
     seen = await bob.evaluate("() => window.__statusLog")
     assert not [text for text in seen if "left" in text], f"Bob's page showed {seen}"
-
-
-async def forget_status(page: Page) -> None:
-    """Start the page's record of what #status showed afresh."""
-    await page.evaluate("() => { window.__statusLog = [document.getElementById('status').textContent]; }")
 
 
 def forgive_socket_failures(page: Page) -> None:
