@@ -39,8 +39,8 @@ def relay(lobby: Lobby, client: Client, frame: bytes) -> None:
 def deliver(lobby: Lobby, receiver: Client, frame: bytes) -> None:
     """Send an audio frame to one receiver, or drop it if the receiver lags behind."""
     link = receiver.link
-    # Read, then called: CPython 3.11 specialises this form for a method bound to the instance (as
-    # WebSocketLink.backlog is), not link.backlog(), which costs about 150 more instructions a frame.
+    # Read, then called: CPython 3.11 specialises this for a callable bound on the instance (Link.backlog
+    # says so), where link.backlog() costs about 150 more instructions a frame.
     backlog = link.backlog
     if backlog() > lobby.config.audio_backlog_frames * len(frame):
         drop(lobby, receiver)
