@@ -113,9 +113,14 @@ class ChromiumPage(Page):
         page.on("pageerror", lambda error: self._errors.append(str(error)))
 
     @classmethod
-    async def launch(cls, playwright, name: str, microphone: Path | None, bypass_csp: bool = False) -> ChromiumPage:
-        """A fresh Chromium whose fake microphone plays this WAV (None: the microphone is refused)."""
+    async def launch(cls, playwright, name: str, microphone: Path | None, bypass_csp: bool = False,
+                     flags: tuple[str, ...] = (), executable: str | None = None) -> ChromiumPage:
+        """A fresh Chromium whose fake microphone plays this WAV (None: the microphone is refused), with
+        these flags more; executable runs in place of Chromium's (e.g. NetPath.executable: in a namespace)."""
         args = launch_args(microphone) if microphone else launch_args(Path("/dev/null"))
+        args["args"] += flags
+        if executable is not None:
+            args["executable_path"] = executable
         if microphone is None:
             # No fake "allow" UI: the permission request is refused, as when a person clicks Block.
             args["args"] = [flag for flag in args["args"] if flag != "--use-fake-ui-for-media-stream"]
