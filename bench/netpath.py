@@ -561,6 +561,7 @@ class NetPath:
 
 
 def shape_option(text: str) -> Shape:
+    """A Shape from a command-line argument (argparse's type=), for this command and bench/latency.py."""
     try:
         return Shape.parse(text)
     except ValueError as error:

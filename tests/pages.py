@@ -174,11 +174,13 @@ class FirefoxPage(Page):
         self.firefox = firefox
 
     @classmethod
-    async def launch(cls, pulse: PulseAudio, name: str, hz: float | None, preload: str | None = None) -> FirefoxPage:
+    async def launch(cls, pulse: PulseAudio, name: str, hz: float | None, preload: str | None = None,
+                     prefs: dict[str, Any] | None = None, **where: Any) -> FirefoxPage:
         """A fresh Firefox whose fake microphone plays a sine at hz (None: the microphone is refused);
-        preload (JS function source) runs in every document first, e.g. to replace getUserMedia."""
-        prefs = fake_microphone(hz) if hz is not None else {**fake_microphone(), **DENIED_MICROPHONE}
-        firefox = await Firefox.launch(prefs=prefs, env=pulse.env, name=f"{name} (firefox)")
+        preload (JS function source) runs in every document first, e.g. to replace getUserMedia; prefs are
+        more prefs; where: Firefox.launch's executable and new_socket, to run it elsewhere (a namespace)."""
+        prefs = {**(fake_microphone(hz) if hz is not None else {**fake_microphone(), **DENIED_MICROPHONE}), **(prefs or {})}
+        firefox = await Firefox.launch(prefs=prefs, env=pulse.env, name=f"{name} (firefox)", **where)
         if preload is not None:
             await firefox.add_preload_script(preload)
         return cls(name, firefox)
