@@ -8,8 +8,8 @@ usage: sudo python bench/netpath.py [--delay 25] [--jitter 5] [--loss 2] [--burs
 The kernel here has no netem, so the path is a process. It joins this network namespace (the "server side")
 to a network namespace of its own (the "client side") through two TUN devices on one /24: 10.9.K.1 here and
 10.9.K.2 in the namespace, K unique per run. The forwarder reads every IP packet from each TUN device and
-writes it to the other when it is due, so TCP and UDP alike (and ICMP, and IPv6) cross it, per packet and per
-direction ("up": client -> server, "down": server -> client):
+writes it to the other when it is due, so TCP and UDP alike (and ICMP) cross it, per packet and per direction
+("up": client -> server, "down": server -> client):
   loss              drop it at random, with this probability (%);
   burst-enter/-exit Gilbert-Elliott loss bursts: each packet, the path enters a burst with probability
                     burst-enter (%) and leaves one with burst-exit (%); in a burst each packet is lost with
@@ -23,7 +23,8 @@ direction ("up": client -> server, "down": server -> client):
   reorder           this fraction (%) of packets is held back reorder-delay ms more, and the packets behind
   reorder-delay     it do not wait for it: they overtake it.
 Timing comes from a heap of due packets and the monotonic clock; the forwarder wakes within about a
-millisecond of a packet's due time (stats() gives how late it was). No checksum or address is rewritten.
+millisecond of a packet's due time (stats() gives how late it was), at a real-time priority where allowed
+(run_in_real_time). No checksum or address is rewritten.
 
 Why the server side is this namespace (the root one) and not a second private one: servers under test
 (duoduel in the test's own event loop, its UDP endpoints, a bench's subprocess) bind 10.9.K.1 like any local
@@ -611,13 +612,13 @@ def main(argv: list[str] | None = None) -> int:
 
     for signum in (signal.SIGTERM, signal.SIGHUP):
         signal.signal(signum, stop)
-    run_in_real_time()
     try:
         plumbing = Plumbing.create()
     except (RuntimeError, OSError) as error:
         print(json.dumps({"error": str(error)}) if args.control else f"netpath: {error}", flush=True)
         return 1
     try:
+        run_in_real_time()
         forwarder = Forwarder(plumbing.server_fd, plumbing.client_fd, up, down, args.seed)
         if not args.control:
             print(usage(plumbing, up, down), flush=True)
