@@ -2,7 +2,7 @@
 """Load generator for the duoduel relay: N lobby pairs, or N private rooms of K members, exchange timestamped frames.
 
 usage: python bench/relay.py (--url ws://127.0.0.1:PORT/ws --server-pid PID | --spawn-server [--server PATH] [--server-args "..."]
-                              [--servers K [--redis]])
+                              [--servers K [--redis]] [--tls] [--proxy nginx[:SITE]] [--routes R,...] [--rounds N])
                              (--pairs N | --rooms N [--room-members K] [--frozen F]) --seconds T [--frame-bytes 1920]
                              [--rate 50] [--procs P] [--cpu 1]
 
@@ -18,16 +18,33 @@ With --spawn-server --servers K, K server processes share core 0 (with --redis, 
 the bench's own, also on core 0) and the units are split over them in contiguous blocks, connected one block after
 another: every call stays on one process, as the shared lobby keeps it, and the server figures are summed over all
 K processes, to compare with one process at the same total load. bench/pairing.py measures the moves themselves.
+
+Routes (ROUTES below; each starts its own servers for every run): plain (ws:// straight to duoduel), tls (wss://
+straight to `duoduel.py --https`), plain-asyncio and tls-asyncio (the same with uvloop hidden, so on asyncio's own
+event loop and TLS), nginx (wss:// through deploy/nginx-duoduel.conf: TLS ends at nginx, which speaks plain WebSocket
+to duoduel). Certificates come from gen_cert.sh. --tls and --proxy nginx add their route to plain; --rounds N runs
+every route N times, alternating (each round in a rotated order), and prints each route's medians beside its runs.
+The proxy's workers run on the servers' core; their CPU per relayed frame is reported apart from duoduel's.
+--proxy nginx:SITE runs another site file in the deploy file's form (e.g. with one directive changed) as a route of
+its own, to compare in one run. With --callgrind the servers run under valgrind, and the figures to compare are
+their user-space instructions per relayed frame, which the machine's other load changes far less than seconds.
+One more route is one more entry in ROUTES: a function that starts what its clients go through and returns an
+Endpoint (their URLs, duoduel's processes, the proxy's); a script may add one and call main(). The clients speak
+WebSocket, over TLS for a wss:// URL: a route over another transport brings a client of its own too.
 """
 
 from __future__ import annotations
 
-import argparse, asyncio, base64, hashlib, ipaddress, json, multiprocessing as mp, os, resource, shlex, signal, socket, struct
-import subprocess, sys, tempfile, time, traceback, urllib.request
+import argparse, asyncio, base64, contextlib, hashlib, ipaddress, json, multiprocessing as mp, os, resource, shlex, signal
+import socket, ssl, statistics, struct, subprocess, sys, tempfile, time, traceback, urllib.request
 from array import array
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import IO
 from urllib.parse import urlsplit
+
+import nginx
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
 from ports import free_port  # noqa: E402
@@ -38,7 +55,12 @@ BENCH = struct.Struct("<IIQ")  # start of payload: client id, seq (0 = hello), s
 CONNECT_TIMEOUT = 15.0
 DRAIN_SECONDS = 3.0
 HANDSHAKES_IN_FLIGHT = 64  # stay under the listen backlog (100) so no SYN is dropped and retried after 1 s
-SERVER_SCRIPT = Path(__file__).resolve().parent.parent / "duoduel.py"
+ROOT = Path(__file__).resolve().parent.parent
+SERVER_SCRIPT = ROOT / "duoduel.py"
+SERVER_CORE = 0  # duoduel, redis-server and the proxy's workers; the generator runs on --cpu (default 1)
+# Runs duoduel.py (argv[1]) with uvloop hidden, so that it runs on asyncio's own event loop and TLS.
+WITHOUT_UVLOOP = ("import runpy, sys; sys.modules['uvloop'] = None; del sys.argv[0]; "
+                  "runpy.run_path(sys.argv[0], run_name='__main__')")
 
 
 @dataclass
@@ -77,6 +99,7 @@ class Tally:
     drained: bool = True
     stopping: bool = False
     error: str = ""
+    tls: str = ""  # the TLS version and cipher suite the connections agreed, on an encrypted route
 
 
 def bump(counts: dict[str, int], key: str) -> None:
@@ -88,7 +111,7 @@ def check_loopback(url: str) -> None:
     """Refuse any URL whose host is not a loopback address: traffic must not leave this machine."""
     parts = urlsplit(url)
     if parts.scheme != "ws" or not parts.hostname:
-        sys.exit(f"relay.py: need a ws:// URL, got {url!r}")
+        sys.exit(f"relay.py: need a ws:// URL (for wss://, let the bench start the server: --tls), got {url!r}")
     addrs = {info[4][0] for info in socket.getaddrinfo(parts.hostname, parts.port or 80, type=socket.SOCK_STREAM)}
     if not all(ipaddress.ip_address(a.split("%")[0]).is_loopback for a in addrs):
         sys.exit(f"relay.py: refusing non-loopback host {parts.hostname!r} ({sorted(addrs)})")
@@ -205,21 +228,27 @@ class Wire(asyncio.Protocol):
             bump(self.tally.texts, f"unexpected opcode {opcode}")
 
 
-async def open_wire(c: Client, url: str, gate: asyncio.Semaphore, tally: Tally) -> Wire | None:
-    """Open c's connection and complete the handshake; count a failure by kind and return None."""
+async def open_wire(c: Client, url: str, gate: asyncio.Semaphore, tally: Tally,
+                    tls: ssl.SSLContext | None = None) -> Wire | None:
+    """Open c's connection (over TLS with a wss:// URL) and complete the handshake; count a failure by kind and return None."""
     parts = urlsplit(url)
+    secure = parts.scheme == "wss"
     key = base64.b64encode(os.urandom(16))
     accept = base64.b64encode(hashlib.sha1(key + b"258EAFA5-E914-47DA-95CA-C5AB0DC85B11").digest())
     request = (f"GET {parts.path or '/'}{'?' + parts.query if parts.query else ''} HTTP/1.1\r\n"
                f"Host: {parts.netloc}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
                f"Sec-WebSocket-Key: {key.decode()}\r\nSec-WebSocket-Version: 13\r\n"
-               f"Origin: http://{parts.netloc}\r\n\r\n").encode()  # the Origin a same-origin page sends
+               f"Origin: {'https' if secure else 'http'}://{parts.netloc}\r\n\r\n").encode()  # a same-origin page's
     loop = asyncio.get_running_loop()
     try:
         async with gate:
-            _, wire = await asyncio.wait_for(loop.create_connection(
-                lambda: Wire(c, tally, request, accept), parts.hostname, parts.port or 80), CONNECT_TIMEOUT)
+            transport, wire = await asyncio.wait_for(loop.create_connection(
+                lambda: Wire(c, tally, request, accept), parts.hostname, parts.port or (443 if secure else 80),
+                ssl=tls if secure else None), CONNECT_TIMEOUT)
             await asyncio.wait_for(wire.opened, CONNECT_TIMEOUT)
+        if secure and not tally.tls:
+            agreed = transport.get_extra_info("ssl_object")
+            tally.tls = f"{agreed.version()} {agreed.cipher()[0]}"
         c.ws = wire
         return wire
     except Exception as exc:  # a failure is a figure to report, not a crash
@@ -275,10 +304,11 @@ async def run_worker(first: int, units: int, args: argparse.Namespace, pipe) -> 
     clients = {cid: Client(cid, size - 1, cid // size if args.rooms else None)
                for cid in range(first, first + size * units)}
     gate = asyncio.Semaphore(HANDSHAKES_IN_FLIGHT)
+    tls = ssl.create_default_context(cafile=args.cafile) if args.cafile else None
     tasks = []
     for server in range(len(args.urls)):  # one server's clients after another's: no call spans two processes
         group = [c for c in clients.values() if server_of(c, args) == server]
-        tasks += [asyncio.create_task(open_wire(c, client_url(c, args), gate, tally)) for c in group]
+        tasks += [asyncio.create_task(open_wire(c, client_url(c, args), gate, tally, tls)) for c in group]
         settles = [asyncio.create_task(c.settled.wait()) for c in group]
         if settles:
             await asyncio.wait(settles, timeout=CONNECT_TIMEOUT + len(group) / HANDSHAKES_IN_FLIGHT)
@@ -362,17 +392,18 @@ def server_mem_mb(pid: int) -> dict[str, float]:
     return {k: round(int(status[k].split()[0]) / 1024, 1) for k in ("VmRSS", "VmHWM")}
 
 
-def servers_dropped(urls: list[str]) -> int | None:
+def servers_dropped(endpoint: Endpoint, tls: ssl.SSLContext | None) -> int | None:
     """frames_dropped_total summed over the servers, else None."""
-    counts = [server_dropped(url) for url in urls]
-    return None if None in counts else sum(counts)
+    counts = [server_dropped(url, tls) for url in endpoint.metrics]
+    return None if not counts or None in counts else sum(counts)
 
 
-def server_dropped(url: str) -> int | None:
-    """duoduel's frames_dropped_total counter from its /metrics page on the same loopback port, else None."""
-    opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))  # never via a proxy
+def server_dropped(url: str, tls: ssl.SSLContext | None) -> int | None:
+    """duoduel's frames_dropped_total counter from its own /metrics page (url), else None."""
+    opener = urllib.request.build_opener(urllib.request.ProxyHandler({}),  # never via a proxy
+                                         urllib.request.HTTPSHandler(context=tls))
     try:
-        with opener.open(f"http://{urlsplit(url).netloc}/metrics", timeout=2) as response:
+        with opener.open(url, timeout=2) as response:
             for line in response.read().decode().splitlines():
                 if line.startswith("duoduel_frames_dropped_total "):
                     return int(float(line.split()[1]))
@@ -381,10 +412,113 @@ def server_dropped(url: str) -> int | None:
     return None
 
 
+@dataclass
+class Server:
+    """A duoduel process the bench started: its port and its output."""
+
+    proc: subprocess.Popen
+    port: int
+    log: IO[bytes]
+
+
+@dataclass
+class Endpoint:
+    """What one run measures: where the clients connect, and whose CPU is counted."""
+
+    urls: list[str]  # each duoduel process's lobby URL, as the clients reach it
+    metrics: list[str]  # each duoduel process's own /metrics URL
+    pids: list[int]  # duoduel's processes
+    servers: list[Server] = field(default_factory=list)  # those the bench started: stopped, their output noted
+    proxy: list[int] = field(default_factory=list)  # the proxy's worker processes
+    redis_port: int | None = None
+
+
+# A route starts what its clients connect through, for one run, and leaves its cleanup on the stack.
+Route = Callable[[argparse.Namespace, contextlib.ExitStack], Endpoint]
+
+
+def plain_route(args: argparse.Namespace, stack: contextlib.ExitStack, uvloop: bool = True) -> Endpoint:
+    """ws:// straight to duoduel, on uvloop or asyncio's own loop."""
+    servers, redis_port = start_servers(args, stack, lambda port: f"http://127.0.0.1:{port}", uvloop=uvloop)
+    return Endpoint([f"ws://127.0.0.1:{s.port}/ws" for s in servers],
+                    [f"http://127.0.0.1:{s.port}/metrics" for s in servers],
+                    [s.proc.pid for s in servers], servers, redis_port=redis_port)
+
+
+def tls_route(args: argparse.Namespace, stack: contextlib.ExitStack, uvloop: bool = True) -> Endpoint:
+    """wss:// straight to duoduel.py --https: each process ends TLS itself, on uvloop's TLS or asyncio's."""
+    servers, redis_port = start_servers(args, stack, lambda port: f"https://127.0.0.1:{port}",
+                                        ["--https", "--cert", str(args.cert), "--key", str(args.key)], uvloop)
+    return Endpoint([f"wss://127.0.0.1:{s.port}/ws" for s in servers],
+                    [f"https://127.0.0.1:{s.port}/metrics" for s in servers],
+                    [s.proc.pid for s in servers], servers, redis_port=redis_port)
+
+
+def nginx_route(args: argparse.Namespace, stack: contextlib.ExitStack, site: Path = nginx.SITE) -> Endpoint:
+    """wss:// to nginx with the deploy site file, which ends TLS and speaks ws:// to duoduel on loopback.
+
+    Each client connects through /p/PORT/, as a client moved to that process does: the same tunnel as the
+    upstream's, and every call stays on one process, as the shared lobby keeps it.
+    """
+    listen = free_port()
+    public = f"https://127.0.0.1:{listen}"
+    servers, redis_port = start_servers(args, stack, lambda port: f"{public}/p/{port}", ["--allow-origin", public])
+    directory = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="relay-nginx-")))
+    site_text = nginx.site_config([s.port for s in servers], listen, args.cert, args.key, site)
+    # Under callgrind, one process that is master and worker: callgrind follows no fork.
+    config = nginx.write_config(directory, site_text, args.proxy_workers, master=not args.callgrind)
+    proxy = subprocess.Popen(["taskset", "-c", str(SERVER_CORE), *callgrind(args, "proxy"), nginx.binary(), "-c", str(config)],
+                             stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT)
+    stack.callback(stop_proxy, proxy)
+    errors = directory / "error.log"
+    wait_listening(listen, proxy, "nginx", lambda: errors.read_text() if errors.exists() else "", args.start_timeout)
+    deadline = time.monotonic() + 5
+    while not args.callgrind and len(nginx.workers(proxy.pid)) < args.proxy_workers and time.monotonic() < deadline:
+        time.sleep(0.02)  # the master listens before it forks its workers
+    workers = [proxy.pid] if args.callgrind else nginx.workers(proxy.pid)
+    return Endpoint([f"wss://127.0.0.1:{listen}/p/{s.port}/ws" for s in servers],
+                    [f"http://127.0.0.1:{s.port}/metrics" for s in servers],
+                    [s.proc.pid for s in servers], servers, workers, redis_port)
+
+
+ROUTES: dict[str, Route] = {
+    "plain": plain_route,
+    "plain-asyncio": lambda args, stack: plain_route(args, stack, uvloop=False),
+    "tls": tls_route,
+    "tls-asyncio": lambda args, stack: tls_route(args, stack, uvloop=False),
+    "nginx": nginx_route,
+}
+
+
+def stop_proxy(proxy: subprocess.Popen) -> None:
+    """Stop nginx (SIGTERM: the master stops its workers), or kill it if it lingers."""
+    proxy.send_signal(signal.SIGTERM)
+    try:
+        proxy.wait(timeout=10)
+    except subprocess.TimeoutExpired:
+        proxy.kill()
+        proxy.wait()
+
+
+def wait_listening(port: int, proc: subprocess.Popen, name: str, output: Callable[[], str], timeout: float = 10) -> None:
+    """Return once something accepts connections on the loopback port; exit with proc's output if it died."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            sys.exit(f"relay.py: {name} exited {proc.returncode}: {output()[-2000:]}")
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=1).close()
+            return
+        except OSError:
+            time.sleep(0.05)
+    proc.kill()
+    sys.exit(f"relay.py: {name} did not listen within {timeout:g} s: {output()[-2000:]}")
+
+
 def spawn_redis() -> tuple[subprocess.Popen, int]:
-    """Start a redis-server of our own, without persistence, pinned to core 0 beside the servers."""
+    """Start a redis-server of our own, without persistence, pinned to the servers' core."""
     port = free_port()
-    proc = subprocess.Popen(["taskset", "-c", "0", "redis-server", "--port", str(port), "--bind", "127.0.0.1",
+    proc = subprocess.Popen(["taskset", "-c", str(SERVER_CORE), "redis-server", "--port", str(port), "--bind", "127.0.0.1",
                              "--save", "", "--appendonly", "no"], stdout=subprocess.DEVNULL)
     for _ in range(100):
         try:
@@ -407,34 +541,61 @@ def redis_calls(port: int) -> int:
                if line.startswith(b"cmdstat_") and not line.startswith(b"cmdstat_info"))
 
 
-def spawn_server(args: argparse.Namespace) -> tuple[subprocess.Popen, str]:
-    """Start the server pinned to core 0 on a free loopback port; return it and its lobby URL once it listens."""
-    port = free_port()
-    extra = shlex.split(args.server_args)
-    if args.redis_port:
-        extra += ["--redis", f"redis://127.0.0.1:{args.redis_port}/0", "--public-url", f"http://127.0.0.1:{port}"]
-    if args.rooms and not any(arg.startswith("--room-size") for arg in extra):
-        extra += ["--room-size", str(args.room_members)]
-    cmd = ["taskset", "-c", "0", sys.executable, str(args.server_script), "--host", "127.0.0.1",
+def start_servers(args: argparse.Namespace, stack: contextlib.ExitStack, public: Callable[[int], str],
+                  flags: list[str] | None = None, uvloop: bool = True) -> tuple[list[Server], int | None]:
+    """Start the --servers duoduel processes (with --redis, sharing a lobby through a redis-server of their own).
+
+    public(port) is how a client reaches the process on port: its --public-url in the shared lobby.
+    """
+    redis_port = None
+    if args.redis:
+        redis, redis_port = spawn_redis()
+        stack.callback(redis.kill)
+    servers = []
+    for _ in range(args.servers):
+        port = free_port()
+        extra = [*(flags or []), *shlex.split(args.server_args)]
+        if redis_port:
+            extra += ["--redis", f"redis://127.0.0.1:{redis_port}/0", "--public-url", public(port)]
+        if args.rooms and not any(arg.startswith("--room-size") for arg in extra):
+            extra += ["--room-size", str(args.room_members)]
+        servers.append(spawn_server(args, stack, port, extra, uvloop))
+    return servers, redis_port
+
+
+def spawn_server(args: argparse.Namespace, stack: contextlib.ExitStack, port: int, extra: list[str],
+                 uvloop: bool) -> Server:
+    """Start duoduel pinned to the servers' core on port; return it once it listens."""
+    python = [sys.executable] if uvloop else [sys.executable, "-c", WITHOUT_UVLOOP]
+    cmd = ["taskset", "-c", str(SERVER_CORE), *callgrind(args, "duoduel"), *python, str(args.server_script), "--host", "127.0.0.1",
            "--port", str(port), "--log-level", "warning", *extra]
-    log = tempfile.TemporaryFile()
-    args.server_logs.append(log)
+    log = stack.enter_context(tempfile.TemporaryFile())
     proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT)
-    for _ in range(100):
-        if proc.poll() is not None:
-            log.seek(0)
-            sys.exit(f"relay.py: server exited {proc.returncode}: {log.read()[-2000:].decode()}")
-        try:
-            socket.create_connection(("127.0.0.1", port), timeout=1).close()
-            return proc, f"ws://127.0.0.1:{port}{urlsplit(args.url or '/ws').path or '/ws'}"
-        except OSError:
-            time.sleep(0.1)
-    proc.kill()
-    sys.exit("relay.py: server did not listen within 10 s")
+    stack.callback(lambda: proc.poll() is None and proc.kill())
+    wait_listening(port, proc, "server", lambda: log.seek(0) or log.read().decode(errors="replace"), args.start_timeout)
+    return Server(proc, port, log)
 
 
-def stop_server(proc: subprocess.Popen, log, notes: list[str]) -> None:
+def callgrind(args: argparse.Namespace, role: str) -> list[str]:
+    """With --callgrind, the prefix that runs a server under callgrind; measure() counts only the window."""
+    if not args.callgrind:
+        return []
+    return ["valgrind", "--tool=callgrind", "--dump-instr=no", f"--callgrind-out-file={args.callgrind_dir}/{role}.%p"]
+
+
+def instructions(args: argparse.Namespace, role: str, pid: int) -> int | None:
+    """The instructions callgrind counted in pid between measure()'s zero and dump (its first dump), else None."""
+    try:
+        text = Path(f"{args.callgrind_dir}/{role}.{pid}.1").read_text(errors="replace")
+    except OSError:
+        return None
+    line = next((line for line in text.splitlines() if line.startswith(("summary:", "totals:"))), None)
+    return int(line.split()[1]) if line else None
+
+
+def stop_server(server: Server, notes: list[str]) -> None:
     """SIGTERM the spawned server, kill it if it lingers, and note anything it logged."""
+    proc, log = server.proc, server.log
     if proc.poll() is not None:
         notes.append(f"server exited early with {proc.returncode}")
     proc.send_signal(signal.SIGTERM)
@@ -468,29 +629,89 @@ def merge(tallies: list[Tally], key: str) -> dict[str, int]:
 
 
 def run(args: argparse.Namespace) -> dict:
-    """Check the URL, start the server if asked, measure, and make sure a spawned server does not outlive us."""
-    notes: list[str] = []
+    """Measure the server at --url, or each route --rounds times, alternating, with servers of the bench's own."""
     if args.url:
         check_loopback(args.url)
-    procs, pids, args.urls, args.server_logs, args.redis_port, redis = [], [], [args.url], [], None, None
-    if args.server_pid:
-        pids = [args.server_pid]
-    if args.spawn_server:
-        if args.redis:
-            redis, args.redis_port = spawn_redis()
-        spawned = [spawn_server(args) for _ in range(args.servers)]
-        procs, args.urls = [proc for proc, _ in spawned], [url for _, url in spawned]
-        args.url, pids = args.urls[0], [proc.pid for proc in procs]
-    try:
-        return measure(args, procs, pids, notes)
-    finally:
-        for proc in procs + ([redis] if redis else []):
-            if proc.poll() is None:
-                proc.kill()
+        metrics = f"http://{urlsplit(args.url).netloc}/metrics"
+        return measure(args, Endpoint([args.url], [metrics], [args.server_pid] if args.server_pid else []), [])
+    with contextlib.ExitStack() as stack:
+        if args.callgrind:
+            args.callgrind_dir = stack.enter_context(tempfile.TemporaryDirectory(prefix="relay-callgrind-"))
+        make_certificate(args, stack)
+        if args.routes == ["plain"] and args.rounds == 1:
+            return measure_route(args, "plain")  # the report as it always was
+        load = os.getloadavg()
+        runs: dict[str, list[dict]] = {name: [] for name in args.routes}
+        for round_ in range(args.rounds):
+            for i in range(len(args.routes)):  # each round starts one route later: none always runs first
+                name = args.routes[(round_ + i) % len(args.routes)]
+                runs[name].append(measure_route(args, name))
+        return side_by_side(args, runs, load)
 
 
-def measure(args: argparse.Namespace, procs: list[subprocess.Popen], pids: list[int], notes: list[str]) -> dict:
+def make_certificate(args: argparse.Namespace, stack: contextlib.ExitStack) -> None:
+    """A gen_cert.sh certificate for the spawned servers, in a directory the stack removes; the clients trust it."""
+    directory = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="relay-cert-")))
+    subprocess.run([str(ROOT / "gen_cert.sh"), str(directory)], check=True, capture_output=True)
+    args.cert, args.key = directory / "cert.pem", directory / "key.pem"
+    args.cafile = args.cert
+
+
+def measure_route(args: argparse.Namespace, name: str) -> dict:
+    """One run of one route, with servers (and a proxy) started for it and stopped after."""
+    with contextlib.ExitStack() as stack:
+        endpoint = ROUTES[name](args, stack)
+        return {"route": name, **measure(args, endpoint, [])}
+
+
+def side_by_side(args: argparse.Namespace, runs: dict[str, list[dict]], load: tuple[float, ...]) -> dict:
+    """Each route's medians over its runs (CPU per relayed frame against plain's, calls per core), then the runs."""
+    def median(reports: list[dict], *keys: str | int) -> float | None:
+        values = []
+        for report in reports:
+            for key in keys:
+                report = report.get(key) if isinstance(report, dict) else None
+            if report is not None:
+                values.append(report)
+        return round(statistics.median(values), 3) if values else None
+
+    plain = median(runs.get("plain", []), "total_cpu_us_per_relayed_frame")
+    routes = {}
+    for name, reports in runs.items():
+        total = median(reports, "total_cpu_us_per_relayed_frame")
+        routes[name] = {
+            "duoduel_cpu_us_per_relayed_frame": median(reports, "server_cpu_us_per_relayed_frame"),
+            "proxy_cpu_us_per_relayed_frame": median(reports, "proxy_cpu_us_per_relayed_frame"),
+            "total_cpu_us_per_relayed_frame": total,
+            "total_runs": [r["total_cpu_us_per_relayed_frame"] for r in reports],
+            "x_plain": round(total / plain, 2) if total and plain else None,
+            # A call of two relays 2 × rate frames a second; a core kept at 85 % (as --max-clients assumes).
+            **({"calls_per_core_at_85pct": int(0.85e6 / (2 * args.rate * total))} if total and not args.rooms else {}),
+            "latency_p50_ms": median(reports, "latency_ms", "p50"), "latency_p99_ms": median(reports, "latency_ms", "p99"),
+            "loss": median(reports, "loss"), "send_lag_p99_ms": median(reports, "send_lag_ms", "p99"),
+            "server_core_busy": median(reports, "core_busy", SERVER_CORE),
+            "generator_cores": median(reports, "generator_cpu", "total_cores"),
+            "connect_cpu_ms_per_client": median(reports, "connect_cpu_ms_per_client"),
+            **({"instructions_per_relayed_frame": instructions_side_by_side(reports, runs.get("plain"), median)}
+               if args.callgrind else {}),
+            "tls": sorted({r["tls"] for r in reports if r.get("tls")}),
+            "notes": sum(len(r["notes"]) for r in reports),
+        }
+    return {
+        "routes": routes, "rounds": args.rounds, "seconds": args.seconds,
+        "load": f"{args.pairs} pairs" if not args.rooms else f"{args.rooms} rooms of {args.room_members}",
+        "frame_bytes": args.frame_bytes, "rate": args.rate,
+        "cores": {"duoduel": [SERVER_CORE], "proxy_workers": [SERVER_CORE], **({"redis": [SERVER_CORE]} if args.redis else {}),
+                  "generator": sorted(args.cpu)},
+        "load_average": {"before": [round(x, 2) for x in load], "after": [round(x, 2) for x in os.getloadavg()]},
+        "runs": runs,
+    }
+
+
+def measure(args: argparse.Namespace, endpoint: Endpoint, notes: list[str]) -> dict:
     """Spawn the generator processes, connect them one after another, run the window, and build the report."""
+    args.urls, pids, proxy = endpoint.urls, endpoint.pids, endpoint.proxy  # the generator processes read args.urls
+    metrics_tls = ssl.create_default_context(cafile=args.cafile) if args.cafile else None
     cpus = set(args.cpu)
     os.sched_setaffinity(0, cpus)  # the children inherit it
     size = args.room_members or 2
@@ -502,19 +723,26 @@ def measure(args: argparse.Namespace, procs: list[subprocess.Popen], pids: list[
         p = ctx.Process(target=worker_main, args=(size * sum(shares[:i]), share, args, there), daemon=True)
         p.start()
         workers.append((p, here))
-    paired, calls0 = 0, redis_calls(args.redis_port) if args.redis_port else 0
+    redis_port = endpoint.redis_port
+    paired, calls0 = 0, redis_calls(redis_port) if redis_port else 0
+    connecting0 = sum(map(server_cpu, pids + proxy))
     for p, pipe in workers:  # one process at a time, so that no pair straddles two processes
         pipe.send("connect")
         msg = pipe.recv() if pipe.poll(CONNECT_TIMEOUT * 4 + args.units / 10) else ("error", "connect timeout")
         if msg[0] != "ready":
             sys.exit(f"relay.py: generator process failed while connecting: {msg[1]}")
         paired += msg[1] // size
-    calls1 = redis_calls(args.redis_port) if args.redis_port else 0
+    calls1 = redis_calls(redis_port) if redis_port else 0
+    connecting = sum(map(server_cpu, pids + proxy)) - connecting0  # handshakes (TCP, TLS, WebSocket) and pairing
     t0 = time.monotonic_ns() + 500_000_000
     for _, pipe in workers:
         pipe.send(t0)
     time.sleep((t0 - time.monotonic_ns()) / 1e9)
-    cpu0, wall0, dropped0 = sum(map(server_cpu, pids)), time.monotonic(), servers_dropped(args.urls)
+    dropped0 = servers_dropped(endpoint, metrics_tls)
+    counted = [("duoduel", pid) for pid in pids] + [("proxy", pid) for pid in proxy] if args.callgrind else []
+    for _, pid in counted:
+        subprocess.run(["callgrind_control", "--zero", str(pid)], capture_output=True, check=True)
+    cpu0, proxy0, wall0 = sum(map(server_cpu, pids)), sum(map(server_cpu, proxy)), time.monotonic()
     busy0 = core_busy_s()
     tallies = []
     for _, pipe in workers:
@@ -525,19 +753,22 @@ def measure(args: argparse.Namespace, procs: list[subprocess.Popen], pids: list[
     window = time.monotonic() - wall0
     busy = {k: round((v - busy0[k]) / window, 3) for k, v in core_busy_s().items()}
     cpu = sum(map(server_cpu, pids)) - cpu0 if pids else None
+    proxy_cpu = sum(map(server_cpu, proxy)) - proxy0 if proxy else None
+    for _, pid in counted:
+        subprocess.run(["callgrind_control", "--dump", str(pid)], capture_output=True, check=True)
     mems = [server_mem_mb(pid) for pid in pids]
     mem = {k: round(sum(m[k] for m in mems), 1) for k in ("VmRSS", "VmHWM")} if mems else {"VmRSS": None, "VmHWM": None}
-    calls2 = redis_calls(args.redis_port) if args.redis_port else 0
-    dropped1 = servers_dropped(args.urls)
+    calls2 = redis_calls(redis_port) if redis_port else 0
+    dropped1 = servers_dropped(endpoint, metrics_tls)
     dropped = dropped1 - dropped0 if dropped0 is not None and dropped1 is not None else None
-    for pid in pids:
-        if os.sched_getaffinity(pid) != {0}:
-            notes.append(f"server affinity is {sorted(os.sched_getaffinity(pid))}, not core 0")
+    for pid in pids + proxy:
+        if os.sched_getaffinity(pid) != {SERVER_CORE}:
+            notes.append(f"process {pid}'s affinity is {sorted(os.sched_getaffinity(pid))}, not core {SERVER_CORE}")
     for p, pipe in workers:
         pipe.send("close")
         p.join(timeout=10)
-    for proc, log in zip(procs, args.server_logs):
-        stop_server(proc, log, notes)
+    for server in endpoint.servers:
+        stop_server(server, notes)
     sent, received = sum(t.sent for t in tallies), sum(t.received for t in tallies)
     expected = sum(t.expected for t in tallies)
     gen = [t.cpu_s / t.wall_s for t in tallies if t.wall_s > args.seconds / 2]
@@ -554,9 +785,9 @@ def measure(args: argparse.Namespace, procs: list[subprocess.Popen], pids: list[
         notes.append(f"unexpected control messages: {texts}")
     if not all(t.drained for t in tallies):
         notes.append(f"{expected - received} frames never arrived (server says it dropped {dropped})")
-    other = busy.get(0, 0) - (cpu or 0) / window
+    other = busy.get(SERVER_CORE, 0) - ((cpu or 0) + (proxy_cpu or 0)) / window
     if other > 0.1:
-        notes.append(f"other processes kept core 0 (the server's) ~{other:.0%} busy: server figures are disturbed")
+        notes.append(f"other processes kept core {SERVER_CORE} (the server's) ~{other:.0%} busy: server figures are disturbed")
     if max(gen, default=0) > 0.85:
         notes.append("a generator process used >85% of a core: figures may be limited by the generator")
     if (lag["p99"] or 0) > 1000 / args.rate / 2:
@@ -575,14 +806,40 @@ def measure(args: argparse.Namespace, procs: list[subprocess.Popen], pids: list[
         # A relayed frame is a delivered one: in a room of K, each frame sent is relayed K - 1 times.
         "server_cpu_us_per_relayed_frame": round(cpu * 1e6 / received, 2) if cpu is not None and received else None,
         "server_cpu_us_per_sent_frame": round(cpu * 1e6 / sent, 2) if cpu is not None and sent else None,
+        **({"proxy_workers": len(proxy), "proxy_cpu_s": round(proxy_cpu, 3),
+            "proxy_cpu_us_per_relayed_frame": round(proxy_cpu * 1e6 / received, 2) if received else None}
+           if proxy_cpu is not None else {}),
+        "total_cpu_us_per_relayed_frame":
+            round((cpu + (proxy_cpu or 0)) * 1e6 / received, 2) if cpu is not None and received else None,
+        "tls": next((t.tls for t in tallies if t.tls), None),
+        "connect_cpu_ms_per_client": round(connecting * 1e3 / (paired * size), 3) if pids and paired else None,
+        **({"instructions_per_relayed_frame": instructions_per_frame(args, counted, received)} if counted else {}),
         "server_rss_mb": mem["VmRSS"], "server_peak_rss_mb": mem["VmHWM"], "servers": len(pids),
         **({"redis_commands_while_pairing": calls1 - calls0,
             "redis_commands_per_call": round((calls1 - calls0) / paired, 2) if paired else None,
-            "redis_commands_during_window": calls2 - calls1} if args.redis_port else {}),
+            "redis_commands_during_window": calls2 - calls1} if redis_port else {}),
         "generator_cpu": {"procs": len(tallies), "cpus": sorted(cpus), "per_proc": [round(g, 3) for g in gen],
                           "total_cores": round(sum(t.cpu_s for t in tallies) / window, 3)},
-        "core_busy": busy, "connect_failures": sum(failures.values()), "closed_by_server": closed, "notes": notes,
+        "core_busy": busy, "load_average": [round(x, 2) for x in os.getloadavg()],
+        "connect_failures": sum(failures.values()), "closed_by_server": closed, "notes": notes,
     }
+
+
+def instructions_side_by_side(reports: list[dict], plain: list[dict] | None, median: Callable) -> dict:
+    """Medians of duoduel's and the proxy's instructions per relayed frame, their sum, and the sum against plain's."""
+    duoduel, proxy = (median(reports, "instructions_per_relayed_frame", role) for role in ("duoduel", "proxy"))
+    total = (duoduel or 0) + (proxy or 0)
+    base = median(plain, "instructions_per_relayed_frame", "duoduel") if plain else None
+    return {"duoduel": duoduel, "proxy": proxy, "total": total, "x_plain": round(total / base, 2) if base else None}
+
+
+def instructions_per_frame(args: argparse.Namespace, counted: list[tuple[str, int]], received: int) -> dict:
+    """User-space instructions per relayed frame of duoduel and of the proxy, as callgrind counted them."""
+    out: dict[str, int | None] = {}
+    for role in dict.fromkeys(role for role, _ in counted):
+        counts = [instructions(args, role, pid) for r, pid in counted if r == role]
+        out[role] = round(sum(counts) / received) if received and None not in counts else None
+    return out
 
 
 def cpu_list(text: str) -> list[int]:
@@ -594,7 +851,8 @@ def cpu_list(text: str) -> list[int]:
     return out
 
 
-if __name__ == "__main__":
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    """Read and check the command line; a script may add routes to ROUTES first."""
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--url", help="lobby URL, ws://127.0.0.1:PORT/ws (loopback only)")
     units = parser.add_mutually_exclusive_group(required=True)
@@ -610,12 +868,25 @@ if __name__ == "__main__":
     parser.add_argument("--cpu", type=cpu_list, default=[1], help="CPU list for the generator (default 1)")
     parser.add_argument("--server-pid", type=int, help="server process to read /proc figures from")
     parser.add_argument("--spawn-server", action="store_true", help="start the server on core 0 and a free port")
+    parser.add_argument("--tls", action="store_true", help="also measure wss:// straight to duoduel.py --https (implies --spawn-server)")
+    parser.add_argument("--proxy", action="append", default=[], metavar="nginx[:SITE]",
+                        help="also measure wss:// through nginx with deploy/nginx-duoduel.conf, or SITE, a file in its form "
+                             "(repeatable; implies --spawn-server)")
+    parser.add_argument("--routes", type=lambda text: text.split(","), metavar="R,...",
+                        help=f"routes to measure, of {', '.join(ROUTES)} (default plain; --tls and --proxy add theirs; "
+                             "implies --spawn-server)")
+    parser.add_argument("--rounds", type=int, default=1, help="run every route this many times, alternating; print medians")
+    parser.add_argument("--proxy-workers", type=int, default=1, help="nginx worker processes (all on core 0)")
+    parser.add_argument("--callgrind", action="store_true",
+                        help="run duoduel and nginx under valgrind's callgrind and report their user-space instructions per "
+                             "relayed frame in the window (repeatable where CPU seconds are noisy; the kernel's share is not "
+                             "counted); they run ~50x slower, so use a light load: --pairs 2")
     parser.add_argument("--servers", type=int, default=1, help="with --spawn-server: K server processes, all on core 0")
     parser.add_argument("--redis", action="store_true", help="with --spawn-server: the servers share one lobby through a redis-server")
     parser.add_argument("--server-args", default="", help="extra arguments for the spawned server")
     parser.add_argument("--server", "--server-script", dest="server_script", type=Path, default=SERVER_SCRIPT, metavar="PATH",
                         help="duoduel.py to spawn (default: this checkout's); another commit's, to compare in one run")
-    args = parser.parse_args()
+    args = parser.parse_args(argv)
     if args.rooms and args.room_members is None:
         args.room_members = 8
     if args.room_members is not None and (not args.rooms or not 2 <= args.room_members <= 255):
@@ -628,9 +899,36 @@ if __name__ == "__main__":
     if not BENCH.size <= args.frame_bytes <= 65535 - HEADER.size or args.units < 1 or args.seconds <= 0 or args.rate <= 0:
         parser.error(f"need {BENCH.size} <= --frame-bytes <= {65535 - HEADER.size}, --pairs or --rooms >= 1, "
                      "--seconds > 0, --rate > 0")
+    for proxy in args.proxy:
+        kind, _, site = proxy.partition(":")
+        if kind != "nginx" or (site and not Path(site).is_file()):
+            parser.error(f"--proxy {proxy}: give nginx, or nginx:SITE with SITE a site file in deploy/'s form")
+        if site:  # a route of its own, named after the file, to compare with deploy's in one run
+            ROUTES[f"nginx:{Path(site).stem}"] = lambda a, stack, site=Path(site): nginx_route(a, stack, site)
+    args.spawn_server = args.spawn_server or bool(args.routes or args.tls or args.proxy) or args.rounds > 1
+    args.routes = list(dict.fromkeys((args.routes or ["plain"]) + ["tls"] * args.tls +
+                                     [f"nginx:{Path(p[6:]).stem}" if p[6:] else "nginx" for p in args.proxy]))
+    if unknown := [name for name in args.routes if name not in ROUTES]:
+        parser.error(f"unknown route {', '.join(unknown)}: the routes are {', '.join(ROUTES)}")
     if not args.url and not args.spawn_server:
         parser.error("give --url (and --server-pid) or --spawn-server")
+    if args.url and args.spawn_server:
+        parser.error("--url measures a server of yours; --spawn-server, --tls, --proxy and --rounds start the bench's own")
+    if args.rounds < 1:
+        parser.error("--rounds must be at least 1")
+    args.cafile = None  # set to the spawned servers' certificate (gen_cert.sh)
+    args.start_timeout = 120 if args.callgrind else 10  # valgrind takes its time to start Python
+    return args
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Parse the command line, measure, print the JSON report. A script may add routes to ROUTES first."""
+    args = parse_args(argv)
     try:
         print(json.dumps(run(args), indent=1))
     except KeyboardInterrupt:
         sys.exit(130)
+
+
+if __name__ == "__main__":
+    main()

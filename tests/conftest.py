@@ -301,3 +301,33 @@ def open_page(server, browsers):
         return await open_at(browsers, person, engine, server.origin + path, hz)
 
     return open_
+
+
+@pytest.fixture
+def netpath() -> Iterator:
+    """netpath(shape, up=, down=, seed=): a packet-level path (bench/netpath.py) between this namespace
+    (servers: bind path.server_address) and one of its own (clients: path.socket(), path.executable()),
+    removed at the end of the test. Skipped where namespaces or TUN devices are unavailable; under
+    DUODUEL_REQUIRE_NETNS=1 (CI) that fails instead."""
+    from bench.netpath import NetPath, PathUnavailable, missing_netpath
+
+    def unavailable(reason: str) -> None:
+        if os.environ.get("DUODUEL_REQUIRE_NETNS") == "1":
+            pytest.fail(f"DUODUEL_REQUIRE_NETNS=1 but {reason}")
+        pytest.skip(reason)
+
+    if reason := missing_netpath():
+        unavailable(reason)
+    paths: list[NetPath] = []
+
+    def start(shape=None, **kwargs) -> NetPath:
+        path = NetPath(shape, **kwargs)
+        paths.append(path)
+        try:
+            return path.start()
+        except PathUnavailable as error:  # e.g. a container that may not make namespaces
+            unavailable(f"netpath could not start: {error}")
+
+    yield start
+    for path in paths:
+        path.close()

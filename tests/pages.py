@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -116,10 +116,13 @@ class ChromiumPage(Page):
 
     @classmethod
     async def launch(cls, playwright, name: str, microphone: Path | None, bypass_csp: bool = False,
-                     flags: Sequence[str] = ()) -> ChromiumPage:
-        """A fresh Chromium whose fake microphone plays this WAV (None: the microphone is refused), with more flags."""
+                     flags: tuple[str, ...] = (), executable: str | None = None) -> ChromiumPage:
+        """A fresh Chromium whose fake microphone plays this WAV (None: the microphone is refused), with
+        these flags more; executable runs in place of Chromium's (e.g. NetPath.executable: in a namespace)."""
         args = launch_args(microphone) if microphone else launch_args(Path("/dev/null"))
-        args["args"].extend(flags)
+        args["args"] += flags
+        if executable is not None:
+            args["executable_path"] = executable
         if microphone is None:
             # No fake "allow" UI: the permission request is refused, as when a person clicks Block.
             args["args"] = [flag for flag in args["args"] if flag != "--use-fake-ui-for-media-stream"]
@@ -173,11 +176,13 @@ class FirefoxPage(Page):
         self.firefox = firefox
 
     @classmethod
-    async def launch(cls, pulse: PulseAudio, name: str, hz: float | None, preload: str | None = None) -> FirefoxPage:
+    async def launch(cls, pulse: PulseAudio, name: str, hz: float | None, preload: str | None = None,
+                     prefs: dict[str, Any] | None = None, **where: Any) -> FirefoxPage:
         """A fresh Firefox whose fake microphone plays a sine at hz (None: the microphone is refused);
-        preload (JS function source) runs in every document first, e.g. to replace getUserMedia."""
-        prefs = fake_microphone(hz) if hz is not None else {**fake_microphone(), **DENIED_MICROPHONE}
-        firefox = await Firefox.launch(prefs=prefs, env=pulse.env, name=f"{name} (firefox)")
+        preload (JS function source) runs in every document first, e.g. to replace getUserMedia; prefs are
+        more prefs; where: Firefox.launch's executable and new_socket, to run it elsewhere (a namespace)."""
+        prefs = {**(fake_microphone(hz) if hz is not None else {**fake_microphone(), **DENIED_MICROPHONE}), **(prefs or {})}
+        firefox = await Firefox.launch(prefs=prefs, env=pulse.env, name=f"{name} (firefox)", **where)
         if preload is not None:
             await firefox.add_preload_script(preload)
         return cls(name, firefox)

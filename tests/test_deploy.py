@@ -13,12 +13,12 @@ import subprocess
 import sys
 from collections.abc import Iterator
 from dataclasses import dataclass
-from pathlib import Path
 
 import pytest
 from websockets.asyncio.client import connect
 from websockets.exceptions import InvalidStatus
 
+from bench import nginx
 from cluster import Duoduel, RedisServer, arrive, until_connected
 from conftest import ROOT, Running, http_request, open_at
 from core.config import RESUME_WINDOW
@@ -58,40 +58,10 @@ def unit_command(port: int, redis_url: str, public: str) -> list[str]:
     return [sys.executable, str(ROOT / "duoduel.py"), *command[2:]]
 
 
-def nginx_config(directory: Path, port: int, ports: tuple[int, int], cert: Path, key: Path) -> Path:
-    """deploy/nginx-duoduel.conf with this test's ports and certificate, inside a minimal nginx.conf of its own."""
-    site = (DEPLOY / "nginx-duoduel.conf").read_text()
-    for placeholder, value in (("8081", ports[0]), ("8082", ports[1]), ("listen 443", f"listen 127.0.0.1:{port}"),
-                               ("/etc/duoduel/cert.pem", cert), ("/etc/duoduel/key.pem", key)):
-        assert placeholder in site
-        site = site.replace(placeholder, str(value))
-    (directory / "duoduel.conf").write_text(site)
-    main = directory / "nginx.conf"
-    main.write_text(f"""
-daemon off;
-user root;
-worker_processes 1;
-pid {directory}/nginx.pid;
-error_log {directory}/error.log warn;
-events {{ worker_connections 4096; }}
-http {{
-    access_log off;
-    client_body_temp_path {directory}/body;
-    proxy_temp_path {directory}/proxy;
-    fastcgi_temp_path {directory}/fastcgi;
-    uwsgi_temp_path {directory}/uwsgi;
-    scgi_temp_path {directory}/scgi;
-    include {directory}/duoduel.conf;
-}}
-""")
-    return main
-
-
 @pytest.fixture
 def proxied(tmp_path) -> Iterator[Proxied]:
     """redis-server, two duoduel processes as the unit starts them, nginx with the deploy config in front."""
-    nginx = shutil.which("nginx") or "/usr/sbin/nginx"
-    assert Path(nginx).exists(), "nginx is missing: apt-get install nginx (.ci/run does)"
+    binary = nginx.binary()
     subprocess.run([str(ROOT / "gen_cert.sh"), str(tmp_path / "cert")], check=True, capture_output=True)
     redis = RedisServer(tmp_path)
     redis.start()
@@ -103,12 +73,13 @@ def proxied(tmp_path) -> Iterator[Proxied]:
             popen = subprocess.Popen(unit_command(own, redis.url, f"https://127.0.0.1:{port}"), stdout=out, stderr=subprocess.STDOUT)
         processes.append(Duoduel(own, popen, log, f"https://127.0.0.1:{port}/p/{own}"))
         wait_for_port(own, popen, log)
-    config = nginx_config(tmp_path, port, ports, tmp_path / "cert" / "cert.pem", tmp_path / "cert" / "key.pem")
-    test = subprocess.run([nginx, "-t", "-c", str(config)], capture_output=True, text=True)
+    site = nginx.site_config(list(ports), port, tmp_path / "cert" / "cert.pem", tmp_path / "cert" / "key.pem")
+    config = nginx.write_config(tmp_path, site)
+    test = subprocess.run([binary, "-t", "-c", str(config)], capture_output=True, text=True)
     assert test.returncode == 0, test.stderr
     errors = tmp_path / "error.log"
     errors.touch()
-    proxy = subprocess.Popen([nginx, "-c", str(config)], stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT)
+    proxy = subprocess.Popen([binary, "-c", str(config)], stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT)
     try:
         wait_for_port(port, proxy, errors)
         tls = ssl.create_default_context(cafile=tmp_path / "cert" / "cert.pem")
