@@ -1,4 +1,4 @@
-"""The WebTransport endpoint (webtransport.py) on real UDP with a raw aioquic client: sessions, the control
+"""The WebTransport endpoint (core/webtransport.py) on real UDP with a raw aioquic client: sessions, the control
 stream's lines, datagrams, closes, refusals, bad input, certificates.
 
 The lobby is not here: a small echo handler stands in for it, answering each control line and returning each
@@ -20,7 +20,7 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
-import webtransport
+from core import webtransport
 from wt_client import connection, open_session, request
 from wt_harness import Echo
 
