@@ -5,7 +5,9 @@ from __future__ import annotations
 import ssl
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
+
+from core.webtransport import MAX_SESSIONS as MAX_WEBTRANSPORT_SESSIONS
 
 STATIC_DIR = Path(__file__).resolve().parent.parent / "static"
 
@@ -72,3 +74,10 @@ class Config:
     # The shared lobby (--redis): where Redis is, and how a browser reaches this process.
     redis_url: str | None = None
     public_url: str | None = None
+    # WebTransport on UDP beside the WebSocket (the command line turns it on; --no-webtransport off):
+    # its UDP port (None: the HTTP port's number), how many sessions at once, and its certificate
+    # (a core.webtransport.ServerCertificate; None: one made at start, named to the page by its hash).
+    webtransport: bool = False
+    webtransport_port: int | None = None
+    max_webtransport_sessions: int = MAX_WEBTRANSPORT_SESSIONS
+    webtransport_certificate: Any = None

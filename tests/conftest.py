@@ -14,6 +14,7 @@ import sys
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import pytest
 from websockets.asyncio.client import ClientConnection, connect
@@ -31,6 +32,7 @@ class Running:
     host: str
     port: int
     scheme: str = "http"
+    webtransport: Any = None  # the server's core.webtransport.Endpoint when it serves /wt (config.webtransport)
 
     @property
     def origin(self) -> str:
@@ -52,7 +54,7 @@ async def running_server(config: duoduel.Config) -> AsyncIterator[Running]:
     """Run duoduel in this event loop on an ephemeral port."""
     async with duoduel.make_server(config) as ws_server:
         port = ws_server.sockets[0].getsockname()[1]
-        yield Running(config.host, port)
+        yield Running(config.host, port, webtransport=ws_server.webtransport)
 
 
 @pytest.fixture
