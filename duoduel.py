@@ -417,19 +417,22 @@ async def make_server(config: Config) -> AsyncIterator[Server]:
     ) as server:
         for listener in server.sockets:
             limit_kernel_buffers(listener, config)
-        # Said once listening: a server that cannot start says only why.
-        if problem is not None:
-            log.warning(
-                "websockets %s failed duoduel's self-check (%s): relaying through its public API instead, "
-                "slower but correct. Install the websockets version in requirements.txt for the fast route.",
-                websockets_version, problem,
-            )
-        elif connection is WebSocketLink:
-            log.info("relay route: websockets' public API (as configured)")
-        else:
-            log.info("relay route: frames cut from the byte stream (self-check passed)")
         async with webtransport_endpoint(lobby, server) as endpoint:
             server.webtransport = transports.webtransport = endpoint
+            # Said once listening: a server that cannot start says only why.
+            if problem is not None:
+                log.warning(
+                    "websockets %s failed duoduel's self-check (%s): relaying through its public API instead, "
+                    "slower but correct. Install the websockets version in requirements.txt for the fast route.",
+                    websockets_version, problem,
+                )
+            elif connection is WebSocketLink:
+                log.info("relay route: websockets' public API (as configured)")
+            else:
+                log.info("relay route: frames cut from the byte stream (self-check passed)")
+            if endpoint is not None:
+                hashes = "" if endpoint.certificate.hash is None else f", certificate sha-256 {endpoint.certificate.hash.hex()}"
+                log.info("webtransport on udp port %d%s", endpoint.port, hashes)
             yield server
 
 
@@ -460,8 +463,6 @@ async def webtransport_endpoint(lobby: Lobby, server: Server) -> AsyncIterator[E
                 f"cannot serve WebTransport on UDP port {port} of {config.host} ({exc.strerror or exc}): "
                 "pick another with --webtransport-port, or add --no-webtransport"
             ) from None
-        hashes = f", certificate sha-256 {certificate.hash.hex()}" if certificate.hash is not None else ""
-        log.info("webtransport on udp port %d%s", endpoint.port, hashes)
         yield endpoint
 
 
