@@ -291,7 +291,9 @@ def security_headers(request: Request, webtransport_port: int | None = None) -> 
     if SAFE_HOST.fullmatch(host):
         sockets = f" ws://{host} wss://{host}"
         if webtransport_port is not None:
-            sockets += f" https://{host_name(host)}:{webtransport_port}"
+            # Any port of this host: behind a proxy the page and its offer may come from two processes, each with
+            # a UDP port of its own (docs/deploy.md).
+            sockets += f" https://{host_name(host)}:*"
     policy = (
         "default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data: blob:; "
         f"media-src 'self' blob:; connect-src 'self'{sockets}; base-uri 'none'; "
@@ -445,22 +447,24 @@ async def webtransport_endpoint(lobby: Lobby, server: Server) -> AsyncIterator[E
         return
     http_port = server.sockets[0].getsockname()[1]
     port = http_port if config.webtransport_port is None else config.webtransport_port
-    certificate = config.webtransport_certificate or webtransport.generate_certificate([config.host])
+    names = [config.webtransport_host or config.host]
+    certificate = config.webtransport_certificate or webtransport.generate_certificate(names)
+    host = config.webtransport_host or config.host
     async with contextlib.AsyncExitStack() as stack:
         try:
             endpoint = await stack.enter_async_context(webtransport.serve(
-                config.host,
+                host,
                 port,
                 certificate,
                 admit=make_admit(lobby, http_port),
                 on_session=lambda session: session_handler(session, lobby),
                 on_audio=relay_datagram,
-                names=[config.host] if certificate.hash is not None else None,  # made here: renew it before it expires
+                names=names if certificate.hash is not None else None,  # made here: renew it before it expires
                 max_sessions=config.max_webtransport_sessions,
             ))
         except OSError as exc:
             raise StartupError(
-                f"cannot serve WebTransport on UDP port {port} of {config.host} ({exc.strerror or exc}): "
+                f"cannot serve WebTransport on UDP port {port} of {host} ({exc.strerror or exc}): "
                 "pick another with --webtransport-port, or add --no-webtransport"
             ) from None
         yield endpoint
@@ -590,6 +594,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--relay-route", choices=["auto", "public"], default="auto", help="auto: cut audio frames from the byte stream when websockets passes the start-up self-check, else its public API; public: always websockets' public API (default: auto)")
     parser.add_argument("--no-webtransport", dest="webtransport", action="store_false", help="serve no WebTransport: every page talks over the WebSocket")
     parser.add_argument("--webtransport-port", type=port_number, default=None, metavar="PORT", help="UDP port of WebTransport (default: the HTTP port's number; open it in the firewall)")
+    parser.add_argument("--webtransport-host", default=None, metavar="HOST", help="address WebTransport listens on (default: --host's; behind a proxy that carries TCP only, a public one)")
     parser.add_argument("--max-webtransport-sessions", type=int, default=MAX_WEBTRANSPORT_SESSIONS, metavar="N", help=f"past this many WebTransport sessions, pages use the WebSocket (default: {MAX_WEBTRANSPORT_SESSIONS})")
     parser.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"], help="default: info")
     return parser.parse_args(argv)
@@ -678,6 +683,7 @@ def start(args: argparse.Namespace) -> None:
         tls=tls_context(args.cert, args.key) if args.https else None,
         webtransport=args.webtransport,
         webtransport_port=args.webtransport_port,
+        webtransport_host=args.webtransport_host,
         max_webtransport_sessions=args.max_webtransport_sessions,
         webtransport_certificate=webtransport_certificate(args) if args.https and args.webtransport else None,
         allowed_origins=frozenset(origin.rstrip("/") for origin in args.allow_origin),
