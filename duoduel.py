@@ -674,6 +674,7 @@ def start(args: argparse.Namespace) -> None:
     logging.basicConfig(format="%(asctime)s %(levelname)s %(message)s", level=args.log_level.upper())
     # websockets logs every refused handshake and dropped socket at INFO.
     logging.getLogger("websockets").setLevel(logging.DEBUG if args.log_level == "debug" else logging.WARNING)
+    logging.getLogger("quic").setLevel(logging.DEBUG if args.log_level == "debug" else logging.WARNING)  # aioquic's, per connection
     if not args.static.is_dir():
         raise StartupError(f"{args.static} is not a folder: pass the page's folder with --static")
     config = Config(
