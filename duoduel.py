@@ -421,6 +421,8 @@ async def make_server(config: Config) -> AsyncIterator[Server]:
             limit_kernel_buffers(listener, config)
         async with webtransport_endpoint(lobby, server) as endpoint:
             server.webtransport = transports.webtransport = endpoint
+            if lobby.shared is not None and endpoint is not None:
+                lobby.shared.offer = endpoint.offer  # published at the next heartbeat, for moves to here
             # Said once listening: a server that cannot start says only why.
             if problem is not None:
                 log.warning(

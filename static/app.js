@@ -13,7 +13,7 @@ import { LINK_NAMES, openWebSocketLink } from './link.js';
 import { cleanLabel, MAX_LABEL_LENGTH, splitSlot } from './members.js';
 import { qrMatrix, svgElement } from './qr.js';
 import { newRoomName, roomFromLocation, roomUrl, wsUrl } from './room.js';
-import { fetchOffer, offerFor, openLink } from './transport.js';
+import { fetchOffer, offerFor, openLink, parseOffer } from './transport.js';
 
 const STATS_INTERVAL_MS = 500;
 
@@ -76,7 +76,7 @@ function dispatch(event) {
 function perform(effect) {
   switch (effect.type) {
     case 'open':
-      startLink(effect.link, effect.url);
+      startLink(effect.link, effect.url, effect.webtransport);
       break;
     case 'send':
       links.get(effect.link)?.sendText(JSON.stringify(effect.message));
@@ -119,12 +119,16 @@ function perform(effect) {
   }
 }
 
-/** Open the machine's link number `number`; its events go back to the machine with that number. */
-function startLink(number, url) {
+/**
+ * Open the machine's link number `number`; its events go back to the machine with that number. movedOffer: the
+ * WebTransport offer of url's process, when the server moved us there and named one (else the page's own serves
+ * the page's own /ws).
+ */
+function startLink(number, url, movedOffer) {
   try {
     const codec = session ? session.codec : undefined; // PCM16 frames are too big for datagrams
-    const ownOffer = offerFor(url, wsUrl(location), offer);
-    links.set(number, openLink({ webSocketUrl: url, offer: ownOffer, codec, openWebSocketLink }, {
+    const linkOffer = movedOffer !== undefined ? parseOffer(movedOffer) : offerFor(url, wsUrl(location), offer);
+    links.set(number, openLink({ webSocketUrl: url, offer: linkOffer, codec, openWebSocketLink }, {
       onOpen: () => dispatch({ type: 'linkOpen', link: number }),
       onText: (text) => dispatch({ type: 'text', link: number, text }),
       onAudio: (buffer) => play(number, buffer),

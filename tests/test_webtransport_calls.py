@@ -88,7 +88,7 @@ async def test_webtransport_page_and_websocket_page_share_a_call(open_page, serv
 async def test_group_room_of_both_transports_hears_everyone(open_page, server, engines):
     """Three in a room, one over the WebSocket and two over WebTransport: each plays both others' tones."""
     ann = await start(open_page, "ann", engines[0], "/r/both-ways", "websocket")
-    await wait_status(ann, "Waiting for a partner")
+    await wait_status(ann, "Waiting for others to join")
     bob = await start(open_page, "bob", engines[1], "/r/both-ways")
     cyd = await start(open_page, "cyd", engines[2], "/r/both-ways")
     for page in (ann, bob, cyd):
