@@ -75,9 +75,10 @@ async def test_call_over_webtransport_is_heard_both_ways(open_page, server, engi
     assert await status(ann) == await status(bob) == "Connected"
 
 
-@engines("chromium-chromium", "firefox-chromium")
+@engines("chromium-chromium", "firefox-chromium", "chromium-webkit")
 async def test_webtransport_page_and_websocket_page_share_a_call(open_page, server, engines):
-    """A page over WebTransport and one without it (over the WebSocket) are paired and hear each other."""
+    """A page over WebTransport and one without it (over the WebSocket; WebKitGTK has none of its own) are paired
+    and hear each other."""
     ann, bob = await call(open_page, ("ann", engines[0], "webtransport"), ("bob", engines[1], "websocket"))
     await wait_over(ann, "webtransport")
     await wait_over(bob, "websocket")
