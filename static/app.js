@@ -10,7 +10,7 @@ import { startAudio } from './audio.js';
 import { Connection } from './connection.js';
 import { meterValue, mouthToEar } from './figures.js';
 import { LINK_NAMES, openWebSocketLink } from './link.js';
-import { cleanLabel, MAX_LABEL_LENGTH, splitSlot } from './members.js';
+import { cleanLabel, MAX_LABEL_LENGTH, memberFrame } from './members.js';
 import { qrMatrix, svgElement } from './qr.js';
 import { newRoomName, roomFromLocation, roomUrl, wsUrl } from './room.js';
 import { fetchOffer, offerFor, openLink, parseOffer } from './transport.js';
@@ -148,7 +148,7 @@ function play(number, buffer) {
   connection.heard(number, performance.now());
   if (number !== connection.link || !connection.inCall || !session) return;
   if (connection.group.group) {
-    const marked = splitSlot(buffer);
+    const marked = memberFrame(connection.group, buffer);
     if (marked) session.receiveFrom(marked.slot, marked.frame);
   } else {
     session.receive(buffer);
