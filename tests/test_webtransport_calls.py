@@ -17,7 +17,7 @@ import pytest
 
 import duoduel
 from conftest import engines, health
-from pages import TONES, Page, status, wait_hearing, wait_members, wait_status, wait_tones
+from pages import TONES, Page, status, wait_hearing, wait_members, wait_status, wait_status_seen, wait_tones
 
 pytestmark = pytest.mark.timeout(180)
 
@@ -101,6 +101,19 @@ async def test_group_room_of_both_transports_hears_everyone(open_page, server, e
     assert await ann.evaluate("() => window.duoduel.link.kind") == "websocket"
     for page in (bob, cyd):
         assert await page.evaluate("() => window.duoduel.link.kind") == "webtransport"
+
+
+@engines("chromium-chromium", "chromium-firefox")
+async def test_closing_a_webtransport_page_shows_partner_left_at_once(open_page, server, engines):
+    """Bob closes his browser: his session says goodbye, so Ann's page shows "Partner left" (never "reconnecting", as
+    for a dropped network) and looks for someone new; the server holds no place for him."""
+    ann, bob = await call(open_page, ("ann", engines[0], "webtransport"), ("bob", engines[1], "webtransport"))
+    await wait_over(bob, "webtransport")
+    await bob.close()
+    await wait_status_seen(ann, "Partner left")
+    seen = await ann.evaluate("() => window.__statusLog")
+    assert not [text for text in seen if "reconnecting" in text.lower()], f"Ann's page showed {seen}"
+    assert (await health(server))["held"] == 0
 
 
 @engines("chromium-chromium", "firefox-chromium")
