@@ -17,11 +17,12 @@ import pytest
 
 import duoduel
 from conftest import engines, health
-from pages import TONES, Page, status, wait_hearing, wait_members, wait_status, wait_status_seen, wait_tones
+from pages import (
+    TONES, Page, status, wait_hearing, wait_members, wait_status, wait_status_seen, wait_tones, without_webtransport,
+)
 
 pytestmark = pytest.mark.timeout(180)
 
-WITHOUT_WEBTRANSPORT_JS = "() => { delete window.WebTransport; }"
 TRANSPORT_NAMES = {"webtransport": "WebTransport", "websocket": "WebSocket"}
 
 
@@ -35,7 +36,7 @@ async def start(open_page, person: str, engine: str, path: str = "/", transport:
     """Open the page as this person (on a page without WebTransport if transport is "websocket"), press Start."""
     page = await open_page(person, engine, path)
     if transport == "websocket":
-        await page.evaluate(WITHOUT_WEBTRANSPORT_JS)
+        await without_webtransport(page)
     await page.click("#start")
     return page
 
