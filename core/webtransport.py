@@ -40,7 +40,7 @@ that calls for nothing at once). tests/test_webtransport.py exercises each
 through a real connection: the settings a client reads, the backlog of a
 receiver that stopped acknowledging, a session closed for want of a control
 stream, the packets a page receives for its echoed audio, a page that sends
-no audio still acknowledged.
+no audio still acknowledged, a page that acknowledges no control message.
 """
 
 from __future__ import annotations
