@@ -18,7 +18,7 @@ import pytest
 import duoduel
 from bench.impair import Impairment
 from conftest import Running, health, running_server
-from pages import Page
+from pages import Page, room_path
 from test_browser_groups import wait_members, wait_tones
 from test_browser import (  # noqa: F401 (browsers is a fixture)
     HZ_TOLERANCE, MISSING, RECORD_STATUS_JS, TONES, browsers, engines, require, wait_hearing, wait_status,
@@ -146,7 +146,7 @@ async def test_a_group_member_cut_for_three_seconds_comes_back_to_the_room(serve
                                       (f"http://127.0.0.1:{link.port}", server.origin, server.origin)):
         require(MISSING[engine]())
         page = await browsers.launch(person, engine, TONES[person])
-        await page.goto(origin + "/r/group-cut")
+        await page.goto(origin + room_path("group-cut"))
         await page.click("#start")
         await wait_status(page, "Waiting for others" if person == "ann" else "Connected")
         pages.append(page)
