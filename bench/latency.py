@@ -81,7 +81,7 @@ sys.path.insert(0, str(ROOT / "tests"))
 
 from browser import missing_browser, write_click_train  # noqa: E402
 from firefox import PulseAudio, missing_firefox  # noqa: E402
-from pages import ChromiumPage, FirefoxPage  # noqa: E402
+from pages import ChromiumPage, FirefoxPage, room_path  # noqa: E402
 
 sys.path.insert(0, str(ROOT))
 from bench.impair import Impairment, Link  # noqa: E402
@@ -544,7 +544,7 @@ async def run(args: argparse.Namespace) -> dict:
             async with async_playwright() as playwright:
                 info = []
                 names = "abcdefgh"[:max(2, args.room_members)]
-                path = "/r/bench-latency" if args.room_members > 2 else "/"
+                path = room_path("bench-latency") if args.room_members > 2 else "/"
                 page_origins = origins + (origin,) * (len(names) - 2)
                 for engine, name, page_origin in zip(args.browsers, names, page_origins):
                     page = await open_page(engine, name, page_origin, wav, args.period, playwright, pulse, path)
