@@ -40,11 +40,12 @@ measures per direction and prints one JSON object (with --runs N: every run, the
   estimate_ms       a frame-by-frame breakdown: receive time - capture time of every frame (main thread,
                     before decoding), split at the moment the page hands the frame to the WebSocket into
                     capture_to_send (filling the 20 ms frame + worklet->main thread + Opus encoder) and
-                    send_to_receive (WebSocket, server relay, WebSocket, main thread dispatch).
+                    send_to_receive (sealing, WebSocket, server relay, WebSocket, main thread dispatch, opening):
+                    the measuring hook gives each frame in clear, before the page seals it and once it is opened.
   dropouts          (concealed frames + underruns) / frames expected (50/s), from the receiver's jitter
                     buffer over the measured span; an underrun counts as one frame (a lower bound).
-  kbit_s            binary frame bytes (16-byte header + payload) received per second; WebSocket and
-                    TCP/IP framing excluded.
+  kbit_s            frame bytes in clear (16-byte header + payload) received per second; the 19 to 28 bytes of
+                    end-to-end encryption (docs/protocol.md), WebSocket and TCP/IP framing excluded.
 
 --room-members K (K >= 3): K pages (a, b, c, ...; --browsers may name K engines, missing ones are
 chromium) join one group room. All are muted but one speaker at a time, in turn: each speaks for --seconds
