@@ -3,9 +3,9 @@
 //
 // The page feeds it events, each with `now` (performance.now() ms): the person's (start, next, name, and
 // place: the room the page URL names), the microphone's (audioStarted, audioFailed), the link's (linkOpen,
-// text, linkClosed, linkFailed), the browser's (unsupported, notice, online, pageHidden, pageShown) and
-// the timers' (pingDue, retryDue, autoNextDue). dispatch() returns the effects for the page to perform,
-// in order:
+// text, linkClosed, linkFailed), the browser's (unsupported, notice, online, pageHidden, pageShown), the
+// timers' (pingDue, retryDue, autoNextDue, keyDue) and encryption's (keyOut, keyAgreed, keyFailed,
+// keyVerdict). dispatch() returns the effects for the page to perform, in order:
 //
 //   {type: 'startAudio'}                       start the microphone; answer audioStarted or audioFailed
 //   {type: 'open', link, url}                  open link number `link` to url; its events carry `link`
@@ -30,6 +30,7 @@
 // answers callKey effects with keyOut (a key message to send), keyAgreed or keyFailed; until the key is
 // agreed no audio goes out, the status says so, and after KEY_WAIT_MS without one an error line says what
 // to do.
+//
 // The protocol is docs/protocol.md's; resume.js builds the URLs a session and a resume open.
 
 import { MESSAGES as KEY_MESSAGES } from './e2ee.js';
