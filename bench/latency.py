@@ -3,6 +3,7 @@
 
 usage: python bench/latency.py [--browsers chromium,firefox] [--link good|jitter|stalls|cut] [--seconds 20]
                                [--warmup 3] [--period 0.5] [--runs 1] [--room-members 3]
+                               [--call duoduel,webrtc] [--path "delay=25,jitter=5,loss=2"]
 
 --link puts page a (the page and its /ws) behind bench/impair.py; page b talks to the server directly:
   good    no proxy: loopback.
@@ -47,6 +48,30 @@ measures per direction and prints one JSON object (with --runs N: every run, the
   kbit_s            frame bytes in clear (16-byte header + payload) received per second; the 19 to 28 bytes of
                     end-to-end encryption (docs/protocol.md), WebSocket and TCP/IP framing excluded.
 
+--call duoduel,webrtc alternates a duoduel call and a plain WebRTC call (bench/webrtc.html, signalled by
+bench/webrtc.py: getUserMedia -> RTCPeerConnection, Opus with the browser's defaults, its own jitter buffer
+and concealment, the audio over UDP between the browsers) between the same two engines, in each of --runs;
+the last object gives each call's medians, and `comparison` pools every direction of every run (medians of
+p50, p95 and kbit/s, the mean and worst dropouts). The WebRTC call is measured with the same click train,
+detector and tap (duoduel's capture worklet): the sender's onsets where its microphone enters its page's
+audio graph (a MediaStreamAudioSourceNode; duoduel's capture worklet sits on one too), the receiver's in what
+its page plays: the partner's track through a MediaStreamAudioSourceNode to the destination. Chromium feeds a
+remote track's audio to Web Audio only while a media element plays it (detached, the node goes silent), so
+the page keeps a muted <audio> on it. Its figures: mouth_to_ear_ms and to_output_node_ms as above; dropouts:
+concealed samples / samples played (getStats inbound-rtp concealedSamples / totalSamplesReceived, which
+includes them) over the measured span, the share of the played audio that was made up, as duoduel's is;
+kbit_s: RTP payload + RTP headers received per second (UDP, SRTP and IP excluded); `webrtc` has NetEQ's
+own figures (mean jitter-buffer delay and target, packets lost, concealment events, FEC, the round trip).
+
+--path SPEC puts page a behind bench/netpath.py (needs root): a packet-level path between this network
+namespace and one of its own, shaped the same both ways (SPEC: its options, e.g. delay=25,jitter=5,loss=2,
+or burst_enter=1,burst_exit=30 for bursts; see bench/netpath.py). The servers listen on the path's address
+here; page a's browser runs in the path's namespace, so its page, WebSocket and (WebRTC) UDP media cross
+the path; page b's runs here. wire_kbit_s is then what each page sent into the path per second (IP
+packets: headers, retransmissions, pings, acks and RTCP included). Firefox runs there too (its BiDi socket
+is made in the namespace); its pref dom.securecontext.allowlist, and Chromium's
+--unsafely-treat-insecure-origin-as-secure, make http://10.9.K.1 a secure context for the microphone.
+
 --room-members K (K >= 3): K pages (a, b, c, ...; --browsers may name K engines, missing ones are
 chromium) join one group room. All are muted but one speaker at a time, in turn: each speaks for --seconds
 after --warmup s, so every onset a page plays is that speaker's, and the figures above come out for every
@@ -80,17 +105,19 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "tests"))
 
-from browser import missing_browser, write_click_train  # noqa: E402
-from firefox import PulseAudio, missing_firefox  # noqa: E402
+from browser import find_chromium, missing_browser, write_click_train  # noqa: E402
+from firefox import PulseAudio, find_firefox, missing_firefox  # noqa: E402
 from pages import ChromiumPage, FirefoxPage, room_path  # noqa: E402
 
 sys.path.insert(0, str(ROOT))
 from bench.impair import Impairment, Link  # noqa: E402
+from bench.netpath import NetPath, missing_netpath, shape_option  # noqa: E402
 
 LISTENING = re.compile(r"listening on (https?)://[^ ]*:(\d+)/")
 FRAME_MS = 20
 TARGETS = {"mouth_to_ear_p50_ms": 40, "dropouts": 0.005, "kbit_s": 40}
 LINKS = ("good", "jitter", "stalls", "cut")
+CALL_SERVERS = {"duoduel": "duoduel.py", "webrtc": "bench/webrtc.py"}  # what serves each call's pages
 CUT_AFTER_S = 2.0
 CUT_REFUSE_S = 3.0
 STALL_EVERY_S = 5.0
@@ -246,10 +273,71 @@ INSTRUMENT_JS = (
 )
 
 
-def start_server() -> tuple[subprocess.Popen, int]:
-    """Run duoduel.py on a free loopback port; keep draining its log so it never blocks."""
+# Installed in each page of the plain WebRTC call (bench/webrtc.html) after Start. The same detector and the same
+# tap (duoduel's capture worklet, served by bench/webrtc.py) as for duoduel: the sender's onsets where its
+# microphone enters the page's audio graph, the receiver's where the page's graph plays the partner
+# (call.output). WebRTC's own figures from getStats(), four times a second.
+INSTRUMENT_WEBRTC_JS = (
+    "async () => {"
+    + DETECTOR_JS
+    + """
+  const call = window.call;
+  const ctx = call.context;
+  const wallNow = () => performance.timeOrigin + performance.now();
+  await ctx.audioWorklet.addModule('/capture-processor.js');
+  const b = window.__bench = {rate: ctx.sampleRate, micOnsets: [], micFrames: [], heard: [], tapFrames: [], stats: []};
+
+  // Onsets in what node outputs, each at the context time of its sample; frames: [context end time, wall arrival].
+  const tap = (node, onsets, frames) => {
+    const detector = new OnsetDetector(ctx.sampleRate);
+    const worklet = new AudioWorkletNode(ctx, 'capture-processor', {
+      numberOfInputs: 1, numberOfOutputs: 1, outputChannelCount: [1], channelCount: 1, channelCountMode: 'explicit',
+    });
+    let tapped = 0;
+    worklet.port.onmessage = (event) => {
+      const data = event.data;
+      if (!data || data.type !== 'frame') return;
+      const arrival = wallNow();
+      const samples = data.samples;
+      const before = detector.onsets.length;
+      detector.push(samples, tapped);
+      for (const onset of detector.onsets.slice(before)) {
+        onsets.push({time: data.time + (onset.index - tapped) / ctx.sampleRate, peak: onset.peak});
+      }
+      tapped += samples.length;
+      frames.push([data.time + samples.length / ctx.sampleRate, arrival]);
+      worklet.port.postMessage({type: 'recycle', buffer: samples.buffer}, [samples.buffer]);
+    };
+    node.connect(worklet);
+    worklet.connect(ctx.destination);  // outputs silence; keeps the tap pulled
+  };
+  tap(ctx.createMediaStreamSource(call.microphone), b.micOnsets, b.micFrames);
+  const tapOutput = () => (call.output ? tap(call.output, b.heard, b.tapFrames) : setTimeout(tapOutput, 20));
+  tapOutput();
+
+  const gecko = /\\bGecko\\/\\d/.test(navigator.userAgent);  // Firefox's outputLatency may freeze the page (issue 11)
+  setInterval(async () => {
+    const st = {t: wallNow(), outputLatencyMs: gecko ? null : ((ctx.outputLatency || 0) + (ctx.baseLatency || 0)) * 1000};
+    const codecs = {};
+    (await call.pc.getStats()).forEach((r) => {
+      if (r.type === 'codec') codecs[r.id] = `${r.mimeType} ${r.sdpFmtpLine || ''}`.trim();
+      if (r.type === 'inbound-rtp' && r.kind === 'audio') st.inbound = r;
+      if (r.type === 'outbound-rtp' && r.kind === 'audio') st.outbound = r;
+      if (r.type === 'candidate-pair' && r.nominated && r.state === 'succeeded') st.rttMs = r.currentRoundTripTime * 1000;
+    });
+    st.codec = st.inbound ? codecs[st.inbound.codecId] : null;
+    st.sentCodec = st.outbound ? codecs[st.outbound.codecId] : null;
+    b.stats.push(st);
+  }, 250);
+  return {rate: ctx.sampleRate};
+}"""
+)
+
+
+def start_server(script: str = "duoduel.py", host: str = "127.0.0.1") -> tuple[subprocess.Popen, int]:
+    """Run duoduel.py (or bench/webrtc.py) on a free port; keep draining its log so it never blocks."""
     popen = subprocess.Popen(
-        [sys.executable, str(ROOT / "duoduel.py"), "--host", "127.0.0.1", "--port", "0"],
+        [sys.executable, str(ROOT / script), "--host", host, "--port", "0"],
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
         text=True,
@@ -259,7 +347,7 @@ def start_server() -> tuple[subprocess.Popen, int]:
         if match := LISTENING.search(line):
             threading.Thread(target=popen.stdout.read, daemon=True).start()
             return popen, int(match[2])
-    raise SystemExit(f"duoduel did not start: exit {popen.wait()}")
+    raise SystemExit(f"{script} did not start: exit {popen.wait()}")
 
 
 def percentile(values: list[float], p: float) -> float | None:
@@ -322,20 +410,24 @@ def first_change(stats: list[dict], counter) -> float | None:
     return None
 
 
+def wall_onsets(onsets: list[dict], frames: list[list[float]]) -> list[dict]:
+    """Onsets at context times, at wall-clock ms: by the least (main-thread arrival - context time) of the
+    tap's frames within 5 s, as the page's capture clock maps them."""
+    out = []
+    for onset in onsets:
+        near = [arrival - end * 1000 for end, arrival in frames if abs(end - onset["time"]) < 5]
+        if near:
+            out.append({"t": onset["time"] * 1000 + min(near), "peak": onset["peak"]})
+    return out
+
+
 def map_heard(receiver: dict, output_latency_ms: float | None) -> list[dict]:
     """Wall-clock times of the receiver's heard onsets: rendered (at the output node) and, where the
     output latency is known, t (at the ear). Context time maps to wall time by the smallest
     (main-thread arrival - context time) of the tap's frames within 5 s, as the page's capture clock does."""
-    frames = receiver["tapFrames"]
-    heard = []
-    for onset in receiver["heard"]:
-        near = [arrival - end * 1000 for end, arrival in frames if abs(end - onset["time"]) < 5]
-        if not near:
-            continue
-        rendered = onset["time"] * 1000 + min(near)
-        heard.append({"rendered": rendered, "peak": onset["peak"],
-                      "t": rendered + (output_latency_ms if output_latency_ms is not None else 0)})
-    return heard
+    return [{"rendered": onset["t"], "peak": onset["peak"],
+             "t": onset["t"] + (output_latency_ms if output_latency_ms is not None else 0)}
+            for onset in wall_onsets(receiver["heard"], receiver["tapFrames"])]
 
 
 def stall_recovery(sender: dict, receiver: dict, output: float | None, stalls: list[tuple[float, float]],
@@ -465,6 +557,57 @@ def direction(sender: dict, receiver: dict, start: float, end: float, period_ms:
     }
 
 
+def webrtc_direction(sender: dict, receiver: dict, start: float, end: float, period_ms: float) -> dict:
+    """Figures for sender -> receiver over [start, end) (wall ms) in the plain WebRTC call, with the keys of
+    direction()'s that apply. dropouts: concealed samples / samples played (getStats inbound-rtp
+    concealedSamples / totalSamplesReceived, which counts the concealed ones too) over the span: the share of
+    the played audio that was made up, as duoduel's (concealed frames + underruns) / frames expected is."""
+    stats = [st for st in receiver["stats"] if start <= st["t"] < end and st.get("inbound")]
+    sent_stats = [st for st in sender["stats"] if start <= st["t"] < end and st.get("outbound")]
+    latencies = [st["outputLatencyMs"] for st in stats if st["outputLatencyMs"] is not None]
+    output = statistics.median(latencies) if latencies else None
+    sent = [tick for tick in wall_onsets(sender["micOnsets"], sender["micFrames"]) if start <= tick["t"] < end]
+    heard = [onset for onset in map_heard(receiver, output) if start <= onset["rendered"] < end + 1000]
+    pairs = match_ticks(sent, heard, period_ms)
+    to_node = [h["rendered"] - s["t"] for s, h in pairs]
+    if len(stats) < 2:
+        return {"codec": None, "mouth_to_ear_ms": None, "to_output_node_ms": {**summary(to_node), "ticks_sent": len(sent)},
+                "output_latency_ms": None, "page_estimate_ms": summary([]), "dropouts": None, "frames": {"lost": None},
+                "kbit_s": None, "stall_recovery": [], "webrtc": {"error": "no inbound audio in getStats"}}
+    first, last = stats[0]["inbound"], stats[-1]["inbound"]
+    delta = lambda key: (last.get(key) or 0) - (first.get(key) or 0)  # noqa: E731
+    seconds = (stats[-1]["t"] - stats[0]["t"]) / 1000
+    emitted = delta("jitterBufferEmittedCount")
+    return {
+        "codec": sent_stats[-1]["sentCodec"] if sent_stats else None,
+        "codec_received": stats[-1]["codec"],
+        "mouth_to_ear_ms": ({**summary([h["t"] - s["t"] for s, h in pairs]), "ticks_sent": len(sent)}
+                            if output is not None else None),
+        "to_output_node_ms": {**summary(to_node), "ticks_sent": len(sent)},
+        "output_latency_ms": round(output, 1) if output is not None else None,
+        "page_estimate_ms": summary([]),  # the plain page shows none
+        "dropouts": round(delta("concealedSamples") / delta("totalSamplesReceived"), 4)
+        if delta("totalSamplesReceived") else None,
+        "frames": {"lost": delta("packetsLost")},
+        # RTP payload and headers received per second (UDP, SRTP and IP excluded), as duoduel's kbit_s counts
+        # its frames' payload and header (WebSocket, TCP and IP excluded).
+        "kbit_s": round((delta("bytesReceived") + delta("headerBytesReceived")) * 8 / seconds / 1000, 1),
+        "stall_recovery": [],
+        "webrtc": {
+            "packets_received": delta("packetsReceived"), "packets_lost": delta("packetsLost"),
+            "concealed_samples": delta("concealedSamples"), "silent_concealed_samples": delta("silentConcealedSamples"),
+            "concealment_events": delta("concealmentEvents"), "total_samples_received": delta("totalSamplesReceived"),
+            "inserted_for_deceleration": delta("insertedSamplesForDeceleration"),
+            "removed_for_acceleration": delta("removedSamplesForAcceleration"),
+            "fec_packets_received": delta("fecPacketsReceived"),
+            # NetEQ's mean delay over the span: what its jitter buffer held each sample before playing it.
+            "jitter_buffer_delay_ms": round(delta("jitterBufferDelay") / emitted * 1000, 1) if emitted else None,
+            "jitter_buffer_target_ms": round(delta("jitterBufferTargetDelay") / emitted * 1000, 1) if emitted else None,
+            "rtt_ms": summary([st["rttMs"] for st in stats if isinstance(st.get("rttMs"), (int, float))]),
+        },
+    }
+
+
 def pulse_output_latency(pulse) -> list[float]:
     """Latency PulseAudio reports for each playback stream (buffer + sink), ms."""
     listing = subprocess.run(["pactl", "list", "sink-inputs"], env={**os.environ, **pulse.env},
@@ -501,12 +644,23 @@ async def cut_once(link: Impairment, after_s: float, cuts: list[tuple[float, flo
 
 
 async def open_page(engine: str, name: str, origin: str, wav: Path, period: float, playwright, pulse,
-                    path: str = "/"):
-    """A page of that engine whose microphone plays the click train, at the lobby (or path)."""
+                    path: str = "/", netpath: NetPath | None = None, behind: bool = False):
+    """A page of that engine whose microphone plays the click train, at the lobby (or path); with a netpath,
+    its origin counts as secure, and a page behind it runs in the path's namespace."""
     if engine == "chromium":
-        page = await ChromiumPage.launch(playwright, name, wav)
+        executable = netpath.executable(find_chromium()) if netpath and behind else None
+        flags = tuple(netpath.chromium_flags(origin)) if netpath else ()
+        page = await ChromiumPage.launch(playwright, name, wav, flags=flags, executable=executable)
     else:
-        page = await FirefoxPage.launch(pulse, name, 1000, preload=CLICK_MICROPHONE_JS % {"period": period})
+        # Real addresses in WebRTC's host candidates (not mDNS names), as Chromium's with the microphone granted.
+        prefs = {"media.peerconnection.ice.obfuscate_host_addresses": False}
+        where = {}
+        if netpath:
+            prefs["dom.securecontext.allowlist"] = netpath.server_address
+        if netpath and behind:
+            where = {"executable": netpath.executable(find_firefox()), "new_socket": netpath.socket}
+        page = await FirefoxPage.launch(pulse, name, 1000, preload=CLICK_MICROPHONE_JS % {"period": period},
+                                        prefs=prefs, **where)
     await page.goto(origin + path)
     return page
 
@@ -526,11 +680,12 @@ async def speak_in_turn(pages, args: argparse.Namespace) -> list[tuple[float, fl
     return windows
 
 
-async def run(args: argparse.Namespace) -> dict:
+async def run(args: argparse.Namespace, call: str = "duoduel", netpath: NetPath | None = None) -> dict:
     from playwright.async_api import async_playwright
 
-    popen, port = start_server()
-    origin = f"http://127.0.0.1:{port}"
+    host = netpath.server_address if netpath is not None else "127.0.0.1"
+    popen, port = start_server(CALL_SERVERS[call], host)
+    origin = f"http://{host}:{port}"
     link = impaired_link(args.link, port)
     if link is not None:
         await link.start()
@@ -548,9 +703,14 @@ async def run(args: argparse.Namespace) -> dict:
                 path = room_path("bench-latency") if args.room_members > 2 else "/"
                 page_origins = origins + (origin,) * (len(names) - 2)
                 for engine, name, page_origin in zip(args.browsers, names, page_origins):
-                    page = await open_page(engine, name, page_origin, wav, args.period, playwright, pulse, path)
+                    page = await open_page(engine, name, page_origin, wav, args.period, playwright, pulse, path,
+                                           netpath, behind=name == "a")
                     pages.append(page)
                     await page.click("#start")
+                    if call == "webrtc":
+                        await page.wait_for("() => Boolean(window.call)", what="the call")
+                        info.append(await page.evaluate(INSTRUMENT_WEBRTC_JS))
+                        continue
                     await page.wait_for("() => window.duoduel.session !== null", what="the session")
                     info.append(await page.evaluate(INSTRUMENT_JS))
                 for page in pages:
@@ -567,9 +727,13 @@ async def run(args: argparse.Namespace) -> dict:
                         stalling = asyncio.create_task(stall_now_and_then(link, args.warmup + 2, stalls))
                     if args.link == "cut":
                         stalling = asyncio.create_task(cut_once(link, args.warmup + CUT_AFTER_S, stalls))
-                    await asyncio.sleep(args.warmup + args.seconds / 2)
+                    await asyncio.sleep(args.warmup)
+                    crossed = [netpath.stats()] if netpath is not None else []
+                    await asyncio.sleep(args.seconds / 2)
                     pulse_latency = pulse_output_latency(pulse) if pulse else []
                     await asyncio.sleep(args.seconds / 2)
+                    if netpath is not None:
+                        crossed.append(netpath.stats())
                     end = start + args.seconds * 1000
                     await asyncio.sleep(1)  # ticks sent just before the end are heard after it
                     data = [await page.evaluate("() => window.__bench", timeout=30) for page in pages]
@@ -597,19 +761,30 @@ async def run(args: argparse.Namespace) -> dict:
                 if j != i:
                     result[f"{names[i]}->{names[j]}"] = direction(data[i], data[j], start, end, period_ms)
         return result
-    latencies = [direction(data[1], data[0], start, end, period_ms)["output_latency_ms"],
-                 direction(data[0], data[1], start, end, period_ms)["output_latency_ms"]]
+    if call == "webrtc":
+        figures = {"a->b": webrtc_direction(data[0], data[1], start, end, period_ms),
+                   "b->a": webrtc_direction(data[1], data[0], start, end, period_ms)}
+    else:
+        figures = {"a->b": direction(data[0], data[1], start, end, period_ms, stalls if args.link == "stalls" else []),
+                   "b->a": direction(data[1], data[0], start, end, period_ms, stalls if args.link == "stalls" else [])}
+    if len(crossed) == 2:
+        # Page a is behind the path: what it sends goes up, what it receives comes down.
+        for key, way in (("a->b", "up"), ("b->a", "down")):
+            sent = crossed[1][way]["bytes"] - crossed[0][way]["bytes"]
+            figures[key]["wire_kbit_s"] = round(sent * 8 / args.seconds / 1000, 1)
+    latencies = [figures["b->a"]["output_latency_ms"], figures["a->b"]["output_latency_ms"]]
     return {
         **({"resume": resumed(data, stalls[0][0], latencies, period_ms)} if args.link == "cut" and stalls else {}),
+        "call": call,
         "browsers": dict(zip("ab", args.browsers)),
         "link": args.link,
+        "path": {"up": str(netpath.up), "down": str(netpath.down)} if netpath is not None else None,
         "seconds": args.seconds,
         "warmup_s": args.warmup,
         "sample_rate": info[0]["rate"],
         "output_latency_pulse_ms": pulse_latency,
         "status_at_end": states,
-        "a->b": direction(data[0], data[1], start, end, period_ms, stalls if args.link == "stalls" else []),
-        "b->a": direction(data[1], data[0], start, end, period_ms, stalls if args.link == "stalls" else []),
+        **figures,
         "targets": TARGETS,
     }
 
@@ -628,10 +803,29 @@ def headline(result: dict) -> dict:
             "mouth_to_ear_p50": ear.get("p50"), "mouth_to_ear_p95": ear.get("p95"),
             "page_estimate_p50": d["page_estimate_ms"]["p50"],
             "dropouts": d["dropouts"], "lost": d["frames"]["lost"], "kbit_s": d["kbit_s"],
+            "wire_kbit_s": d.get("wire_kbit_s"),
             "stall_recovered_after_s": [(row["measured"] or {}).get("recovered_after_s") for row in d["stall_recovery"]],
             "page_stall_recovered_after_s": [(row["page"] or {}).get("recovered_after_s") for row in d["stall_recovery"]],
         }
     return rows
+
+
+def pooled(runs: list[dict]) -> dict:
+    """One call's figures over every direction of every run: the medians of the p50s, p95s and kbit/s, the
+    mean and the worst of the dropouts (the comparison table's columns)."""
+    rows = [row for run in runs for row in headline(run).values()]
+
+    def column(name: str) -> list[float]:
+        return [row[name] for row in rows if row[name] is not None]
+
+    def median(name: str) -> float | None:
+        return round(statistics.median(column(name)), 1) if column(name) else None
+
+    return {"directions": len(rows), "mouth_to_ear_p50": median("mouth_to_ear_p50"),
+            "mouth_to_ear_p95": median("mouth_to_ear_p95"), "to_output_node_p50": median("to_output_node_p50"),
+            "dropouts_mean": round(statistics.mean(column("dropouts")), 4) if column("dropouts") else None,
+            "dropouts_worst": max(column("dropouts"), default=None),
+            "kbit_s": median("kbit_s"), "wire_kbit_s": median("wire_kbit_s")}
 
 
 def medians(runs: list[dict]) -> dict:
@@ -664,7 +858,18 @@ def main() -> None:
     parser.add_argument("--runs", type=int, default=1, help="calls to measure; more than one adds medians")
     parser.add_argument("--room-members", type=int, default=2,
                         help="3 to 8: that many pages in one group room, speaking in turn (default 2: a call)")
+    parser.add_argument("--call", default="duoduel",
+                        help="duoduel, webrtc (bench/webrtc.html), or both, e.g. duoduel,webrtc: alternating in each run")
+    parser.add_argument("--path", type=shape_option, default=None,
+                        help='page a behind bench/netpath.py, the same both ways, e.g. "delay=25,jitter=5,loss=2" (root)')
     args = parser.parse_args()
+    calls = [name.strip() for name in args.call.split(",")]
+    if not set(calls) <= set(CALL_SERVERS):
+        raise SystemExit(f"latency bench: --call takes {' or '.join(CALL_SERVERS)}, or both: duoduel,webrtc")
+    if ("webrtc" in calls or args.path is not None) and (args.link != "good" or args.room_members > 2):
+        raise SystemExit("latency bench: --call webrtc and --path are for a call of two; leave out --link and --room-members")
+    if args.path is not None and (reason := missing_netpath()):
+        raise SystemExit(f"latency bench: --path: {reason}")
     args.browsers = [name.strip() for name in args.browsers.split(",")]
     if args.room_members > 2:
         args.browsers = (args.browsers + ["chromium"] * args.room_members)[:args.room_members]
@@ -676,12 +881,24 @@ def main() -> None:
         raise SystemExit("latency bench: --link is for a call of two; leave it out with --room-members")
     if reason := missing_browser() or ("firefox" in args.browsers and missing_firefox()):
         raise SystemExit(f"latency bench: {reason}")
+    netpath = NetPath(args.path, seed=1).start() if args.path is not None else None
     runs = []
-    for _ in range(args.runs):
-        runs.append(asyncio.run(run(args)))
-        print(json.dumps(runs[-1], indent=2), flush=True)
-    print(json.dumps({"runs": len(runs), "headline": headline(runs[0]) if len(runs) == 1 else medians(runs)},
-                     indent=2))
+    try:
+        for _ in range(args.runs):
+            for call in calls:
+                runs.append(asyncio.run(run(args, call, netpath)))
+                print(json.dumps(runs[-1], indent=2), flush=True)
+    finally:
+        if netpath is not None:
+            netpath.close()
+    if len(calls) == 1:
+        print(json.dumps({"runs": len(runs), "headline": headline(runs[0]) if len(runs) == 1 else medians(runs)},
+                         indent=2))
+        return
+    by_call = {call: [run for run in runs if run["call"] == call] for call in calls}
+    print(json.dumps({"runs": len(runs), "path": runs[0]["path"],
+                      "headline": {call: medians(done) for call, done in by_call.items()},
+                      "comparison": {call: pooled(done) for call, done in by_call.items()}}, indent=2))
 
 
 if __name__ == "__main__":

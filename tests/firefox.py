@@ -29,6 +29,7 @@ import socket
 import subprocess
 import tempfile
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -138,9 +139,12 @@ class Firefox:
 
     @classmethod
     async def launch(cls, prefs: dict[str, Any] | None = None, env: dict[str, str] | None = None,
-                     name: str = "firefox") -> Firefox:
-        """Start headless Firefox on a fresh profile and open a BiDi session on its first tab."""
-        binary = find_firefox()
+                     name: str = "firefox", executable: str | None = None,
+                     new_socket: Callable[[], socket.socket] | None = None) -> Firefox:
+        """Start headless Firefox on a fresh profile and open a BiDi session on its first tab. executable runs
+        in place of Firefox's binary (e.g. NetPath.executable: in a namespace), and new_socket makes the
+        socket that reaches its BiDi port (there, its 127.0.0.1 is the namespace's)."""
+        binary = executable or find_firefox()
         if binary is None:
             raise RuntimeError(missing_firefox())
         profile = Path(tempfile.mkdtemp(prefix="duoduel-firefox-"))
@@ -155,7 +159,13 @@ class Firefox:
         try:
             url = await asyncio.wait_for(firefox._read_stderr_until_listening(), START_TIMEOUT_S)
             firefox._tasks.append(asyncio.create_task(firefox._drain_stderr()))
-            firefox.websocket = await connect(url + "/session", max_size=None, open_timeout=START_TIMEOUT_S)
+            sock = None
+            if new_socket is not None:
+                sock = new_socket()
+                sock.setblocking(False)
+                host, port = re.match(r"ws://([^:/]+):(\d+)", url).groups()
+                await asyncio.get_running_loop().sock_connect(sock, (host, int(port)))
+            firefox.websocket = await connect(url + "/session", max_size=None, open_timeout=START_TIMEOUT_S, sock=sock)
             firefox._tasks.append(asyncio.create_task(firefox._dispatch()))
             await firefox.command("session.new", {"capabilities": {"alwaysMatch": {"acceptInsecureCerts": True}}})
             tree = await firefox.command("browsingContext.getTree", {"maxDepth": 0})

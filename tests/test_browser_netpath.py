@@ -1,0 +1,153 @@
+"""Real calls across the packet-level path (bench/netpath.py) at 25 ms each way and 2 % random loss: duoduel's,
+and the plain WebRTC call that bench/latency.py measures it against (bench/webrtc.html, bench/webrtc.py).
+
+The server (duoduel, or the WebRTC page's signalling) runs here on the path's server address. Ann's Chromium runs
+in the path's namespace, so her page, its WebSocket and her audio cross the forwarder, which drops one packet in
+fifty both ways (TCP resends them; WebRTC conceals them); Bob's Chromium is on the server's side. http://10.9.K.1
+is no secure context, so both browsers are told to treat the server's origin as one (the microphone needs it).
+Each fake microphone plays a tone of its own, so the dominant frequency of what a page plays says whose voice
+reached it. Skipped without Chromium or without namespaces and TUN devices, unless DUODUEL_REQUIRE_BROWSER=1 and
+DUODUEL_REQUIRE_NETNS=1 (CI), which fail instead.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import re
+import signal
+import subprocess
+import sys
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+
+import pytest
+
+import duoduel
+from bench.netpath import NetPath, Shape
+from browser import PARTNER_SAMPLES_JS, dominant_hz, find_chromium, missing_browser, write_tone
+from conftest import ROOT
+from pages import ChromiumPage, Page
+
+TONES = {"ann": 440.0, "bob": 660.0}
+HZ_TOLERANCE = 5.0
+TIMEOUT_S = 20  # two browsers on a loaded 2-core machine, across a lossy path
+
+# What the WebRTC page plays from its partner (call.output): an analyser's window, as PARTNER_SAMPLES_JS's.
+WEBRTC_SAMPLES_JS = """() => {
+  const call = window.call;
+  if (!call || !call.output) return null;
+  if (!call.analyser) {
+    call.analyser = call.context.createAnalyser();
+    call.analyser.fftSize = 32768;
+    call.output.connect(call.analyser);
+  }
+  const samples = new Float32Array(call.analyser.fftSize);
+  call.analyser.getFloatTimeDomainData(samples);
+  return {rate: call.context.sampleRate, samples: Array.from(samples)};
+}"""
+
+# The addresses of the ICE candidate pair the WebRTC call's audio goes over.
+SELECTED_PAIR_JS = """async () => {
+  const report = await window.call.pc.getStats();
+  for (const r of report.values()) {
+    if (r.type === 'candidate-pair' && r.nominated && r.state === 'succeeded') {
+      return [report.get(r.localCandidateId).address, report.get(r.remoteCandidateId).address];
+    }
+  }
+  return null;
+}"""
+
+
+@pytest.fixture
+def path(netpath) -> NetPath:
+    """25 ms each way (a 50 ms round trip) and 2 % random loss on every packet, both ways."""
+    return netpath(Shape(delay=25, loss=2), seed=20)
+
+
+@pytest.fixture
+def config(path: NetPath) -> duoduel.Config:
+    """duoduel listens on the path's server address."""
+    return duoduel.Config(host=path.server_address, port=0, room_size=2)
+
+
+@pytest.fixture
+def signalling(path: NetPath) -> Iterator[str]:
+    """bench/webrtc.py on the path's server address; its origin."""
+    popen = subprocess.Popen([sys.executable, str(ROOT / "bench" / "webrtc.py"), "--host", path.server_address,
+                              "--port", "0"], stdout=subprocess.PIPE, text=True)
+    port = re.search(r"listening on http://[^ ]*:(\d+)/", popen.stdout.readline())[1]
+    yield f"http://{path.server_address}:{port}"
+    popen.send_signal(signal.SIGTERM)
+    popen.wait(10)
+    popen.stdout.close()
+
+
+@pytest.fixture
+async def call(path: NetPath, tmp_path: Path) -> AsyncIterator:
+    """call(origin): Ann (behind the path) and Bob open the page at origin and press Start; their pages. At the
+    end the browsers are closed, after checking that no page threw."""
+    if reason := missing_browser():
+        if os.environ.get("DUODUEL_REQUIRE_BROWSER") == "1":
+            pytest.fail(f"DUODUEL_REQUIRE_BROWSER=1 but {reason}")
+        pytest.skip(reason)
+    from playwright.async_api import async_playwright
+
+    pages: list[Page] = []
+    async with async_playwright() as playwright:
+
+        async def start(origin: str) -> list[Page]:
+            flags = tuple(path.chromium_flags(origin))
+            for person, executable in (("ann", path.executable(find_chromium())), ("bob", None)):
+                tone = write_tone(tmp_path / f"{person}.wav", TONES[person])
+                page = await ChromiumPage.launch(playwright, person, tone, flags=flags, executable=executable)
+                pages.append(page)
+                await page.goto(origin + "/")
+                await page.click("#start")
+            for page in pages:
+                await page.wait_for("() => document.getElementById('status').textContent === 'Connected'",
+                                    timeout=TIMEOUT_S, what="Connected")
+            return pages
+
+        try:
+            yield start
+        finally:
+            await asyncio.gather(*(page.close() for page in pages))
+    errors = [f"{page}: {error}" for page in pages for error in page.errors]
+    assert not errors, f"uncaught errors in the page: {errors}"
+
+
+async def played_hz(page: Page, samples_js: str) -> float:
+    """The frequency the page plays from its partner, once it is the partner's tone or time is up."""
+    partner = TONES["bob" if page.name == "ann" else "ann"]
+    deadline = asyncio.get_running_loop().time() + TIMEOUT_S
+    while True:
+        window = await page.evaluate(samples_js)
+        hz = dominant_hz(window["samples"], window["rate"]) if window else 0.0
+        if abs(hz - partner) <= HZ_TOLERANCE or asyncio.get_running_loop().time() > deadline:
+            return hz
+        await asyncio.sleep(0.2)
+
+
+async def test_call_across_a_lossy_50_ms_path_is_heard_both_ways(server, path, call):
+    """Ann behind 25 ms each way and 2 % loss, Bob by the server: each hears the other's tone, Ann's page
+    measures the 50 ms round trip, and the path lost packets of the call both ways."""
+    ann, bob = await call(server.origin)
+    assert await played_hz(ann, PARTNER_SAMPLES_JS) == pytest.approx(TONES["bob"], abs=HZ_TOLERANCE)
+    assert await played_hz(bob, PARTNER_SAMPLES_JS) == pytest.approx(TONES["ann"], abs=HZ_TOLERANCE)
+
+    # Each page's own figure: half the least round trip of its pings to the server.
+    paths = {page.name: (await page.evaluate("() => window.duoduel.paths"))["pathMs"] for page in (ann, bob)}
+    assert paths["ann"] >= 25 and paths["bob"] < 25, paths
+    crossed = path.stats()
+    for direction in ("up", "down"):
+        assert crossed[direction]["delivered"] > 200 and crossed[direction]["lost"] > 0, crossed
+
+
+async def test_plain_webrtc_call_across_the_path_is_heard_both_ways(path, signalling, call):
+    """The bench's WebRTC page: each plays the other's tone, and Ann's audio goes from her address behind
+    the path to Bob's across it (her selected ICE candidate pair)."""
+    ann, bob = await call(signalling)
+    assert await played_hz(ann, WEBRTC_SAMPLES_JS) == pytest.approx(TONES["bob"], abs=HZ_TOLERANCE)
+    assert await played_hz(bob, WEBRTC_SAMPLES_JS) == pytest.approx(TONES["ann"], abs=HZ_TOLERANCE)
+    assert await ann.evaluate(SELECTED_PAIR_JS) == [path.client_address, path.server_address]
