@@ -18,7 +18,8 @@ import pytest
 import duoduel
 from conftest import engines, health
 from pages import (
-    TONES, Page, room_path, status, wait_hearing, wait_members, wait_status, wait_status_seen, wait_tones, without_webtransport,
+    TONES, Page, room_path, status, wait_hearing, wait_members, wait_status, wait_status_seen, wait_tones,
+    without_webtransport,
 )
 
 pytestmark = pytest.mark.timeout(180)
