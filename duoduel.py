@@ -46,7 +46,7 @@ from core.relay import flooding, relay
 from core.resume import release_held
 from core.session import BAD_ROOM_NAME, ROOM_NAME, arrive, control, depart, newcomer, screen, visit_of
 from core.shared import SharedLobby
-from core.websocket import WebSocketLink, choose_route
+from core.websocket import FastWebSocketLink, WebSocketLink, choose_route
 
 __all__ = ["Config", "handler", "main", "make_server", "run"]
 
@@ -326,7 +326,6 @@ async def make_server(config: Config) -> AsyncIterator[Server]:
         config.host,
         config.port,
         process_request=make_process_request(lobby, config),
-        ssl=config.tls,
         compression=None,  # Opus does not compress; deflate would cost memory and CPU per frame
         max_size=MAX_MESSAGE_BYTES,
         open_timeout=config.handshake_timeout,
@@ -344,7 +343,7 @@ async def make_server(config: Config) -> AsyncIterator[Server]:
                 "slower but correct. Install the websockets version in requirements.txt for the fast route.",
                 websockets_version, problem,
             )
-        elif connection is WebSocketLink:
+        elif not issubclass(connection, FastWebSocketLink):
             log.info("relay route: websockets' public API (as configured)")
         else:
             log.info("relay route: frames cut from the byte stream (self-check passed)")

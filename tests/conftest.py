@@ -52,7 +52,7 @@ async def running_server(config: duoduel.Config) -> AsyncIterator[Running]:
     """Run duoduel in this event loop on an ephemeral port."""
     async with duoduel.make_server(config) as ws_server:
         port = ws_server.sockets[0].getsockname()[1]
-        yield Running(config.host, port)
+        yield Running(config.host, port, "https" if config.tls is not None else "http")
 
 
 @pytest.fixture
@@ -145,9 +145,9 @@ async def until(condition: Callable[[], Awaitable[object]], what: str, timeout: 
     return result
 
 
-async def metric(running: Running, name: str) -> float:
-    """Read one sample from /metrics."""
-    text = (await http_request(running, "/metrics")).body.decode()
+async def metric(running: Running, name: str, ssl=None) -> float:
+    """Read one sample from /metrics (over TLS with ssl, the context that trusts the server's certificate)."""
+    text = (await http_request(running, "/metrics", ssl=ssl)).body.decode()
     match = re.search(rf"^duoduel_{re.escape(name)} (\S+)$", text, re.MULTILINE)
     return float(match[1]) if match else 0.0
 
@@ -218,6 +218,15 @@ def start_process() -> Iterator:
             popen.send_signal(signal.SIGKILL)
         popen.wait()
         popen.stdout.close()
+
+
+@pytest.fixture(scope="session")
+def certificate(tmp_path_factory) -> Path:
+    """A certificate for localhost and 127.0.0.1, made by gen_cert.sh, with key.pem beside it."""
+    folder = tmp_path_factory.mktemp("cert")
+    made = run_command("bash", str(ROOT / "gen_cert.sh"), str(folder))
+    assert made.returncode == 0, made.stderr
+    return folder / "cert.pem"
 
 
 def run_command(*args: str, **kwargs) -> subprocess.CompletedProcess:
