@@ -43,7 +43,7 @@ tests/test_cli.py exercise both over real TLS connections.
 from __future__ import annotations
 
 import asyncio
-import ssl
+import socket
 import struct
 from asyncio.sslproto import SSLProtocol
 from collections.abc import Callable
@@ -76,13 +76,19 @@ class WebSocketLink(ServerConnection):
 
     wire: asyncio.Transport
     backlog: Callable[[], int]  # Link.backlog(): the transport's own method, with no call of ours around it per frame
-    tls: ssl.SSLContext | None = None  # TLS ends here: set by choose_route() on a subclass of the route
-    tls_timeout: float | None = None  # for the TLS handshake
+    config: Config | None = None  # the server's: choose_route() sets it on a subclass of the route
     beneath_tls: asyncio.Transport | None = None  # the socket's transport, below the TLS layer
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        if self.tls is not None and self.beneath_tls is None:
-            return self.end_tls(transport)  # type: ignore[arg-type]
+        config = self.config
+        if config is not None and self.beneath_tls is None:  # the socket's own transport
+            if config.unix_socket is not None:
+                # TCP connections take their buffers' sizes from the listener (limit_kernel_buffers), unix ones
+                # do not; and there the send buffer also counts what waits unread on the proxy's side.
+                sock = transport.get_extra_info("socket")
+                sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, config.socket_send_buffer)
+            elif config.tls is not None:
+                return self.end_tls(transport)  # type: ignore[arg-type]
         self.wire = transport  # type: ignore[assignment]
         self.backlog = self.wire.get_write_buffer_size
         super().connection_made(transport)
@@ -99,8 +105,8 @@ class WebSocketLink(ServerConnection):
         """
         self.beneath_tls = socket_transport
         socket_transport.set_write_buffer_limits(0)
-        layer = tls_layer(self.loop)(self.loop, self, self.tls, None, server_side=True,
-                                     ssl_handshake_timeout=self.tls_timeout)
+        layer = tls_layer(self.loop)(self.loop, self, self.config.tls, None, server_side=True,
+                                     ssl_handshake_timeout=self.config.handshake_timeout)
         socket_transport.set_protocol(layer)
         layer.connection_made(socket_transport)
 
@@ -135,13 +141,11 @@ class WebSocketLink(ServerConnection):
 async def choose_route(config: Config) -> tuple[type[WebSocketLink], str | None]:
     """The fast route if the configuration allows it and the self-check passes, else the public route; and why not.
 
-    With TLS, the route's class ends TLS itself (WebSocketLink.end_tls).
+    The class returned knows the configuration: with TLS, its links end TLS themselves (WebSocketLink.end_tls).
     """
     problem = None if config.relay_route == "public" else await check_fast_route()
     route = FastWebSocketLink if config.relay_route != "public" and problem is None else WebSocketLink
-    if config.tls is not None:
-        route = type(route.__name__, (route,), {"tls": config.tls, "tls_timeout": config.handshake_timeout})
-    return route, problem
+    return type(route.__name__, (route,), {"config": config}), problem
 
 
 def tls_layer(loop: asyncio.AbstractEventLoop) -> type:

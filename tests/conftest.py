@@ -182,13 +182,14 @@ class Process:
     port: int
     scheme: str
     started: list[str]  # what it printed up to the line saying it listens
+    unix_socket: str | None = None  # with --unix: where it listens instead of a port
 
     @property
     def running(self) -> Running:
         return Running("127.0.0.1", self.port, self.scheme)
 
 
-LISTENING = re.compile(r"listening on (https?)://[^ ]*:(\d+)/")
+LISTENING = re.compile(r"listening on (?:(https?)://[^ ]*:(\d+)/|the unix socket (\S+) \((https?))")
 
 
 @pytest.fixture
@@ -209,7 +210,7 @@ def start_process() -> Iterator:
         for line in popen.stdout:
             said.append(line)
             if match := LISTENING.search(line):
-                return Process(popen, int(match[2]), match[1], said)
+                return Process(popen, int(match[2] or 0), match[1] or match[4], said, match[3])
         raise AssertionError(f"duoduel did not start: exit {popen.wait()}")
 
     yield start
