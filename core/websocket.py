@@ -94,7 +94,7 @@ class WebSocketLink(ServerConnection):
         super().connection_made(transport)
 
     def end_tls(self, socket_transport: asyncio.Transport) -> None:
-        """Put the loop's TLS layer between the socket's transport and this link, which it calls once its handshake is done.
+        """Put the loop's own TLS layer below this link; the layer connects the link once the TLS handshake is done.
 
         What loop.create_server(ssl=...) does, but with the socket's transport
         holding nothing past what the kernel takes: it pauses the TLS layer as

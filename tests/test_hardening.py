@@ -5,9 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import dataclasses
-import itertools
 import json
-import socket
 import ssl
 import time
 
@@ -20,7 +18,7 @@ import duoduel
 from core.config import MAX_MESSAGE_BYTES, STALL_TIMEOUT
 from conftest import (
     FRAME, frozen_client, health, http_request, join, join_pair, metric, receive_json, round_trip, running_server, settle,
-    until,
+    stopped_receiver_is_closed,
 )
 
 pytestmark = pytest.mark.relay
@@ -95,100 +93,6 @@ async def stalled_receiver_is_closed(server) -> None:
     receiver.transport.abort()
 
 
-# A receiver that stops reading gets, when it reads again, what its own kernel and the server's hold for it and
-# no more: with 120-byte frames (an Opus frame, its header and the WebSocket's), the server's 8 KiB send buffer and
-# its own 4 KiB (which Linux doubles) hold about 170 over ws:// (and fewer over wss://: each TLS record adds 22
-# bytes); anything queued above the kernel, where the relay does not look, comes on top of that.
-STALE_BOUND = 200
-OPUS_FRAME = bytes(116)  # after a 4-byte sequence number: 120 bytes
-
-
-class StoppedReceiver:
-    """A raw client on a blocking socket with a 4 KiB receive buffer: it reads only when told to, as a page whose
-    tab or network froze; over TLS its records are opened on the socket, so it buffers nothing of its own."""
-
-    def __init__(self, running, trust: ssl.SSLContext | None):
-        raw = socket.socket()
-        raw.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)  # before connect: the window stays small
-        raw.settimeout(10)
-        raw.connect((running.host, running.port))
-        self.sock = trust.wrap_socket(raw, server_hostname=running.host) if trust is not None else raw
-        self.sock.sendall(
-            f"GET /ws HTTP/1.1\r\nHost: {running.host}:{running.port}\r\nUpgrade: websocket\r\n"
-            f"Connection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n"
-            f"Origin: {running.origin}\r\n\r\n".encode())
-        self.buffer = b""
-        head = self.read_until(b"\r\n\r\n")
-        assert head.startswith(b"HTTP/1.1 101"), head
-
-    def read_until(self, end: bytes) -> bytes:
-        while end not in self.buffer:
-            self.fill()
-        head, _, self.buffer = self.buffer.partition(end)
-        return head
-
-    def read_exactly(self, count: int) -> bytes:
-        while len(self.buffer) < count:
-            self.fill()
-        data, self.buffer = self.buffer[:count], self.buffer[count:]
-        return data
-
-    def fill(self) -> None:
-        chunk = self.sock.recv(65536)
-        assert chunk, "the server closed the connection without a close frame"
-        self.buffer += chunk
-
-    def frame(self) -> tuple[int, bytes]:
-        """The next frame from the server (unmasked): its opcode and payload."""
-        first, second = self.read_exactly(2)
-        length = second & 0x7F
-        if length >= 126:
-            length = int.from_bytes(self.read_exactly(2 if length == 126 else 8), "big")
-        return first & 0x0F, self.read_exactly(length)
-
-    def read_to_close(self) -> tuple[list[bytes], int, str]:
-        """Read again: every audio frame that waited, up to the close frame; and its code and reason."""
-        frames = []
-        while True:
-            opcode, payload = self.frame()
-            if opcode == 8:
-                self.sock.close()
-                return frames, int.from_bytes(payload[:2], "big"), payload[2:].decode()
-            if opcode == 2:
-                frames.append(payload)
-
-
-async def stopped_receiver_is_closed_with_what_the_kernels_held(running, trust: ssl.SSLContext | None,
-                                                                 stall_timeout: float) -> None:
-    """Pair a sender with a StoppedReceiver, talk until the server gives up on it, then let it read again."""
-    sender, told = await join(running, ssl=trust)
-    assert told == {"type": "waiting"}
-    receiver = await asyncio.to_thread(StoppedReceiver, running, trust)
-    assert await asyncio.to_thread(receiver.frame) == (1, b'{"type": "connected"}')
-    assert await receive_json(sender) == {"type": "connected"}
-
-    async def talk():
-        for seq in itertools.count():
-            await sender.send(seq.to_bytes(4, "big") + OPUS_FRAME)
-            await asyncio.sleep(0.005)  # paces the sender under the flood limit (250 a second)
-
-    talking = asyncio.create_task(talk())
-    try:
-        # Read again once the server starts closing it: its close frame waits behind the old audio, and
-        # the server gives up on the close handshake after 3 s.
-        await until(lambda: metric(running, 'closes_total{reason="stalled"}', ssl=trust), "the stalled close",
-                    timeout=stall_timeout + 10)
-        frames, code, reason = await asyncio.to_thread(receiver.read_to_close)
-        told = await receive_json(sender)
-    finally:
-        talking.cancel()
-    assert (code, reason) == (1011, "receiver stalled")
-    assert told == {"type": "disconnected"}
-    assert [int.from_bytes(frame[:4], "big") for frame in frames] == list(range(len(frames))), "the first ones, whole"
-    assert len(frames) <= STALE_BOUND, f"{len(frames)} frames of old audio waited for the stopped receiver"
-    await sender.close()
-
-
 @pytest.mark.parametrize("scheme", ["ws", "wss"])
 async def test_stopped_receiver_gets_no_more_old_audio_over_wss_than_over_ws(config, certificate, scheme):
     """A receiver that stops reading is closed with 1011 once stalled, and what waited for it is what the two kernels
@@ -196,7 +100,7 @@ async def test_stopped_receiver_gets_no_more_old_audio_over_wss_than_over_ws(con
     trust = ssl.create_default_context(cafile=certificate) if scheme == "wss" else None
     tls = duoduel.tls_context(certificate, None) if scheme == "wss" else None
     async with running_server(dataclasses.replace(config, tls=tls, stall_timeout=0.5)) as server:
-        await stopped_receiver_is_closed_with_what_the_kernels_held(server, trust, 0.5)
+        await stopped_receiver_is_closed(server, trust, 0.5)
 
 
 async def test_stopped_receiver_gets_no_more_old_audio_over_wss_on_uvloop(start_process, certificate):
@@ -204,7 +108,7 @@ async def test_stopped_receiver_gets_no_more_old_audio_over_wss_on_uvloop(start_
     default stall timeout, 5 s)."""
     process = start_process("--https", "--cert", str(certificate))
     trust = ssl.create_default_context(cafile=certificate)
-    await stopped_receiver_is_closed_with_what_the_kernels_held(process.running, trust, STALL_TIMEOUT)
+    await stopped_receiver_is_closed(process.running, trust, STALL_TIMEOUT)
 
 
 async def test_sender_can_leave_a_frozen_partner_with_next(server):
