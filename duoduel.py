@@ -446,11 +446,11 @@ async def webtransport_endpoint(lobby: Lobby, server: Server) -> AsyncIterator[E
     if not config.webtransport:
         yield None
         return
-    # Behind a proxy on a unix socket there is no HTTP port: the UDP port must be named (start() says so).
+    # Behind a proxy on a unix socket there is no HTTP port: the UDP port must be named (start() sees to it).
     http_port = None if config.unix_socket is not None else server.sockets[0].getsockname()[1]
     port = http_port if config.webtransport_port is None else config.webtransport_port
     if port is None:
-        raise StartupError("--unix has no port for WebTransport: add --webtransport-port PORT, or --no-webtransport")
+        raise StartupError("a unix socket has no port for WebTransport: give it one (--webtransport-port)")
     host = config.webtransport_host or config.host
     certificate = config.webtransport_certificate or webtransport.generate_certificate([host])
     async with contextlib.AsyncExitStack() as stack:
@@ -693,7 +693,8 @@ def start(args: argparse.Namespace) -> None:
         port=args.port if args.port is not None else (8443 if args.https else 8080),
         static_dir=args.static,
         tls=tls_context(args.cert, args.key) if args.https else None,
-        webtransport=args.webtransport,
+        # Behind a proxy on a unix socket there is no HTTP port to take the number of: only with --webtransport-port.
+        webtransport=args.webtransport and (args.unix is None or args.webtransport_port is not None),
         webtransport_port=args.webtransport_port,
         webtransport_host=args.webtransport_host,
         max_webtransport_sessions=args.max_webtransport_sessions,

@@ -142,6 +142,26 @@ async def test_unix_socket_serves_the_page_and_calls_for_a_proxy(start_process, 
     await second.close()
 
 
+async def test_unix_socket_serves_webtransport_only_on_a_named_port(start_process, tmp_path):
+    """--unix has no HTTP port whose number WebTransport could take: it serves WebTransport with --webtransport-port
+    (the systemd unit's way), and not without."""
+    async def offer_status(path) -> int:
+        reader, writer = await asyncio.open_unix_connection(path)
+        writer.write(b"GET /webtransport.json HTTP/1.1\r\nHost: example.org\r\n\r\n")
+        status = int((await asyncio.wait_for(reader.readline(), 5)).split()[1])
+        writer.close()
+        return status
+
+    start_process("--unix", str(tmp_path / "plain.sock"))
+    assert await offer_status(tmp_path / "plain.sock") == 404
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    process = start_process("--unix", str(tmp_path / "wt.sock"), "--webtransport-port", str(port))
+    assert await offer_status(tmp_path / "wt.sock") == 200
+    assert any(f"webtransport on udp port {port}" in line for line in process.started)
+
+
 def test_unix_socket_with_https_is_one_line_and_exit_2(tmp_path):
     """TLS ends in the proxy in front of a unix socket: both at once is refused in one line."""
     result = run_command(sys.executable, "duoduel.py", "--unix", str(tmp_path / "s.sock"), "--https")
