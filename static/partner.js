@@ -153,7 +153,7 @@ export class PartnerPlayback {
    * (jitterMs: how much later than over the fastest path the audio plays, measured; lostFrames,
    * concealedFrames, droppedFrames, targetMs, underruns, arrivalJitterMs), and
    * decoderDrops (frames dropped before decoding because the decoder fell behind: they count as lost);
-   * `playback` is the worklet's raw counters (see JitterBuffer.stats()).
+   * `playback` is the worklet's raw counters (see Playout.stats()).
    */
   stats() {
     const playback = this._stats || {};

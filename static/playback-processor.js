@@ -1,30 +1,30 @@
 // AudioWorkletProcessor 'playback-processor': the partner's voice. Decoded, resampled Float32 frames
-// arrive over the port; a JitterBuffer turns them into a steady stream of 128-sample quanta.
+// arrive over the port; a Playout (the jitter buffer: static/playout.js) turns them into a steady stream of
+// 128-sample quanta. A new partner, or the partner back after a resume, gets a new node.
 //
 // Messages in:  {type: 'frame', seq: 0..65535, samples: Float32Array (at the context rate)}
-//               {type: 'reset'} (the stream starts again)
 //               {type: 'close'} (the partner left: process() returns false and the node can be freed)
 //               {type: 'record-arrivals'} (a measuring hook: post every frame's arrival from now on)
-// Messages out: {type: 'stats', rms, ...JitterBuffer stats} every PLAYBACK_STATS_INTERVAL_S, and
-//               playoutMs: the mean of JitterBuffer.playoutDelayMs over the interval (null unless at
+// Messages out: {type: 'stats', rms, ...Playout stats} every PLAYBACK_STATS_INTERVAL_S, and
+//               playoutMs: the mean of Playout.playoutDelayMs over the interval (null unless at
 //               least half of it played the sender's audio)
 //               {type: 'arrivals', rows: Float64Array} once recording: (seq, currentFrame when the frame
 //               came, its length in samples) per frame, posted by the quarter second from the message
 //               handler (never from process())
 import { FRAME_MS, PLAYBACK_STATS_INTERVAL_S } from './constants.js';
-import { JitterBuffer } from './jitter-buffer.js';
+import { Playout } from './playout.js';
 
 const ARRIVAL_BATCH = 64; // arrivals per post to the measuring hook, at most
 
 class PlaybackProcessor extends AudioWorkletProcessor {
   constructor() {
     super();
-    this._buffer = new JitterBuffer({ sampleRate, frameMs: FRAME_MS });
+    this._buffer = new Playout({ sampleRate, frameMs: FRAME_MS });
     this._sumSquares = 0;
     this._levelSamples = 0;
     this._stats = { type: 'stats' }; // refilled for every post (postMessage copies it)
     this._lastPost = 0;
-    this._playoutSumMs = 0; // JitterBuffer.playoutDelayMs, summed over the current stats interval
+    this._playoutSumMs = 0; // Playout.playoutDelayMs, summed over the current stats interval
     this._playoutQuanta = 0; // quanta of the interval that played the sender's audio
     this._quanta = 0;
     this._open = true;
@@ -39,8 +39,6 @@ class PlaybackProcessor extends AudioWorkletProcessor {
         if (this._arrivals) this._recordArrival(data.seq, data.samples.length);
       } else if (data.type === 'record-arrivals') {
         this._arrivals = new Float64Array(3 * ARRIVAL_BATCH);
-      } else if (data.type === 'reset') {
-        this._buffer.reset();
       } else if (data.type === 'close') {
         this._open = false;
       }
