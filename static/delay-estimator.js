@@ -35,10 +35,10 @@ const PEAK_REFRESH = 0.8;
 const PEAK_DECAY_MS = 4000; // time constant of the lateness peak's decay, once its hold has expired
 const OUTAGE_GAP_MS = 150; // no frame for this long: a stall (retransmission, handover), not jitter
 const OUTAGE_STEP_MS = 5; // one outage raises the lateness peak by at most this much
-const WARMUP_FRAMES = 25; // the first 0.5 s of a stream (encoder and page warming up) raise the peak
-const WARMUP_MAX_LATENESS_MS = 20; // by at most one frame
-const NEW_STREAM_AHEAD = 50; // a frame this far (1 s) ahead of the one due to play begins a new stream
-const NEW_STREAM_BACK = 500; // and one this far back: the sender restarted its counter
+const WARMUP_MS = 500; // the frames of a stream's first 0.5 s (encoder and page warming up) raise the peak
+const WARMUP_MAX_LATENESS_MS = 20; // by at most this much
+const NEW_STREAM_AHEAD_MS = 1000; // a frame this far ahead of the one due to play begins a new stream
+const NEW_STREAM_BACK_MS = 10000; // and one this far back: the sender restarted its counter
 const NEW_STREAM_SILENCE_MS = 1000; // no frame for this long (partner muted, network gone): a new stream
 
 export class DelayEstimator {
@@ -93,7 +93,7 @@ export class DelayEstimator {
    */
   startsNewStream(index, arrivalMs, due) {
     if (this._lastArrival === null) return false;
-    return index - due >= NEW_STREAM_AHEAD || due - index >= NEW_STREAM_BACK
+    return (index - due) * this.frameMs >= NEW_STREAM_AHEAD_MS || (due - index) * this.frameMs >= NEW_STREAM_BACK_MS
       || arrivalMs - this._lastArrival >= NEW_STREAM_SILENCE_MS;
   }
 
@@ -140,7 +140,7 @@ export class DelayEstimator {
    * than PEAK_HOLD_MS add up and are waited for, while a lone one is forgotten.
    */
   _raisePeak(counted, held, arrivalMs) {
-    const cap = this._arrivals <= WARMUP_FRAMES ? WARMUP_MAX_LATENESS_MS : MAX_JITTER_MARGIN_MS;
+    const cap = this._arrivals * this.frameMs <= WARMUP_MS ? WARMUP_MAX_LATENESS_MS : MAX_JITTER_MARGIN_MS;
     if (held ? counted > this.peakLatenessMs : counted >= PEAK_REFRESH * this.peakLatenessMs) {
       this._peakHeldUntil = arrivalMs + PEAK_HOLD_MS;
     }
