@@ -10,7 +10,7 @@
 //   DelayEstimator                   lateness, target, and what each arrival was (on time, late, held)
 //
 // State: one of BUFFERING, PRIMING, PLAYING, CONCEALING. It changes only in _transition(), by one of the named
-// transitions of TRANSITIONS: start, merge, expand, underrun, restart.
+// transitions of TRANSITIONS: prime, start, merge, expand, underrun, restart.
 //
 // Decision: every quantum gets exactly one, from DECISIONS, made by _decide() from the state, what the ring
 // holds, the next frame, and the filtered headroom against the estimator's target; _perform() carries it out,
@@ -47,7 +47,10 @@ export const DECISIONS = Object.freeze([NORMAL, MERGE, EXPAND, SKIP, ACCELERATE,
 
 /** Every state change: name -> [the states it leaves, the state it enters]. */
 export const TRANSITIONS = Object.freeze({
-  start: [[BUFFERING], PRIMING], // ready (a frame came on time, or the target is buffered past an outage)
+  // Ready to play (a frame came on time, or the target is buffered past an outage), with less than the target
+  // buffered: silence up to it first. With the target or more: what is stale is dropped, the rest fades in.
+  prime: [[BUFFERING], PRIMING],
+  start: [[BUFFERING], PLAYING],
   merge: [[PRIMING, CONCEALING], PLAYING], // the next frame is taken, crossfaded in
   expand: [[PRIMING, PLAYING], CONCEALING], // the next frame is due and missing
   underrun: [[PRIMING, PLAYING, CONCEALING], BUFFERING], // the concealment faded out and nothing came
@@ -238,7 +241,9 @@ export class Playout {
 
   /** This quantum's decision. Starting and running dry are transitions made here, before deciding. */
   _decide(n) {
-    if (this.state === BUFFERING && this._readyToStart()) this._transition('start');
+    if (this.state === BUFFERING && this._readyToStart()) {
+      this._transition(this.levelSamples() < this._targetSamples ? 'prime' : 'start');
+    }
     if (this.state !== BUFFERING && this._ring.level < n && this._runDry()) this._transition('underrun');
     switch (this.state) {
       case BUFFERING:
@@ -425,17 +430,31 @@ export class Playout {
     this._filter.acted(-amount * this._msPerSample);
   }
 
-  /** Drop the next k samples of audio unplayed: from the ring, then frames from the store. */
+  /**
+   * Drop the next k samples unplayed: from the ring, then frames from the store (one missing with audio behind
+   * it, where a whole frame is still to go, is lost), then the head of the next frame. Returns the audio dropped.
+   */
   _discard(k) {
     const ring = this._ring;
     const store = this._store;
     let dropped = Math.min(k, ring.level);
     ring.discard(dropped);
-    while (dropped < k && store.has(store.next) && store.length() <= k - dropped) dropped += store.advance();
-    if (dropped < k && store.has(store.next)) {
+    let gone = dropped;
+    for (;;) {
+      if (store.has(store.next) && store.length() <= k - gone) {
+        const length = store.advance();
+        dropped += length;
+        gone += length;
+      } else if (!store.has(store.next) && store.hasLater && k - gone >= this.frameSamples) {
+        store.advance();
+        this.lost++;
+        gone += this.frameSamples;
+      } else break;
+    }
+    if (gone < k && store.has(store.next)) {
       this._take(false);
-      ring.discard(k - dropped);
-      dropped = k;
+      ring.discard(k - gone);
+      dropped += k - gone;
     }
     return dropped;
   }
@@ -447,23 +466,6 @@ export class Playout {
     this.inserts++;
     this.insertedSamples += amount;
     this._filter.acted(amount * this._msPerSample);
-  }
-
-  /**
-   * Audio whose time went by while playback was starved (a stall, then a burst) is stale: drop it, whole
-   * frames, but never more than the target's worth below what is buffered, so that the silence the start
-   * adds is at most half a frame.
-   */
-  _dropStale() {
-    const store = this._store;
-    const stale = Math.min(this._starved, Math.max(0, this.levelSamples() - this._targetSamples));
-    for (let frames = Math.round(stale / this.frameSamples); frames > 0; frames--) {
-      if (store.has(store.next)) this.droppedSamples += store.advance();
-      else if (store.hasLater) {
-        store.advance();
-        this.lost++;
-      } else break;
-    }
   }
 
   /**
@@ -484,10 +486,20 @@ export class Playout {
     const from = this.state;
     const to = TRANSITIONS[name][1];
     switch (name) {
-      case 'start': {
-        this._dropStale();
-        const silence = Math.max(0, this._targetSamples - this.levelSamples());
+      case 'prime': {
+        const silence = this._targetSamples - this.levelSamples();
         for (let i = 0; i < silence; i++) this._ring.push(this._concealer.next());
+        this._starved = 0;
+        this._filter.reset(1);
+        break;
+      }
+      case 'start': {
+        // Audio whose time went by while playback was starved (a stall, then a burst) is stale: drop it, but
+        // never below the target, so that no silence is played where audio could be.
+        const stale = Math.min(this._starved, this.levelSamples() - this._targetSamples);
+        if (stale > 0) this.droppedSamples += this._discard(stale);
+        if (this._ring.level > 0) this._crossfadeIn(0, Math.min(this._fadeIn, this._ring.level));
+        else if (this._store.has(this._store.next)) this._take(true);
         this._starved = 0;
         this._filter.reset(1);
         break;
