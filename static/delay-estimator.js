@@ -18,7 +18,8 @@
 // 8 s). So a frame the outage held (it would have arrived before the outage ended, or it comes in the burst
 // behind it while the burst catches up, each frame less late than the one before) raises the peak by at most
 // OUTAGE_STEP_MS: a lone stall costs at most that for PEAK_HOLD_MS, while outages that come more often than
-// that add up, step by step, until the playout waits them out.
+// that add up, step by step, until the playout waits them out. An outage whose frames never catch up was no
+// stall: the sender's clock skipped or the path got longer, and the baseline moves up instead.
 import { FRAME_MS, MAX_JITTER_MARGIN_MS, RENDER_QUANTUM } from './constants.js';
 
 /** What an arrival was, as the playout needs to know it: a closed set. */
@@ -66,6 +67,7 @@ export class DelayEstimator {
   restart() {
     this.baselineMs = 0; // least transit: arrival - media time over the fastest path
     this.lateness = 0; // the newest arrival's lateness, ms
+    this._leastSinceOutage = null; // the least lateness since the last outage, until a frame it did not hold
     this.arrival = ON_TIME; // the newest arrival's class
     this._lastArrival = null;
     this._lastTransit = 0;
@@ -117,15 +119,20 @@ export class DelayEstimator {
       if (dt > OUTAGE_GAP_MS) {
         this._outageEnd = arrivalMs;
         this._outageCeiling = this.peakLatenessMs + OUTAGE_STEP_MS;
+        this._leastSinceOutage = Infinity;
       }
     }
     this._trackDrift(transit, arrivalMs);
-    const lateness = transit - this.baselineMs;
+    let lateness = transit - this.baselineMs;
     this._arrivals++;
     // The burst after an outage goes on while its frames catch up, each less late than the one before by
     // half a frame or more (the decoder hands them over a few ms apart, sometimes after a pause).
     this._burst = arrivalMs === this._outageEnd || (this._burst && lateness <= this.lateness - this.frameMs / 2);
     const held = this._burst || arrivalMs - lateness < this._outageEnd;
+    if (this._leastSinceOutage !== null) {
+      this._leastSinceOutage = Math.min(this._leastSinceOutage, lateness);
+      if (!held) lateness -= this._stepAfterOutage(arrivalMs);
+    }
     this._raisePeak(held ? Math.min(lateness, this._outageCeiling) : lateness, held, arrivalMs);
     this.lateness = lateness;
     this._lastArrival = Math.max(arrivalMs, this._lastArrival ?? arrivalMs);
@@ -133,6 +140,25 @@ export class DelayEstimator {
     if (lateness <= this.marginMs) this.arrival = ON_TIME;
     else this.arrival = held ? HELD : LATE;
     return this.arrival;
+  }
+
+  /**
+   * The first frame after an outage that the outage did not hold: if every frame since came late, the frames behind
+   * the outage never caught up, and it was no stall. The sender's clock skipped (its capture lost time, on a loaded
+   * machine) or the path got longer: the baseline moves up by the least lateness since, and the drift is measured
+   * afresh. Taken for lateness, such a step (100 to 250 ms in recorded calls) set the peak for seconds.
+   * @returns {number} how far the baseline moved, ms
+   */
+  _stepAfterOutage(arrivalMs) {
+    const step = this._leastSinceOutage > this.marginMs ? this._leastSinceOutage : 0;
+    this._leastSinceOutage = null;
+    if (step > 0) {
+      this.baselineMs += step;
+      this._previousBlockMin = null;
+      this._blockMin = Infinity;
+      this._blockStart = arrivalMs;
+    }
+    return step;
   }
 
   /**

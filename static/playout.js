@@ -13,7 +13,7 @@
 // transitions of TRANSITIONS: prime, start, merge, expand, underrun, restart.
 //
 // Decision: every quantum gets exactly one, from DECISIONS, made by _decide() from the state, what the ring
-// holds, the next frame, and the filtered headroom against the estimator's target; _perform() carries it out,
+// holds, the next frame, and the filtered headroom against the estimator's margin; _perform() carries it out,
 // then the quantum is read from the ring. `decision` is the last one, `decisions` counts them.
 //   normal      play on; take the next frame when the ring runs short
 //   merge       the next frame after concealment or silence, crossfaded in from it

@@ -57,3 +57,15 @@ test('a long silence, a frame a second ahead of the one due, or a counter starte
   estimator.restart();
   assert.equal(estimator.startsNewStream(7, 5000, 0), false, 'after a restart the next frame begins the stream');
 });
+
+test('an outage whose frames never catch up moves the baseline, not the peak: the sender skipped 160 ms', () => {
+  const estimator = new DelayEstimator();
+  feed(estimator, 500, (k) => k * 20 + 30);
+  const before = estimator.peakLatenessMs;
+  // The sender's capture lost 160 ms (a loaded machine): nothing for 180 ms, then frames at their usual pace,
+  // each 160 ms later than its sequence number says.
+  const classes = feed(estimator, 100, (k) => k * 20 + 30 + 160, 500);
+  assert.ok(estimator.peakLatenessMs <= before + 5, `peak ${estimator.peakLatenessMs}`);
+  assert.ok(classes.slice(-90).every((c) => c === ON_TIME), `${classes}`);
+  assert.ok(Math.abs(estimator.lateness) < 1, `lateness ${estimator.lateness}`);
+});
