@@ -49,8 +49,9 @@ async function main() {
   const folder = mkdtempSync(join(tmpdir(), 'duoduel-replay-'));
   try {
     const old = await bufferAt(ref, folder);
-    console.log(`old: ${ref} (${execFileSync('git', ['-C', ROOT, 'rev-parse', '--short', ref]).toString().trim()}); `
-      + 'new: the working tree. Milliseconds, but underruns. Each cell: old → new.');
+    const commit = execFileSync('git', ['-C', ROOT, 'rev-parse', '--short', ref]).toString().trim();
+    console.log(`old: ${commit === ref ? ref : `${ref} (${commit})`}; new: the working tree. `
+      + 'Milliseconds, but underruns. Each cell: old → new.');
     console.log(['trace', 'seconds', ...COLUMNS.map(([name]) => name)].join(' | '));
     for (const trace of traces) {
       const before = replay(trace, old);
