@@ -385,8 +385,8 @@ def write_arrivals(path: Path, receiver: dict, meta: dict) -> None:
     if not rows:
         return
     base = int(rows[0][2]) // QUANTUM * QUANTUM
-    lines = ["# " + json.dumps({**meta, "sampleRate": receiver["arrivalRate"], "quantum": QUANTUM, "frameMs": FRAME_MS}),
-             "playback,seq,clock,samples"]
+    header = {**meta, "sampleRate": receiver["arrivalRate"], "quantum": QUANTUM, "frameMs": FRAME_MS}
+    lines = ["# " + json.dumps(header), "playback,seq,clock,samples"]
     lines += [f"{int(playback)},{int(seq)},{int(clock) - base},{int(samples)}" for playback, seq, clock, samples in rows]
     path.write_text("\n".join(lines) + "\n")
 
@@ -842,7 +842,8 @@ def record_arrivals(args: argparse.Namespace, call: str, number: int, data: list
         meta = {"link": args.link, "direction": key, "sender": engines[sender], "receiver": engines[receiver],
                 "seconds": args.seconds, "warmup_s": args.warmup, "run": number, "recorded": time.strftime("%Y-%m-%d"),
                 "load_average": [round(x, 2) for x in os.getloadavg()]}
-        name = f"{'old-' if call == 'duoduel-old' else ''}{args.link}-{engines[sender]}-{engines[receiver]}-{sender}{receiver}-{number}.csv"
+        build = "old-" if call == "duoduel-old" else ""
+        name = f"{build}{args.link}-{engines[sender]}-{engines[receiver]}-{sender}{receiver}-{number}.csv"
         write_arrivals(args.record_arrivals / name, data["ab".index(receiver)], meta)
 
 
