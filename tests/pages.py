@@ -244,10 +244,12 @@ class Browsers:
         self._folder = folder
         self.pages: list[Page] = []
 
-    async def launch(self, name: str, engine: str, hz: float | None) -> Page:
-        """A browser of that engine whose microphone plays a sine at hz (None: microphone refused)."""
+    async def launch(self, name: str, engine: str, hz: float | None, wav: Path | None = None) -> Page:
+        """A browser of that engine whose microphone plays a sine at hz (None: microphone refused), or in Chromium
+        the WAV file given."""
         if engine == "chromium":
-            wav = write_tone(self._folder / f"{name}-{hz:g}.wav", hz) if hz is not None else None
+            if wav is None and hz is not None:
+                wav = write_tone(self._folder / f"{name}-{hz:g}.wav", hz)
             page = await ChromiumPage.launch(self._playwright, name, wav)
         elif engine == "firefox":
             page = await FirefoxPage.launch(self._service("pulse_audio"), name, hz)

@@ -16,13 +16,14 @@ DUODUEL_REQUIRE_BROWSER=1 (CI), which fails instead.
 from __future__ import annotations
 
 import asyncio
+import math
 import os
 from collections.abc import AsyncIterator
 
 import pytest
 
 import duoduel
-from browser import PARTNER_RMS_JS, PARTNER_SAMPLES_JS, dominant_hz, missing_browser
+from browser import PARTNER_RMS_JS, PARTNER_SAMPLES_JS, SAMPLE_RATE, dominant_hz, missing_browser, write_wav
 from firefox import PageStuck, missing_firefox
 from pages import Browsers, Page, WaitTimeout
 from webkit import missing_webkit
@@ -172,6 +173,52 @@ async def test_call_each_page_hears_the_other_tone_over_opus(open_page, engines)
         await page.wait_for("() => /opus.*over WebSocket/.test(document.getElementById('stats').textContent)",
                             what="the figures line to name the codec and the link")
     assert await status(ann) == await status(bob) == "Connected"
+
+
+# Whether this browser's Opus encoder takes 10 ms frames (the page then sends them; 20 ms otherwise).
+TAKES_10_MS_JS = """async () => {
+  if (typeof AudioEncoder === 'undefined') return false;
+  const config = {codec: 'opus', sampleRate: 48000, numberOfChannels: 1, bitrate: 28000, opus: {frameDuration: 10000}};
+  try { return (await AudioEncoder.isConfigSupported(config)).supported; } catch { return false; }
+}"""
+
+
+def write_talk_spurts(path, hz: float, talk_s: float = 1.0, pause_s: float = 1.0, spurts: int = 2):
+    """A microphone that talks (a sine at hz) for talk_s, then is silent for pause_s, and again."""
+    talk, pause = round(talk_s * SAMPLE_RATE), round(pause_s * SAMPLE_RATE)
+    spurt = [0.5 * math.sin(2 * math.pi * hz * i / SAMPLE_RATE) for i in range(talk)] + [0.0] * pause
+    return write_wav(path, spurt * spurts)
+
+
+async def test_call_with_pauses_in_dtx_is_heard_both_ways_and_its_silence_is_no_loss(browsers, server, tmp_path):
+    """Both talk in spurts with pauses, in Chromium: each hears the other, in 10 ms frames where the encoder takes
+    them, and with DTX the pauses go unsent (hundreds of frames), while the partner counts no frame lost, as the
+    figures line says."""
+    require(missing_browser())
+    pages = []
+    for person in ("ann", "bob"):
+        page = await browsers.launch(person, "chromium", None, wav=write_talk_spurts(tmp_path / f"{person}.wav", TONES[person]))
+        await page.goto(server.origin + "/")
+        await page.evaluate(RECORD_STATUS_JS)
+        await page.click("#start")
+        pages.append(page)
+    ann, bob = pages
+    await wait_status(ann, "Connected")
+    await wait_status(bob, "Connected")
+    assert await wait_hearing(ann, TONES["bob"]) == pytest.approx(TONES["bob"], abs=HZ_TOLERANCE)
+    assert await wait_hearing(bob, TONES["ann"]) == pytest.approx(TONES["ann"], abs=HZ_TOLERANCE)
+    frame_ms = 10 if await ann.evaluate(TAKES_10_MS_JS) else 20
+    for page in (ann, bob):
+        # Three pauses each: the encoder leaves out all but a frame now and then of each.
+        await page.wait_for("() => window.duoduel.session.stats().dtxFrames > 3 * 600 / window.duoduel.session.stats().frameMs",
+                            what="the pauses left out", timeout=TIMEOUT_S)
+    for page in (ann, bob):
+        stats = await page.evaluate("() => window.duoduel.session.stats()")
+        assert (stats["codec"], stats["frameMs"], stats["dtx"]) == ("opus", frame_ms, True), stats
+        assert stats["playback"]["frameMs"] == frame_ms, "the partner's frame duration, learnt from its frames"
+        assert stats["lostFrames"] == 0, stats
+        line = await page.text("#stats")
+        assert f"out opus {frame_ms} ms DTX" in line and "lost 0" in line, line
 
 
 @engines("chromium-chromium", "firefox-firefox", "webkit-chromium")
