@@ -122,7 +122,8 @@ def test_port_in_use_is_one_line_and_exit_2():
 def test_help_lists_the_flags():
     result = run_command(sys.executable, "duoduel.py", "--help")
     assert result.returncode == 0
-    for flag in ("--host", "--port", "--https", "--cert", "--key", "--static", "--allow-origin", "--max-clients", "--log-level"):
+    for flag in ("--host", "--port", "--https", "--cert", "--key", "--static", "--allow-origin", "--max-clients",
+                 "--relay-route", "--log-level"):
         assert flag in result.stdout
 
 
@@ -138,3 +139,45 @@ async def test_log_lines_name_the_client_and_its_address(start_process):
     assert output.count("connected from 127.0.0.1") == 2
     assert output.count(" paired with ") == 1
     assert output.count(" disconnected (1000)") == 2
+
+
+async def relay_one_frame(process) -> None:
+    """Pair two clients on the process and pass one audio frame between them."""
+    first, second = await join_pair(process.running)
+    await first.send(b"audio")
+    assert await asyncio.wait_for(second.recv(), 5) == b"audio"
+    await first.close()
+    await second.close()
+
+
+async def test_relay_route_public_on_the_command_line(start_process):
+    """--relay-route public: the operator forces websockets' public API, the log says so, and audio still goes through."""
+    process = start_process("--relay-route", "public")
+    assert any("relay route: websockets' public API (as configured)" in line for line in process.started)
+    await relay_one_frame(process)
+
+
+async def test_relay_route_auto_takes_the_fast_route(start_process):
+    """By default (--relay-route auto) the server cuts frames itself once the self-check passes."""
+    process = start_process("--relay-route", "auto")
+    assert any("relay route: frames cut from the byte stream (self-check passed)" in line for line in process.started)
+    await relay_one_frame(process)
+
+
+def test_unknown_relay_route_is_refused():
+    """A route that does not exist is an error naming the choices, not a silent default."""
+    result = run_command(sys.executable, "duoduel.py", "--relay-route", "fastest")
+    assert result.returncode == 2
+    assert "--relay-route: invalid choice: 'fastest' (choose from auto, public)" in result.stderr.replace("'auto', 'public'", "auto, public")
+
+
+async def test_every_module_is_loaded_once(start_process):
+    """Run as __main__, duoduel.py is not imported back under its own name: each module is loaded once, and serves."""
+    process = start_process(python=["-X", "importtime"])
+    # -X importtime prints a line per module as it is first loaded: "import time: self | cumulative | name".
+    loaded = [line.rsplit("|", 1)[1].strip() for line in process.started if line.startswith("import time:")][1:]
+    core = [name for name in loaded if name == "core" or name.startswith("core.")]
+    assert sorted(core) == sorted(set(core)) and len(core) >= 8, f"core modules loaded: {core}"
+    assert "duoduel" not in loaded, "a module imported duoduel: it ran twice, as __main__ and as duoduel"
+    assert sum("relay route:" in line for line in process.started) == 1
+    await relay_one_frame(process)
