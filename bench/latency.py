@@ -125,7 +125,7 @@ from bench.impair import Impairment, Link  # noqa: E402
 from bench.netpath import NetPath, missing_netpath, shape_option  # noqa: E402
 
 LISTENING = re.compile(r"listening on (https?)://[^ ]*:(\d+)/")
-FRAME_MS = 20
+FRAME_MS = 20  # a page's frames unless its stats say otherwise (10 ms where its Opus encoder takes them)
 QUANTUM = 128  # samples per render quantum
 TARGETS = {"mouth_to_ear_p50_ms": 40, "dropouts": 0.005, "kbit_s": 40}
 LINKS = ("good", "jitter", "stalls", "cut")
@@ -384,7 +384,8 @@ def write_arrivals(path: Path, receiver: dict, meta: dict) -> None:
     if not rows:
         return
     base = int(rows[0][2]) // QUANTUM * QUANTUM
-    lines = ["# " + json.dumps({**meta, "sampleRate": receiver["arrivalRate"], "quantum": QUANTUM, "frameMs": FRAME_MS}),
+    frame_ms = (receiver["stats"][-1]["raw"] or {}).get("frameMs") or FRAME_MS
+    lines = ["# " + json.dumps({**meta, "sampleRate": receiver["arrivalRate"], "quantum": QUANTUM, "frameMs": frame_ms}),
              "playback,seq,clock,samples"]
     lines += [f"{int(playback)},{int(seq)},{int(clock) - base},{int(samples)}" for playback, seq, clock, samples in rows]
     path.write_text("\n".join(lines) + "\n")
@@ -435,10 +436,11 @@ def increase(counts: list[int]) -> int:
     return sum(b - a if b >= a else b for a, b in zip(counts, counts[1:]))
 
 
-def gaps(capture_times: list[float]) -> int:
-    """Frames missing from a sequence of 20 ms frames, judged by their capture times."""
+def gaps(capture_times: list[float], frame_ms: float = FRAME_MS) -> int:
+    """Frames missing from a sequence of frames of frame_ms, judged by their capture times (with DTX, the frames of
+    the pauses too)."""
     ordered = sorted(capture_times)
-    return sum(max(0, round((b - a) / FRAME_MS) - 1) for a, b in zip(ordered, ordered[1:]))
+    return sum(max(0, round((b - a) / frame_ms) - 1) for a, b in zip(ordered, ordered[1:]))
 
 
 def first_change(stats: list[dict], counter) -> float | None:
@@ -546,7 +548,8 @@ def direction(sender: dict, receiver: dict, start: float, end: float, period_ms:
     concealed = increase([st["concealed"] for st in stats])
     underruns = increase([st["underruns"] for st in stats])
     span_s = (last["t"] - first["t"]) / 1000
-    expected = span_s * 1000 / FRAME_MS
+    frame_ms = (last["raw"] or {}).get("frameMs") or FRAME_MS  # the sender's, as the receiver's playout plays them
+    expected = span_s * 1000 / frame_ms
     raw_first, raw_last = first["raw"] or {}, last["raw"] or {}
     delta = lambda key: (raw_last.get(key, 0) or 0) - (raw_first.get(key, 0) or 0)  # noqa: E731
     to_node = [h["rendered"] - s["t"] for s, h in pairs]
@@ -578,9 +581,9 @@ def direction(sender: dict, receiver: dict, start: float, end: float, period_ms:
             "dropped": increase([st["dropped"] for st in stats]), "resyncs": delta("resyncs"),
             "drops": delta("drops"), "inserts": delta("inserts"),
             # Where missing frames went missing: never captured, never sent, or lost on the way.
-            "not_captured": gaps([m["capture"] for m in sender["toMain"] if start <= m["capture"] < end]),
-            "not_sent": gaps([f["capture"] for f in sender["sent"] if start <= f["capture"] < end]),
-            "not_received": gaps([f["capture"] for f in frames]),
+            "not_captured": gaps([m["capture"] for m in sender["toMain"] if start <= m["capture"] < end], frame_ms),
+            "not_sent": gaps([f["capture"] for f in sender["sent"] if start <= f["capture"] < end], frame_ms),
+            "not_received": gaps([f["capture"] for f in frames], frame_ms),
         },
         # The page's counters from the partner's first frame to the end, warm-up included.
         "whole_call": {
@@ -592,6 +595,7 @@ def direction(sender: dict, receiver: dict, start: float, end: float, period_ms:
             "first_late_s": first_change(receiver["stats"], lambda st: (st["raw"] or {}).get("late") or 0),
             "first_decoder_drop_s": first_change(receiver["stats"], lambda st: st.get("decoderDrops") or 0),
         },
+        "frame_ms": frame_ms,
         "kbit_s": round(sum(f["bytes"] for f in frames) * 8 / seconds / 1000, 1),
         "stall_recovery": stall_recovery(sender, receiver, output, stalls or [], period_ms),
     }
