@@ -81,7 +81,8 @@ keeps such recordings; `node bench/replay-traces.js` plays them through the jitt
 is OLD_DIR (duoduel.py --static; e.g. `git archive main static | tar -x -C /tmp/old`, then /tmp/old/static;
 "call": "duoduel-old") and one on this one ("duoduel"), the old first in odd runs and the new first in even ones
 (of two calls in a row, the second measured 2 to 3 ms later on loopback with the same page twice), so that both
-see the same machine. The last object gives each build's medians and pooled figures, as for --call.
+see the same machine. The last object gives each build's medians and pooled figures, as for --call. With
+--call duoduel,webrtc the plain WebRTC call is measured in each run too (old, new, WebRTC; reversed in even runs).
 
 --room-members K (K >= 3): K pages (a, b, c, ...; --browsers may name K engines, missing ones are
 chromium) join one group room. All are muted but one speaker at a time, in turn: each speaks for --seconds
@@ -936,9 +937,9 @@ def main() -> None:
     if not set(calls) <= {"duoduel", "webrtc"}:
         raise SystemExit("latency bench: --call takes duoduel or webrtc, or both: duoduel,webrtc")
     if args.compare_static is not None:
-        if calls != ["duoduel"]:
-            raise SystemExit("latency bench: --compare-static compares two duoduel pages; leave out --call")
-        calls = ["duoduel-old", "duoduel"]
+        if "duoduel" not in calls:
+            raise SystemExit("latency bench: --compare-static compares two duoduel pages: --call must name duoduel")
+        calls = ["duoduel-old"] + calls  # with webrtc too: old, new and WebRTC in each run
     if ("webrtc" in calls or args.path is not None) and (args.link != "good" or args.room_members > 2):
         raise SystemExit("latency bench: --call webrtc and --path are for a call of two; leave out --link and --room-members")
     if args.path is not None and (reason := missing_netpath()):
