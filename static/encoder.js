@@ -10,15 +10,15 @@
 // Opus input's media timestamp, which is how an encoded chunk finds its frame again.
 //
 // DTX (usedtx): while the person is silent, the Opus encoder codes a frame only now and then (every 400 ms)
-// and the others as a packet of a byte or two that says "nothing" (RFC 6716's DTX; an encoder may also skip
-// their output): we send neither, so about half the frames of a conversation are never sent. Their numbers
+// and the others as packets that code no audio (RFC 6716's DTX: the TOC byte alone, padded to the size of
+// the others at a constant bitrate; an encoder may also skip their output): we send none of them, so about
+// half the frames of a conversation are never sent. Their numbers
 // stay unused: the partner's playout, after the silent frame that came last, takes the gap for silence.
 import { CODEC_OPUS, CODEC_PCM16, FRAME_MS, FRAME_MS_CHOICES, OPUS_BITRATE } from './constants.js';
-import { encodeFrame } from './frame.js';
+import { encodeFrame, opusCodesNoAudio } from './frame.js';
 import { floatToPcm16 } from './pcm.js';
 import { Resampler } from './resampler.js';
 
-const DTX_MAX_BYTES = 2; // an Opus packet this short codes no audio: DTX (as WebRTC's encoder takes it)
 const CHUNK_EARLY_US = 1000; // a chunk's timestamp is its frame's, or before it (Firefox: 6.5 ms before)
 const MAX_CODEC_QUEUE = 3; // frames waiting in the encoder before we drop instead of queueing
 const PENDING_LIMIT = 64;
@@ -118,7 +118,7 @@ export class FrameEncoder {
     this._fifoLevel = 0;
     this.overloadDrops = 0; // frames dropped because the encoder was MAX_CODEC_QUEUE frames behind
     this.unmatchedChunks = 0; // encoded chunks whose timestamp named no frame we gave the encoder
-    this.dtxFrames = 0; // frames of silence in DTX, not sent: a packet of DTX_MAX_BYTES or none at all
+    this.dtxFrames = 0; // frames of silence in DTX, not sent: a packet that codes no audio, or none at all
     if (opusConfig) this._openOpus(opusConfig);
   }
 
@@ -234,12 +234,12 @@ export class FrameEncoder {
     if (!info) this.unmatchedChunks++;
     else this._forgetSkipped(index);
     if (!info || info.muted) return;
-    if (chunk.byteLength <= DTX_MAX_BYTES) {
+    const payload = new Uint8Array(chunk.byteLength);
+    chunk.copyTo(payload);
+    if (opusCodesNoAudio(payload)) {
       this.dtxFrames++;
       return;
     }
-    const payload = new Uint8Array(chunk.byteLength);
-    chunk.copyTo(payload);
     // captureTime is that of the frame's first sample, so the encoder's delay counts as latency.
     this._onFrame(encodeFrame({
       codec: CODEC_OPUS, seq: index, sampleRate: this._encodeRate, captureTime: info.captureTime, payload,
