@@ -21,11 +21,11 @@ import { floatToPcm16 } from './pcm.js';
 import { Resampler } from './resampler.js';
 
 // Off: in Chromium with usedtx, a call of ticks every 500 ms (silence between) lost 1,116 of 1,200 frames as encoder
-// overload (encodeQueueSize stayed over MAX_CODEC_QUEUE, as if the frames left out never left the queue), so nothing
+// overload (encodeQueueSize stayed over MAX_CODEC_QUEUE_MS, as if the frames left out never left the queue), so nothing
 // was heard. The receiver takes DTX's gaps for silence already (playout.js); the sender waits for a fix of that check.
 const USE_DTX = false;
 const CHUNK_EARLY_US = 1000; // a chunk's timestamp is its frame's, or before it (Firefox: 6.5 ms before)
-const MAX_CODEC_QUEUE = 3; // frames waiting in the encoder before we drop instead of queueing
+const MAX_CODEC_QUEUE_MS = 60; // frames waiting in the encoder before we drop instead of queueing (3 of 20 ms)
 const PENDING_LIMIT = 400; // frames in the encoder, or left out by its DTX since its last chunk: 4 s of 10 ms frames
 // The rates Opus encodes at natively. At any other context rate (44.1 kHz is common) we resample to
 // 48 kHz ourselves: the browser's encoder would otherwise resample through a FIFO that holds each
@@ -121,7 +121,7 @@ export class FrameEncoder {
     this._resampler = null; // context rate -> encode rate, when they differ
     this._fifo = null; // resampled samples not yet in a frame
     this._fifoLevel = 0;
-    this.overloadDrops = 0; // frames dropped because the encoder was MAX_CODEC_QUEUE frames behind
+    this.overloadDrops = 0; // frames dropped because the encoder was MAX_CODEC_QUEUE_MS behind
     this.unmatchedChunks = 0; // encoded chunks whose timestamp named no frame we gave the encoder
     this.dtxFrames = 0; // frames of silence in DTX, not sent: a packet that codes no audio, or none at all
     if (opusConfig) this._openOpus(opusConfig);
@@ -204,7 +204,7 @@ export class FrameEncoder {
     const encoder = this._encoder;
     const index = this._frames++;
     if (encoder.state !== 'configured') return;
-    if (encoder.encodeQueueSize > MAX_CODEC_QUEUE) {
+    if (encoder.encodeQueueSize * this.frameMs > MAX_CODEC_QUEUE_MS) {
       this.overloadDrops++; // overloaded: drop rather than add delay
       return;
     }

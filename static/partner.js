@@ -14,10 +14,11 @@ import { pcm16ToFloat } from './pcm.js';
 import { RateMeter } from './rate-meter.js';
 import { Resampler } from './resampler.js';
 
-const MAX_CODEC_QUEUE = 3; // frames waiting in the decoder before we drop (the jitter buffer conceals)
+// In ms of frames (3 and 10 frames of 20 ms), so that 10 ms frames may wait as long as 20 ms ones did.
+const MAX_CODEC_QUEUE_MS = 60; // waiting in the decoder before we drop (the jitter buffer conceals)
 // Until a new decoder's first output: Firefox's first output comes several frames late (issue 11), and
 // dropping the frames that queue meanwhile showed as up to 4 lost frames at the start of Firefox calls.
-const MAX_STARTING_CODEC_QUEUE = 10;
+const MAX_STARTING_CODEC_QUEUE_MS = 200;
 const PENDING_LIMIT = 64;
 
 export class PartnerPlayback {
@@ -39,7 +40,7 @@ export class PartnerPlayback {
     this._decodeIndex = 0;
     this._decodeSeq = new Map(); // decode index -> seq
     this._resampler = null;
-    this._decoderDrops = 0; // frames dropped because the decoder was MAX_CODEC_QUEUE frames behind
+    this._decoderDrops = 0; // frames dropped because the decoder was MAX_CODEC_QUEUE_MS behind
     this._decoderStarted = false; // the decoder has produced its first output
     this._stats = null; // latest stats posted by the playback worklet
     this._playoutMs = 0; // the latest interval's playout delay that was measured on audio (see the worklet)
@@ -95,7 +96,8 @@ export class PartnerPlayback {
         return;
       }
     }
-    if (this._decoder.decodeQueueSize > (this._decoderStarted ? MAX_CODEC_QUEUE : MAX_STARTING_CODEC_QUEUE)) {
+    const queueMs = this._decoderStarted ? MAX_CODEC_QUEUE_MS : MAX_STARTING_CODEC_QUEUE_MS;
+    if (this._decoder.decodeQueueSize * this.frameMs > queueMs) {
       this._decoderDrops++;
       return;
     }
