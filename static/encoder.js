@@ -20,9 +20,10 @@ import { encodeFrame, opusCodesNoAudio } from './frame.js';
 import { floatToPcm16 } from './pcm.js';
 import { Resampler } from './resampler.js';
 
-// Off: in Chromium with usedtx, a call of ticks every 500 ms (silence between) lost 1,116 of 1,200 frames as encoder
-// overload (encodeQueueSize stayed over MAX_CODEC_QUEUE_MS, as if the frames left out never left the queue), so nothing
-// was heard. The receiver takes DTX's gaps for silence already (playout.js); the sender waits for a fix of that check.
+// Off: in Chromium with usedtx, a call of ticks every 500 ms (silence between) counted 1,116 of 1,200 frames as
+// encoderDrops (overloadDrops + unmatchedChunks: which of the two was not told apart; if overload, the frames DTX
+// leaves out would never leave encodeQueueSize), and nothing was heard. The receiver takes DTX's gaps for silence
+// already (playout.js); the sender waits for that to be found and fixed.
 const USE_DTX = false;
 const CHUNK_EARLY_US = 1000; // a chunk's timestamp is its frame's, or before it (Firefox: 6.5 ms before)
 const MAX_CODEC_QUEUE_MS = 60; // frames waiting in the encoder before we drop instead of queueing (3 of 20 ms)
