@@ -238,7 +238,7 @@ export class FrameEncoder {
     const info = this._pending.get(index);
     this._pending.delete(index);
     if (!info) this.unmatchedChunks++;
-    else this._forgetSkipped(index);
+    else if (this.dtx) this._forgetSkipped(index);
     if (!info || info.muted) return;
     const payload = new Uint8Array(chunk.byteLength);
     chunk.copyTo(payload);
