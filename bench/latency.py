@@ -82,7 +82,8 @@ keeps such recordings; `node bench/replay-traces.js` plays them through the jitt
 is OLD_DIR (duoduel.py --static; e.g. `git archive main static | tar -x -C /tmp/old`, then /tmp/old/static;
 "call": "duoduel-old") and one on this one ("duoduel"), the old first in odd runs and the new first in even ones
 (of two calls in a row, the second measured 2 to 3 ms later on loopback with the same page twice), so that both
-see the same machine. The last object gives each build's medians and pooled figures, as for --call.
+see the same machine. The last object gives each build's medians and pooled figures, as for --call. With
+--call duoduel,webrtc the plain WebRTC call is measured in each run too (old, new, WebRTC; reversed in even runs).
 
 --room-members K (K >= 3): K pages (a, b, c, ...; --browsers may name K engines, missing ones are
 chromium) join one group room. All are muted but one speaker at a time, in turn: each speaks for --seconds
@@ -126,7 +127,7 @@ from bench.impair import Impairment, Link  # noqa: E402
 from bench.netpath import NetPath, missing_netpath, shape_option  # noqa: E402
 
 LISTENING = re.compile(r"listening on (https?)://[^ ]*:(\d+)/")
-FRAME_MS = 20
+FRAME_MS = 20  # a page's frames unless its stats say otherwise (10 ms where its Opus encoder takes them)
 QUANTUM = 128  # samples per render quantum
 TARGETS = {"mouth_to_ear_p50_ms": 40, "dropouts": 0.005, "kbit_s": 40}
 LINKS = ("good", "jitter", "stalls", "cut")
@@ -385,7 +386,8 @@ def write_arrivals(path: Path, receiver: dict, meta: dict) -> None:
     if not rows:
         return
     base = int(rows[0][2]) // QUANTUM * QUANTUM
-    header = {**meta, "sampleRate": receiver["arrivalRate"], "quantum": QUANTUM, "frameMs": FRAME_MS}
+    frame_ms = (receiver["stats"][-1]["raw"] or {}).get("frameMs") or FRAME_MS
+    header = {**meta, "sampleRate": receiver["arrivalRate"], "quantum": QUANTUM, "frameMs": frame_ms}
     lines = ["# " + json.dumps(header), "playback,seq,clock,samples"]
     lines += [f"{int(playback)},{int(seq)},{int(clock) - base},{int(samples)}" for playback, seq, clock, samples in rows]
     path.write_text("\n".join(lines) + "\n")
@@ -436,10 +438,11 @@ def increase(counts: list[int]) -> int:
     return sum(b - a if b >= a else b for a, b in zip(counts, counts[1:]))
 
 
-def gaps(capture_times: list[float]) -> int:
-    """Frames missing from a sequence of 20 ms frames, judged by their capture times."""
+def gaps(capture_times: list[float], frame_ms: float = FRAME_MS) -> int:
+    """Frames missing from a sequence of frames of frame_ms, judged by their capture times (with DTX, the frames of
+    the pauses too)."""
     ordered = sorted(capture_times)
-    return sum(max(0, round((b - a) / FRAME_MS) - 1) for a, b in zip(ordered, ordered[1:]))
+    return sum(max(0, round((b - a) / frame_ms) - 1) for a, b in zip(ordered, ordered[1:]))
 
 
 def first_change(stats: list[dict], counter) -> float | None:
@@ -547,7 +550,8 @@ def direction(sender: dict, receiver: dict, start: float, end: float, period_ms:
     concealed = increase([st["concealed"] for st in stats])
     underruns = increase([st["underruns"] for st in stats])
     span_s = (last["t"] - first["t"]) / 1000
-    expected = span_s * 1000 / FRAME_MS
+    frame_ms = (last["raw"] or {}).get("frameMs") or FRAME_MS  # the sender's, as the receiver's playout plays them
+    expected = span_s * 1000 / frame_ms
     raw_first, raw_last = first["raw"] or {}, last["raw"] or {}
     delta = lambda key: (raw_last.get(key, 0) or 0) - (raw_first.get(key, 0) or 0)  # noqa: E731
     to_node = [h["rendered"] - s["t"] for s, h in pairs]
@@ -579,9 +583,9 @@ def direction(sender: dict, receiver: dict, start: float, end: float, period_ms:
             "dropped": increase([st["dropped"] for st in stats]), "resyncs": delta("resyncs"),
             "drops": delta("drops"), "inserts": delta("inserts"),
             # Where missing frames went missing: never captured, never sent, or lost on the way.
-            "not_captured": gaps([m["capture"] for m in sender["toMain"] if start <= m["capture"] < end]),
-            "not_sent": gaps([f["capture"] for f in sender["sent"] if start <= f["capture"] < end]),
-            "not_received": gaps([f["capture"] for f in frames]),
+            "not_captured": gaps([m["capture"] for m in sender["toMain"] if start <= m["capture"] < end], frame_ms),
+            "not_sent": gaps([f["capture"] for f in sender["sent"] if start <= f["capture"] < end], frame_ms),
+            "not_received": gaps([f["capture"] for f in frames], frame_ms),
         },
         # The page's counters from the partner's first frame to the end, warm-up included.
         "whole_call": {
@@ -593,6 +597,7 @@ def direction(sender: dict, receiver: dict, start: float, end: float, period_ms:
             "first_late_s": first_change(receiver["stats"], lambda st: (st["raw"] or {}).get("late") or 0),
             "first_decoder_drop_s": first_change(receiver["stats"], lambda st: st.get("decoderDrops") or 0),
         },
+        "frame_ms": frame_ms,
         "kbit_s": round(sum(f["bytes"] for f in frames) * 8 / seconds / 1000, 1),
         "stall_recovery": stall_recovery(sender, receiver, output, stalls or [], period_ms),
     }
@@ -934,9 +939,9 @@ def main() -> None:
     if not set(calls) <= {"duoduel", "webrtc"}:
         raise SystemExit("latency bench: --call takes duoduel or webrtc, or both: duoduel,webrtc")
     if args.compare_static is not None:
-        if calls != ["duoduel"]:
-            raise SystemExit("latency bench: --compare-static compares two duoduel pages; leave out --call")
-        calls = ["duoduel-old", "duoduel"]
+        if "duoduel" not in calls:
+            raise SystemExit("latency bench: --compare-static compares two duoduel pages: --call must name duoduel")
+        calls = ["duoduel-old"] + calls  # with webrtc too: old, new and WebRTC in each run
     if ("webrtc" in calls or args.path is not None) and (args.link != "good" or args.room_members > 2):
         raise SystemExit("latency bench: --call webrtc and --path are for a call of two; leave out --link and --room-members")
     if args.path is not None and (reason := missing_netpath()):

@@ -4,7 +4,7 @@
 usage: python bench/relay.py (--url ws://127.0.0.1:PORT/ws --server-pid PID | --spawn-server [--server PATH] [--server-args "..."]
                               [--servers K [--redis]] [--tls] [--proxy nginx[:SITE]] [--routes R,...] [--rounds N])
                              (--pairs N | --rooms N [--room-members K] [--frozen F]) --seconds T [--frame-bytes 1920]
-                             [--rate 50] [--procs P] [--cpu 1]
+                             [--rate 50] [--procs P] [--cpu 1] [--conversation [--dtx]]
 
 Prints one JSON object of measured figures. Every frame is a frame.js header followed by a payload whose first
 16 bytes are (client id u32, sequence u32, send time u64 = time.monotonic_ns(), system-wide on Linux), so each
@@ -28,6 +28,12 @@ The proxy's workers run on the servers' core; their CPU per relayed frame is rep
 --proxy nginx:SITE runs another site file in the deploy file's form (e.g. with one directive changed) as a route of
 its own, to compare in one run. With --callgrind the servers run under valgrind, and the figures to compare are
 their user-space instructions per relayed frame, which the machine's other load changes far less than seconds.
+--conversation: each client talks in spurts and pauses instead of sending every frame, on P.59's model of a
+conversation's speech (ITU-T P.59: talk spurts of 1.004 s and pauses of 1.587 s on average, here each drawn from an
+exponential distribution, a random stream per client): without --dtx a page still sends every frame of a pause
+(the encoder codes the silence), with --dtx it sends what Opus's DTX does: the frames of the pause's first 200 ms,
+then one every 400 ms. server_core_percent_per_call is the server's CPU per call, in % of a core: a call's cost,
+to compare between frame durations (--rate 50 or 100, --frame-bytes 70 or 35 at 28 kbit/s) and with and without DTX.
 One more route is one more entry in ROUTES: a function that starts what its clients go through and returns an
 Endpoint (their URLs, duoduel's processes, the proxy's); a script may add one and call main(). The clients speak
 WebSocket, over TLS for a wss:// URL: a route over another transport brings a client of its own too.
@@ -35,7 +41,8 @@ WebSocket, over TLS for a wss:// URL: a route over another transport brings a cl
 
 from __future__ import annotations
 
-import argparse, asyncio, base64, contextlib, hashlib, ipaddress, json, multiprocessing as mp, os, resource, shlex, signal
+import argparse, asyncio, base64, contextlib, hashlib, ipaddress, json, multiprocessing as mp, os, random, resource, shlex
+import signal
 import socket, ssl, statistics, struct, subprocess, sys, tempfile, time, traceback, urllib.request
 from array import array
 from collections.abc import Callable
@@ -54,6 +61,8 @@ HEADER = struct.Struct("<BBHId")  # frame.js: version, codec (0 = PCM16), seq u1
 BENCH = struct.Struct("<IIQ")  # start of payload: client id, seq (0 = hello), send time (monotonic ns)
 CONNECT_TIMEOUT = 15.0
 DRAIN_SECONDS = 3.0
+TALK_S, PAUSE_S = 1.004, 1.587  # --conversation: mean talk spurt and pause (ITU-T P.59)
+DTX_HANGOVER_S, DTX_UPDATE_S = 0.2, 0.4  # --dtx: Opus sends a pause's first 200 ms, then a frame every 400 ms
 HANDSHAKES_IN_FLIGHT = 64  # stay under the listen backlog (100) so no SYN is dropped and retried after 1 s
 ROOT = Path(__file__).resolve().parent.parent
 SERVER_SCRIPT = ROOT / "duoduel.py"
@@ -257,11 +266,42 @@ async def open_wire(c: Client, url: str, gate: asyncio.Semaphore, tally: Tally,
         return None
 
 
-async def send_frames(c: Client, t0: int, end: int, period: int, phase: int, size: int, tally: Tally) -> None:
-    """Send one frame per period on absolute deadlines (no drift) from t0 + phase until end."""
+class Talker:
+    """--conversation: whether a client's page sends the frame due at a time, as it talks in spurts and pauses."""
+
+    def __init__(self, cid: int, dtx: bool) -> None:
+        self._random = random.Random(cid)
+        self._dtx = dtx
+        self._talking = self._random.random() < TALK_S / (TALK_S + PAUSE_S)
+        self._since = 0.0
+        self._until = self._random.expovariate(1 / (TALK_S if self._talking else PAUSE_S))
+        self._next_update = 0.0
+
+    def sends(self, t: float) -> bool:
+        """Whether the frame due t seconds into the window is sent (call with t increasing)."""
+        while t >= self._until:
+            self._talking = not self._talking
+            self._since = self._until
+            self._until += self._random.expovariate(1 / (TALK_S if self._talking else PAUSE_S))
+            self._next_update = self._since + DTX_HANGOVER_S
+        if self._talking or not self._dtx or t < self._since + DTX_HANGOVER_S:
+            return True
+        if t < self._next_update:
+            return False
+        self._next_update += DTX_UPDATE_S
+        return True
+
+
+async def send_frames(c: Client, t0: int, end: int, period: int, phase: int, size: int, tally: Tally,
+                      talker: Talker | None = None) -> None:
+    """Send one frame per period on absolute deadlines (no drift) from t0 + phase until end (with a talker, only
+    the frames it sends)."""
     buf = bytearray(os.urandom(HEADER.size + size))  # random, so nothing downstream can shortcut it
     deadline, seq = t0 + phase, 0
     while deadline < end:
+        if talker is not None and not talker.sends((deadline - t0) / 1e9):
+            deadline += period
+            continue
         delay = deadline - time.monotonic_ns()
         if delay > 0:
             await asyncio.sleep(delay / 1e9)
@@ -325,7 +365,8 @@ async def run_worker(first: int, units: int, args: argparse.Namespace, pipe) -> 
     cpu0, wall0 = time.process_time(), time.monotonic()
     period, end = round(1e9 / args.rate), t0 + round(args.seconds * 1e9)
     spread = max(1, size * args.units)
-    await asyncio.gather(*(send_frames(c, t0, end, period, c.cid * period // spread, args.frame_bytes, tally)
+    await asyncio.gather(*(send_frames(c, t0, end, period, c.cid * period // spread, args.frame_bytes, tally,
+                                       Talker(c.cid, args.dtx) if args.conversation else None)
                            for c in talking))
     tally.sent = sum(c.sent for c in talking)
     tally.expected = tally.sent * (size - 1 - args.frozen)  # every frame goes to each of the sender's talking mates
@@ -818,6 +859,10 @@ def measure(args: argparse.Namespace, endpoint: Endpoint, notes: list[str]) -> d
         # A relayed frame is a delivered one: in a room of K, each frame sent is relayed K - 1 times.
         "server_cpu_us_per_relayed_frame": round(cpu * 1e6 / received, 2) if cpu is not None and received else None,
         "server_cpu_us_per_sent_frame": round(cpu * 1e6 / sent, 2) if cpu is not None and sent else None,
+        "server_core_percent_per_call": round(cpu * 100 / window / paired, 4) if cpu is not None and paired else None,
+        **({"conversation": {"talk_s": TALK_S, "pause_s": PAUSE_S, "dtx": args.dtx,
+                             "frames_sent_per_s_per_client": round(sent / window / (paired * size), 1)}}
+           if args.conversation else {}),
         **({"proxy_workers": len(proxy), "proxy_cpu_s": round(proxy_cpu, 3),
             "proxy_cpu_us_per_relayed_frame": round(proxy_cpu * 1e6 / received, 2) if received else None}
            if proxy_cpu is not None else {}),
@@ -876,6 +921,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--seconds", type=float, required=True)
     parser.add_argument("--frame-bytes", type=int, default=1920, help="payload bytes after the 16-byte header")
     parser.add_argument("--rate", type=float, default=50, help="frames per second per client")
+    parser.add_argument("--conversation", action="store_true",
+                        help="clients talk in spurts and pauses (ITU-T P.59's means), not all the time")
+    parser.add_argument("--dtx", action="store_true", help="with --conversation: pauses sent as Opus DTX sends them")
     parser.add_argument("--procs", type=int, default=0, help="generator processes (default: one per --cpu)")
     parser.add_argument("--cpu", type=cpu_list, default=[1], help="CPU list for the generator (default 1)")
     parser.add_argument("--server-pid", type=int, help="server process to read /proc figures from")
@@ -928,6 +976,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         parser.error("--url measures a server of yours; --spawn-server, --tls, --proxy and --rounds start the bench's own")
     if args.rounds < 1:
         parser.error("--rounds must be at least 1")
+    if args.dtx and not args.conversation:
+        parser.error("--dtx leaves out the frames of a conversation's pauses: give --conversation too")
     args.cafile = None  # set to the spawned servers' certificate (gen_cert.sh)
     args.start_timeout = 120 if args.callgrind else 10  # valgrind takes its time to start Python
     return args

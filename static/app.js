@@ -335,7 +335,7 @@ function drawStats() {
     `RTT ${whole(roundTrips.latest)} ms`,
     `jitter buffer ${whole(s.jitterMs)} ms`,
     `lost ${whole(s.lostFrames)}`,
-    `out ${s.codec} ${whole(s.kbpsOut)} kbit/s`,
+    `out ${s.codec} ${s.frameMs} ms${s.dtx ? ' DTX' : ''} ${whole(s.kbpsOut)} kbit/s`,
     `in ${s.partnerCodec || '–'} ${whole(s.kbpsIn)} kbit/s`,
     `≈ mouth-to-ear ${toEar}`,
     over(),

@@ -1,5 +1,5 @@
 // The browser audio pipeline, put together from its parts:
-//   capture.js   microphone -> capture worklet -> 20 ms frames with their capture time
+//   capture.js   microphone -> capture worklet -> 10 or 20 ms frames with their capture time
 //   encoder.js   frames -> Opus (WebCodecs) or PCM16 -> binary frames -> onFrame()
 //   partner.js   each remote member's binary frames -> decoder -> jitter buffer (playback worklet)
 //   mix.js       the members' volume, and the soft clip on the mix bus
@@ -15,7 +15,6 @@
 //
 // The binary frame format is in docs/protocol.md (Audio frames) and frame.js.
 import { Capture, openAudio, wallNow } from './capture.js';
-import { FRAME_MS } from './constants.js';
 import { chooseOpusConfig, FrameEncoder, opusRate } from './encoder.js';
 import { outputLatencyMs, RecentLeast } from './figures.js';
 import { MIX_HEADROOM, memberGain, softClipCurve } from './mix.js';
@@ -81,6 +80,7 @@ export class AudioSession {
       onFrame: (frame, captureTime) => this._send(frame, captureTime),
     });
     this._capture = new Capture(context, stream, {
+      frameMs: this._encoder.frameMs,
       onFrame: (samples, captureTime) => {
         if (this._closed) return;
         notify(this.measure.captured, samples, captureTime);
@@ -233,7 +233,8 @@ export class AudioSession {
    * The call's figures: what we send (codec, kbpsOut, captureToSendMs), what we play of the partner
    * (partnerCodec, kbpsIn, jitterMs, lostFrames, concealedFrames, droppedFrames, targetMs, underruns,
    * arrivalJitterMs, decoderDrops, playback: the jitter buffer's raw counters), encoderDrops (frames the
-   * encoder was too far behind to take, or whose chunk came back unrecognised), and the context's (frameMs,
+   * encoder was too far behind to take, or whose chunk came back unrecognised), dtx and dtxFrames (whether we
+   * leave out frames of silence, and how many we did), and the context's (frameMs: the duration of our frames,
    * outputLatencyMs: null where it cannot be read without risk of blocking, sampleRate, muted).
    */
   stats() {
@@ -253,8 +254,10 @@ export class AudioSession {
       arrivalJitterMs: partner ? partner.arrivalJitterMs : 0,
       decoderDrops: partner ? partner.decoderDrops : 0,
       encoderDrops: this._encoder.overloadDrops + this._encoder.unmatchedChunks,
+      dtx: this._encoder.dtx,
+      dtxFrames: this._encoder.dtxFrames,
       playback: partner ? partner.playback : null,
-      frameMs: FRAME_MS,
+      frameMs: this._encoder.frameMs,
       outputLatencyMs: outputLatencyMs(context, navigator.userAgent),
       captureToSendMs: this._captureToSend.least ?? 0,
       sampleRate: context.sampleRate,

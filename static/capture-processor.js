@@ -1,6 +1,6 @@
-// AudioWorkletProcessor 'capture-processor': cuts the microphone input into 20 ms frames at the
-// context's sample rate and posts each one (buffer transferred) with the context time of its first
-// sample. Also posts the mic level every CAPTURE_LEVEL_INTERVAL_S.
+// AudioWorkletProcessor 'capture-processor': cuts the microphone input into frames at the context's
+// sample rate (processorOptions.frameMs long, FRAME_MS by default) and posts each one (buffer transferred)
+// with the context time of its first sample. Also posts the mic level every CAPTURE_LEVEL_INTERVAL_S.
 //
 // Messages out: {type: 'frame', samples: Float32Array, time: seconds}
 //               {type: 'level', rms: 0..1}
@@ -10,9 +10,10 @@ import { CAPTURE_LEVEL_INTERVAL_S, FRAME_MS, RENDER_QUANTUM } from './constants.
 const POOL_SIZE = 8;
 
 class CaptureProcessor extends AudioWorkletProcessor {
-  constructor() {
+  constructor(options) {
     super();
-    this._frameLength = Math.round((sampleRate * FRAME_MS) / 1000);
+    const frameMs = (options && options.processorOptions && options.processorOptions.frameMs) || FRAME_MS;
+    this._frameLength = Math.round((sampleRate * frameMs) / 1000);
     this._pool = [];
     for (let i = 0; i < POOL_SIZE; i++) this._pool.push(new Float32Array(this._frameLength));
     this._frame = this._pool.pop();

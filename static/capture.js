@@ -1,9 +1,10 @@
 // The microphone and the audio graph: getUserMedia, the AudioContext, and the capture worklet, whose
-// 20 ms frames come out with the wall-clock time of their first sample (see capture-clock.js).
+// frames (10 or 20 ms) come out with the wall-clock time of their first sample (see capture-clock.js).
 //
 //   const { context, stream } = await openAudio();   // from a user gesture
-//   const capture = new Capture(context, stream, { onFrame(samples, captureTime) {...}, onLevel(rms) {...} });
+//   const capture = new Capture(context, stream, { frameMs, onFrame(samples, captureTime) {...}, onLevel(rms) {...} });
 import { CaptureClock } from './capture-clock.js';
+import { FRAME_MS } from './constants.js';
 
 const MIC_CONSTRAINTS = {
   audio: { echoCancellation: true, noiseSuppression: true, autoGainControl: true, channelCount: 1 },
@@ -50,12 +51,13 @@ export class Capture {
    * @param {AudioContext} context
    * @param {MediaStream} stream
    * @param {object} handlers
-   * @param {(samples: Float32Array, captureTime: number) => void} handlers.onFrame a 20 ms frame at the
+   * @param {number} [handlers.frameMs] the frames' duration (FRAME_MS by default)
+   * @param {(samples: Float32Array, captureTime: number) => void} handlers.onFrame a frame at the
    *   context rate and the wall-clock ms of its first sample; the samples go back to the worklet after
    *   the call, so copy what you keep
    * @param {(rms: number) => void} handlers.onLevel the mic level, 0..1, about 20 times a second
    */
-  constructor(context, stream, { onFrame, onLevel }) {
+  constructor(context, stream, { frameMs = FRAME_MS, onFrame, onLevel }) {
     this.context = context;
     this._stream = stream;
     this._onFrame = onFrame;
@@ -69,6 +71,7 @@ export class Capture {
       channelCount: 1,
       channelCountMode: 'explicit',
       channelInterpretation: 'speakers',
+      processorOptions: { frameMs },
     });
     this._node.port.onmessage = (event) => this._onMessage(event.data);
     this._source.connect(this._node);

@@ -1,7 +1,14 @@
 // Concealment (NetEQ's expand): while no frame is there to play, the last frame played is played on, back and
 // forth from its end so that the waveform continues without a jump, fading to silence within CONCEAL_FADE_MS.
 // The same fading source is what a frame that follows concealment or silence is crossfaded from (merge).
+//
+// A silent frame (every sample under SILENT_PEAK) is what Opus decodes before its DTX stops sending: frames that
+// are missing after it were most likely never sent, so its concealment is silence, not counted as concealment,
+// and the playout counts no loss for them (see Playout).
 import { CONCEAL_FADE_MS } from './constants.js';
+
+/** A frame whose samples all stay under this (-46 dBFS) is silence: the sender may be in DTX after it. */
+export const SILENT_PEAK = 0.005;
 
 export class Concealer {
   /**
@@ -14,13 +21,21 @@ export class Concealer {
     this.fadeSamples = Math.max(1, Math.round((sampleRate * CONCEAL_FADE_MS) / 1000));
     this._position = this.fadeSamples; // samples given since armed: faded out until armed
     this.concealedSamples = 0; // audible concealment given, over the stream's life
+    this.silent = false; // the armed frame is silence
   }
 
   /** Conceal from this frame (the one just put in line to play) from now on, at full level. */
   arm(samples, length) {
     if (length < 2) return;
     const n = Math.min(length, this._frame.length);
-    for (let i = 0; i < n; i++) this._frame[i] = samples[i];
+    let peak = 0;
+    for (let i = 0; i < n; i++) {
+      const v = samples[i];
+      this._frame[i] = v;
+      if (v > peak) peak = v;
+      else if (-v > peak) peak = -v;
+    }
+    this.silent = peak < SILENT_PEAK;
     this._length = n;
     this._position = 0;
   }
@@ -38,7 +53,7 @@ export class Concealer {
     const m = (this._position + 1) % period;
     const index = m <= n - 1 ? n - 1 - m : m - (n - 1);
     this._position++;
-    this.concealedSamples++;
+    if (!this.silent) this.concealedSamples++;
     return this._frame[index] * (1 - this._position / this.fadeSamples);
   }
 }

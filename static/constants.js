@@ -1,8 +1,10 @@
 // Shared constants for the page, the audio modules and the AudioWorklet processors.
 // The wire format itself is described in docs/protocol.md and implemented in frame.js.
 
-/** Duration of one audio frame on the wire, in milliseconds. */
+/** Duration of one audio frame on the wire, in milliseconds: the fallback (PCM16, and encoders without 10 ms). */
 export const FRAME_MS = 20;
+/** Frame durations we send, best first: 10 ms where the browser's Opus encoder takes it (encoder.js). */
+export const FRAME_MS_CHOICES = Object.freeze([10, 20]);
 
 /** Binary frame header: version, codec, seq, sample rate, capture time. */
 export const FRAME_HEADER_BYTES = 16;

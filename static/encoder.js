@@ -1,19 +1,33 @@
-// Our side of the call on the wire: captured 20 ms frames -> Opus (WebCodecs) or PCM16 -> binary frames.
+// Our side of the call on the wire: captured frames (10 or 20 ms) -> Opus (WebCodecs) or PCM16 -> binary frames.
 //
-//   const encoder = new FrameEncoder({ contextRate, opusConfig: await chooseOpusConfig(rate), onFrame });
+//   const opusConfig = await chooseOpusConfig(rate);          // 10 ms frames where the encoder takes them
+//   const encoder = new FrameEncoder({ contextRate, opusConfig, onFrame });
+//   encoder.frameMs;                                          // what the capture worklet must cut
 //   encoder.encode(samples, captureTime);  // every captured frame, muted or not
 //
 // One sequence counter numbers the frames in capture order, muted ones included, so the partner's
 // jitter buffer sees a gap in time, not a burst of late frames, when we unmute. The same counter is the
 // Opus input's media timestamp, which is how an encoded chunk finds its frame again.
-import { CODEC_OPUS, CODEC_PCM16, FRAME_MS, OPUS_BITRATE } from './constants.js';
-import { encodeFrame } from './frame.js';
+//
+// DTX (usedtx): while the person is silent, the Opus encoder codes a frame only now and then (every 400 ms)
+// and the others as packets that code no audio (RFC 6716's DTX: the TOC byte alone, padded to the size of
+// the others at a constant bitrate; Chromium's encoder gives no chunk at all for them, and none of the 400 ms
+// updates either: 100 frames of 10 ms in, 10 of tone and then silence, gave 23 chunks): we send none of them, so
+// about half the frames of a conversation are never sent. Their numbers
+// stay unused: the partner's playout, after the silent frame that came last, takes the gap for silence.
+import { CODEC_OPUS, CODEC_PCM16, FRAME_MS, FRAME_MS_CHOICES, OPUS_BITRATE } from './constants.js';
+import { encodeFrame, opusCodesNoAudio } from './frame.js';
 import { floatToPcm16 } from './pcm.js';
 import { Resampler } from './resampler.js';
 
-const FRAME_US = FRAME_MS * 1000; // media timestamps: one frame = 20 000 us
-const MAX_CODEC_QUEUE = 3; // frames waiting in the encoder before we drop instead of queueing
-const PENDING_LIMIT = 64;
+// Off: in Chromium with usedtx, a call of ticks every 500 ms (silence between) counted 1,116 of 1,200 frames as
+// encoderDrops (overloadDrops + unmatchedChunks: which of the two was not told apart; if overload, the frames DTX
+// leaves out would never leave encodeQueueSize), and nothing was heard. The receiver takes DTX's gaps for silence
+// already (playout.js); the sender waits for that to be found and fixed.
+const USE_DTX = false;
+const CHUNK_EARLY_US = 1000; // a chunk's timestamp is its frame's, or before it (Firefox: 6.5 ms before)
+const MAX_CODEC_QUEUE_MS = 60; // frames waiting in the encoder before we drop instead of queueing (3 of 20 ms)
+const PENDING_LIMIT = 400; // frames in the encoder, or left out by its DTX since its last chunk: 4 s of 10 ms frames
 // The rates Opus encodes at natively. At any other context rate (44.1 kHz is common) we resample to
 // 48 kHz ourselves: the browser's encoder would otherwise resample through a FIFO that holds each
 // frame until the next one arrives, one frame (20 ms) of delay.
@@ -29,28 +43,42 @@ export function opusRate(contextRate) {
 }
 
 /**
- * Encoder configs to try, best first. Constant bitrate first: Firefox's encoder in variable mode sends
- * about twice the target (54-63 kbit/s for 28), in constant mode exactly the target; Chromium's holds
- * the target either way. Browsers that do not know bitrateMode or an Opus option get the next one.
+ * Encoder configs to try, best first: each frame duration of FRAME_MS_CHOICES (10 ms first: half the
+ * packetization delay, and half the frame the partner's buffer holds), and for each, constant bitrate
+ * first: Firefox's encoder in variable mode sends about twice the target (54-63 kbit/s for 28), in
+ * constant mode exactly the target; Chromium's holds the target either way. Browsers that do not know
+ * bitrateMode or an Opus option get the next one.
  */
-export function opusConfigCandidates(sampleRate, bitrate = OPUS_BITRATE) {
+export function opusConfigCandidates(sampleRate, bitrate = OPUS_BITRATE, frameChoices = FRAME_MS_CHOICES) {
   const base = { codec: 'opus', sampleRate, numberOfChannels: 1, bitrate };
-  const voip = { frameDuration: FRAME_US, complexity: 8, usedtx: false, application: 'voip', signal: 'voice' };
-  const plain = { frameDuration: FRAME_US, complexity: 8, usedtx: false };
-  return [
-    { ...base, bitrateMode: 'constant', opus: voip },
-    { ...base, bitrateMode: 'constant', opus: plain },
-    { ...base, bitrateMode: 'constant', opus: { frameDuration: FRAME_US } },
-    { ...base, opus: voip },
-    { ...base, opus: plain },
-    { ...base, opus: { frameDuration: FRAME_US } },
-  ];
+  return frameChoices.flatMap((frameMs) => {
+    const frameDuration = frameMs * 1000;
+    const voip = { frameDuration, complexity: 8, usedtx: USE_DTX, application: 'voip', signal: 'voice' };
+    const plain = { frameDuration, complexity: 8, usedtx: USE_DTX };
+    return [
+      { ...base, bitrateMode: 'constant', opus: voip },
+      { ...base, bitrateMode: 'constant', opus: plain },
+      { ...base, bitrateMode: 'constant', opus: { frameDuration } },
+      { ...base, opus: voip },
+      { ...base, opus: plain },
+      { ...base, opus: { frameDuration } },
+    ];
+  });
 }
 
-/** The first Opus config this browser takes (isConfigSupported says so), or null: then we send PCM16. */
-export async function chooseOpusConfig(sampleRate) {
+/** The frame duration, ms, that an encoder config (or null: PCM16) makes. */
+export function configFrameMs(opusConfig) {
+  return opusConfig ? opusConfig.opus.frameDuration / 1000 : FRAME_MS;
+}
+
+/**
+ * The first Opus config this browser takes (isConfigSupported says so), or null: then we send PCM16.
+ * @param {number} sampleRate
+ * @param {number[]} [frameChoices] frame durations to try, ms, best first
+ */
+export async function chooseOpusConfig(sampleRate, frameChoices = FRAME_MS_CHOICES) {
   if (typeof AudioEncoder === 'undefined' || typeof AudioData === 'undefined') return null;
-  for (const config of opusConfigCandidates(sampleRate)) {
+  for (const config of opusConfigCandidates(sampleRate, OPUS_BITRATE, frameChoices)) {
     try {
       const { supported, config: accepted } = await AudioEncoder.isConfigSupported(config);
       // A browser may answer "supported" while dropping a member it does not know: then it is not this one.
@@ -64,6 +92,11 @@ export async function chooseOpusConfig(sampleRate) {
   return null;
 }
 
+/** The frame an encoded chunk's timestamp (us) belongs to (see FrameEncoder._sendOpus). */
+export function chunkFrameIndex(timestampUs, frameUs) {
+  return Math.ceil((timestampUs - CHUNK_EARLY_US) / frameUs);
+}
+
 export class FrameEncoder {
   /**
    * @param {object} options
@@ -75,6 +108,11 @@ export class FrameEncoder {
   constructor({ contextRate, opusConfig, onFrame }) {
     this._contextRate = contextRate;
     this._onFrame = onFrame;
+    /** The duration of the frames encode() takes and sends, ms (the capture worklet cuts them). */
+    this.frameMs = configFrameMs(opusConfig);
+    /** Whether the encoder leaves out frames of silence (Opus DTX). */
+    this.dtx = Boolean(opusConfig && opusConfig.opus.usedtx);
+    this._frameUs = this.frameMs * 1000; // media timestamps: one frame
     this.muted = false;
     this.codec = 'pcm16';
     this._frames = 0; // the one counter: wire sequence number (mod 2^16) and Opus media timestamp
@@ -84,8 +122,9 @@ export class FrameEncoder {
     this._resampler = null; // context rate -> encode rate, when they differ
     this._fifo = null; // resampled samples not yet in a frame
     this._fifoLevel = 0;
-    this.overloadDrops = 0; // frames dropped because the encoder was MAX_CODEC_QUEUE frames behind
+    this.overloadDrops = 0; // frames dropped because the encoder was MAX_CODEC_QUEUE_MS behind
     this.unmatchedChunks = 0; // encoded chunks whose timestamp named no frame we gave the encoder
+    this.dtxFrames = 0; // frames of silence in DTX, not sent: a packet that codes no audio, or none at all
     if (opusConfig) this._openOpus(opusConfig);
   }
 
@@ -110,10 +149,10 @@ export class FrameEncoder {
   }
 
   _frameLength(rate) {
-    return Math.round((rate * FRAME_MS) / 1000);
+    return Math.round((rate * this.frameMs) / 1000);
   }
 
-  /** One captured frame (context rate, 20 ms) whose first sample was taken at captureTime (wall ms). */
+  /** One captured frame (context rate, this.frameMs) whose first sample was taken at captureTime (wall ms). */
   encode(samples, captureTime) {
     if (this._encoder && this._resampler) {
       this._resampleAndEncode(samples, captureTime);
@@ -166,7 +205,7 @@ export class FrameEncoder {
     const encoder = this._encoder;
     const index = this._frames++;
     if (encoder.state !== 'configured') return;
-    if (encoder.encodeQueueSize > MAX_CODEC_QUEUE) {
+    if (encoder.encodeQueueSize * this.frameMs > MAX_CODEC_QUEUE_MS) {
       this.overloadDrops++; // overloaded: drop rather than add delay
       return;
     }
@@ -179,7 +218,7 @@ export class FrameEncoder {
         sampleRate,
         numberOfFrames: samples.length,
         numberOfChannels: 1,
-        timestamp: index * FRAME_US,
+        timestamp: index * this._frameUs,
         data: samples,
       });
       encoder.encode(audio);
@@ -192,23 +231,39 @@ export class FrameEncoder {
 
   _sendOpus(chunk) {
     // Chromium's chunks carry their frame's timestamp. Firefox's (ESR 153) come one more than the frames,
-    // the first at 0 and then 6.5 ms (the Opus look-ahead) before each frame's: rounding to the nearest
-    // frame finds the right one in both, and the extra chunk at the end matches nothing.
-    const index = Math.round(chunk.timestamp / FRAME_US);
+    // the first at 0 and then 6.5 ms (the Opus look-ahead) before each frame's: the first frame that starts
+    // no more than 1 ms before a chunk's timestamp is the right one in both, at 10 and at 20 ms (rounding to
+    // the nearest frame was right at 20 ms only), and the extra chunk at the end matches nothing.
+    const index = chunkFrameIndex(chunk.timestamp, this._frameUs);
     const info = this._pending.get(index);
     this._pending.delete(index);
     if (!info) this.unmatchedChunks++;
+    else if (this.dtx) this._forgetSkipped(index);
     if (!info || info.muted) return;
     const payload = new Uint8Array(chunk.byteLength);
     chunk.copyTo(payload);
+    if (opusCodesNoAudio(payload)) {
+      this.dtxFrames++;
+      return;
+    }
     // captureTime is that of the frame's first sample, so the encoder's delay counts as latency.
     this._onFrame(encodeFrame({
       codec: CODEC_OPUS, seq: index, sampleRate: this._encodeRate, captureTime: info.captureTime, payload,
     }), info.captureTime);
   }
 
+  /** The frames before `index` still waiting got no chunk (chunks come in order): DTX left them out. */
+  _forgetSkipped(index) {
+    for (const [waiting] of this._pending) {
+      if (waiting > index) break;
+      this._pending.delete(waiting);
+      this.dtxFrames++;
+    }
+  }
+
   _fallBackToPcm() {
     this.codec = 'pcm16';
+    this.dtx = false;
     const encoder = this._encoder;
     this._encoder = null;
     this._pending.clear();

@@ -66,3 +66,50 @@ export function decodeFrame(data) {
   if (codec === CODEC_PCM16 && payload.byteLength % 2 !== 0) return null;
   return { version, codec, seq, sampleRate, captureTime, payload };
 }
+
+// Opus frame durations by TOC config (RFC 6716, 3.1), in ms: SILK 0-11, hybrid 12-15, CELT 16-31.
+const SILK_MS = [10, 20, 40, 60];
+const HYBRID_MS = [10, 20];
+const CELT_MS = [2.5, 5, 10, 20];
+
+/**
+ * The audio a decoded frame carries, in ms: from the Opus packet's TOC byte (RFC 6716, 3.1), or from a PCM16
+ * payload's length. The receiver learns the sender's frame duration (10 or 20 ms) from it, before decoding.
+ * @param {{codec:number, sampleRate:number, payload:Uint8Array}} frame from decodeFrame()
+ * @returns {number|null} null for an Opus frame without a packet
+ */
+export function frameDurationMs({ codec, sampleRate, payload }) {
+  if (codec === CODEC_PCM16) return (payload.byteLength / 2 / sampleRate) * 1000;
+  if (payload.byteLength === 0) return null;
+  const toc = payload[0];
+  const config = toc >> 3;
+  let ms;
+  if (config < 12) ms = SILK_MS[config & 3];
+  else if (config < 16) ms = HYBRID_MS[config & 1];
+  else ms = CELT_MS[config & 3];
+  const code = toc & 3;
+  if (code === 0) return ms;
+  if (code !== 3) return 2 * ms;
+  return payload.byteLength < 2 ? null : (payload[1] & 0x3f) * ms;
+}
+
+/**
+ * Whether an Opus packet codes no audio: Opus's DTX (RFC 6716, 3.2.1: a frame of zero bytes), sent as the TOC byte
+ * alone (one or two bytes), or padded to a constant bitrate's size (code 3: one frame of no bytes, the rest padding).
+ * @param {Uint8Array} packet
+ */
+export function opusCodesNoAudio(packet) {
+  const length = packet.byteLength;
+  if (length <= 2) return true;
+  if ((packet[0] & 3) !== 3) return false;
+  const frames = packet[1] & 0x3f;
+  let at = 2;
+  let padding = 0;
+  if (packet[1] & 0x40) {
+    for (let byte = 255; byte === 255 && at < length;) {
+      byte = packet[at++];
+      padding += byte === 255 ? 254 : byte;
+    }
+  }
+  return frames > 0 && length - at - padding <= 0;
+}

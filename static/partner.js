@@ -9,16 +9,16 @@
 // Nothing here is shared between partners, so a call with several people makes one per member and
 // connects them all to one bus, which mixes them.
 import { CODEC_NAMES, CODEC_PCM16, FRAME_MS } from './constants.js';
-import { decodeFrame } from './frame.js';
+import { decodeFrame, frameDurationMs } from './frame.js';
 import { pcm16ToFloat } from './pcm.js';
 import { RateMeter } from './rate-meter.js';
 import { Resampler } from './resampler.js';
 
-const FRAME_US = FRAME_MS * 1000;
-const MAX_CODEC_QUEUE = 3; // frames waiting in the decoder before we drop (the jitter buffer conceals)
+// In ms of frames (3 and 10 frames of 20 ms), so that 10 ms frames may wait as long as 20 ms ones did.
+const MAX_CODEC_QUEUE_MS = 60; // waiting in the decoder before we drop (the jitter buffer conceals)
 // Until a new decoder's first output: Firefox's first output comes several frames late (issue 11), and
 // dropping the frames that queue meanwhile showed as up to 4 lost frames at the start of Firefox calls.
-const MAX_STARTING_CODEC_QUEUE = 10;
+const MAX_STARTING_CODEC_QUEUE_MS = 200;
 const PENDING_LIMIT = 64;
 
 export class PartnerPlayback {
@@ -29,14 +29,18 @@ export class PartnerPlayback {
   constructor(context, output) {
     this.context = context;
     this.codec = null; // 'opus' or 'pcm16', from their latest frame
+    this.frameMs = FRAME_MS; // the duration of their frames (10 or 20 ms), from their latest frame
     this._closed = false;
     this._in = new RateMeter(performance.now());
     this._decoder = null;
     this._decoderRate = 0;
+    // The decoder's input timestamps: our own count of its inputs, one frame apart. Chromium's decoder stamps its
+    // outputs from the first input's timestamp on by the audio it has output, so the spacing must be the frames'.
+    this._decoderFrameUs = 0;
     this._decodeIndex = 0;
     this._decodeSeq = new Map(); // decode index -> seq
     this._resampler = null;
-    this._decoderDrops = 0; // frames dropped because the decoder was MAX_CODEC_QUEUE frames behind
+    this._decoderDrops = 0; // frames dropped because the decoder was MAX_CODEC_QUEUE_MS behind
     this._decoderStarted = false; // the decoder has produced its first output
     this._stats = null; // latest stats posted by the playback worklet
     this._playoutMs = 0; // the latest interval's playout delay that was measured on audio (see the worklet)
@@ -64,6 +68,7 @@ export class PartnerPlayback {
     const frame = decodeFrame(buffer);
     if (!frame) return;
     this.codec = CODEC_NAMES[frame.codec];
+    this.frameMs = frameDurationMs(frame) ?? this.frameMs;
     if (frame.codec === CODEC_PCM16) {
       this._play(frame.seq, pcm16ToFloat(frame.payload), frame.sampleRate);
     } else {
@@ -73,7 +78,9 @@ export class PartnerPlayback {
 
   _decodeOpus(frame) {
     if (typeof AudioDecoder === 'undefined' || typeof EncodedAudioChunk === 'undefined') return;
-    if (!this._decoder || this._decoder.state === 'closed' || this._decoderRate !== frame.sampleRate) {
+    const frameUs = this.frameMs * 1000;
+    if (!this._decoder || this._decoder.state === 'closed' || this._decoderRate !== frame.sampleRate
+      || this._decoderFrameUs !== frameUs) {
       this._closeDecoder();
       try {
         this._decoder = new AudioDecoder({
@@ -82,13 +89,15 @@ export class PartnerPlayback {
         });
         this._decoder.configure({ codec: 'opus', sampleRate: frame.sampleRate, numberOfChannels: 1 });
         this._decoderRate = frame.sampleRate;
+        this._decoderFrameUs = frameUs;
         this._decoderStarted = false;
       } catch {
         this._closeDecoder();
         return;
       }
     }
-    if (this._decoder.decodeQueueSize > (this._decoderStarted ? MAX_CODEC_QUEUE : MAX_STARTING_CODEC_QUEUE)) {
+    const queueMs = this._decoderStarted ? MAX_CODEC_QUEUE_MS : MAX_STARTING_CODEC_QUEUE_MS;
+    if (this._decoder.decodeQueueSize * this.frameMs > queueMs) {
       this._decoderDrops++;
       return;
     }
@@ -96,7 +105,7 @@ export class PartnerPlayback {
     this._decodeSeq.set(index, frame.seq);
     if (this._decodeSeq.size > PENDING_LIMIT) this._decodeSeq.delete(this._decodeSeq.keys().next().value);
     try {
-      this._decoder.decode(new EncodedAudioChunk({ type: 'key', timestamp: index * FRAME_US, data: frame.payload }));
+      this._decoder.decode(new EncodedAudioChunk({ type: 'key', timestamp: index * frameUs, data: frame.payload }));
     } catch {
       this._closeDecoder();
     }
@@ -105,7 +114,7 @@ export class PartnerPlayback {
   _onDecoded(audio) {
     this._decoderStarted = true;
     try {
-      const index = Math.round(audio.timestamp / FRAME_US);
+      const index = Math.round(audio.timestamp / this._decoderFrameUs);
       const seq = this._decodeSeq.get(index);
       this._decodeSeq.delete(index);
       if (seq === undefined || this._closed) return;
@@ -131,7 +140,7 @@ export class PartnerPlayback {
       samples = this._resampler.process(samples);
     }
     if (samples.length === 0) return;
-    this.node.port.postMessage({ type: 'frame', seq, samples }, [samples.buffer]);
+    this.node.port.postMessage({ type: 'frame', seq, samples, frameMs: this.frameMs }, [samples.buffer]);
   }
 
   _closeDecoder() {

@@ -24,6 +24,11 @@
 //   stretch     too little (a sender clock slower than ours): play the last few ms again, crossfading
 //   silence     nothing to play: waiting to start, or topping up to the target before the first frame
 //
+// DTX. A sender in DTX sends nothing while its person is silent (a frame now and then): the last frame before such a
+// gap is silence (Concealer.silent). Frames missing after a silent frame are taken for frames never sent: their
+// concealment is silence, and no loss or underrun is counted for them; the playout runs on, or waits, as for any
+// gap, and the estimator takes the next frame's arrival as it comes (a gap is no lateness).
+//
 // Nothing in push() or pull() allocates.
 import { FRAME_MS, MAX_JITTER_MARGIN_MS, RENDER_QUANTUM } from './constants.js';
 import { Concealer } from './concealer.js';
@@ -242,6 +247,8 @@ export class Playout {
   /** This quantum's decision. Starting and running dry are transitions made here, before deciding. */
   _decide(n) {
     if (this.state === BUFFERING && this._readyToStart()) {
+      // After silence, the frames missing before the first that came were never sent (DTX): nothing to wait for.
+      if (this._concealer.silent && this._store.hasLater && !this._store.has(this._store.next)) this._skipMissing();
       this._transition(this.levelSamples() < this._targetSamples ? 'prime' : 'start');
     }
     if (this.state !== BUFFERING && this._ring.level < n && this._runDry()) this._transition('underrun');
@@ -399,7 +406,7 @@ export class Playout {
     const store = this._store;
     while (!store.has(store.next)) {
       store.advance();
-      this.lost++;
+      this._countLost();
     }
   }
 
@@ -408,10 +415,15 @@ export class Playout {
     const store = this._store;
     for (let i = 0; i < this.frameSamples; i++) this._ring.push(this._concealer.next());
     // A frame overdue with nothing behind it is counted lost only once a later one shows the stream went on.
-    if (store.hasLater) this.lost++;
-    else this._unconfirmedLost++;
+    if (store.hasLater) this._countLost();
+    else if (!this._concealer.silent) this._unconfirmedLost++;
     store.advance();
     if (this.state !== CONCEALING) this._transition('expand');
+  }
+
+  /** One frame missing where audio went on: lost, unless the sender was silent before it (DTX: never sent). */
+  _countLost() {
+    if (!this._concealer.silent) this.lost++;
   }
 
   /** Accelerate: skip `amount` samples ahead, crossfading from where playback is to where it lands. */
@@ -447,7 +459,7 @@ export class Playout {
         gone += length;
       } else if (!store.has(store.next) && store.hasLater && k - gone >= this.frameSamples) {
         store.advance();
-        this.lost++;
+        this._countLost();
         gone += this.frameSamples;
       } else break;
     }
@@ -505,7 +517,7 @@ export class Playout {
         break;
       }
       case 'underrun':
-        this.underruns++;
+        if (!this._concealer.silent) this.underruns++; // after silence: the sender's DTX
         this._starved = -this._ring.level; // the quantum's silence counts from where the concealment ends
         this._filter.reset(0);
         break;
@@ -551,6 +563,7 @@ export class Playout {
     into.resyncs = this.resyncs;
     into.playing = this.state !== BUFFERING;
     into.decisions = this.decisions;
+    into.frameMs = this.frameMs; // the sender's frame duration
     return into;
   }
 }

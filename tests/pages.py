@@ -255,10 +255,12 @@ class Browsers:
         self.pages: list[Page] = []
         self.chromium_flags: list[str] = []  # given to every Chromium launched from then on
 
-    async def launch(self, name: str, engine: str, hz: float | None) -> Page:
-        """A browser of that engine whose microphone plays a sine at hz (None: microphone refused)."""
+    async def launch(self, name: str, engine: str, hz: float | None, wav: Path | None = None) -> Page:
+        """A browser of that engine whose microphone plays a sine at hz (None: microphone refused), or in Chromium
+        the WAV file given."""
         if engine == "chromium":
-            wav = write_tone(self._folder / f"{name}-{hz:g}.wav", hz) if hz is not None else None
+            if wav is None and hz is not None:
+                wav = write_tone(self._folder / f"{name}-{hz:g}.wav", hz)
             page = await ChromiumPage.launch(self._playwright, name, wav, flags=self.chromium_flags)
         elif engine == "firefox":
             page = await FirefoxPage.launch(self._service("pulse_audio"), name, hz)

@@ -16,14 +16,16 @@ DUODUEL_REQUIRE_BROWSER=1 (CI), which fails instead.
 from __future__ import annotations
 
 import asyncio
+import math
 import re
 
 import pytest
 
 import duoduel
+from browser import SAMPLE_RATE, write_wav
 from conftest import engines
 from firefox import PageStuck
-from pages import SILENT, TONES, Page, room_path, status, wait_hearing, wait_rms, wait_status, wait_status_seen
+from pages import SILENT, TIMEOUT_S, TONES, Page, room_path, status, wait_hearing, wait_rms, wait_status, wait_status_seen
 
 
 @pytest.fixture
@@ -66,6 +68,49 @@ async def test_call_each_page_hears_the_other_tone_over_opus(open_page, engines)
     assert re.fullmatch(r"\d{3} \d{3}", codes[0]) and codes[0] == codes[1], codes
     assert not await ann.is_hidden("#safety")
     assert await status(ann) == await status(bob) == "Connected"
+
+
+# Whether this browser's Opus encoder takes 10 ms frames (the page then sends them; 20 ms otherwise).
+TAKES_10_MS_JS = """async () => {
+  if (typeof AudioEncoder === 'undefined') return false;
+  const config = {codec: 'opus', sampleRate: 48000, numberOfChannels: 1, bitrate: 28000, opus: {frameDuration: 10000}};
+  try { return (await AudioEncoder.isConfigSupported(config)).supported; } catch { return false; }
+}"""
+
+
+def write_talk_spurts(path, hz: float, talk_s: float = 1.0, pause_s: float = 1.0, spurts: int = 2):
+    """A microphone that talks (a sine at hz) for talk_s, then is silent for pause_s, and again."""
+    talk, pause = round(talk_s * SAMPLE_RATE), round(pause_s * SAMPLE_RATE)
+    spurt = [0.5 * math.sin(2 * math.pi * hz * i / SAMPLE_RATE) for i in range(talk)] + [0.0] * pause
+    return write_wav(path, spurt * spurts)
+
+
+async def test_call_in_talk_spurts_is_heard_both_ways_in_10_ms_frames_where_the_encoder_takes_them(browsers, server,
+                                                                                                  tmp_path):
+    """Both talk in spurts with pauses, in Chromium: each hears the other, in 10 ms frames where the encoder takes
+    them (20 ms otherwise), the partner's playback plays them as such, and the figures line names the frame length."""
+    pages = []
+    for person in ("ann", "bob"):
+        page = await browsers.launch(person, "chromium", None, wav=write_talk_spurts(tmp_path / f"{person}.wav", TONES[person]))
+        await page.goto(server.origin + "/")
+        await page.click("#start")
+        pages.append(page)
+    ann, bob = pages
+    await wait_status(ann, "Connected")
+    await wait_status(bob, "Connected")
+    await wait_hearing(ann, TONES["bob"])
+    await wait_hearing(bob, TONES["ann"])
+    frame_ms = 10 if await ann.evaluate(TAKES_10_MS_JS) else 20
+    for page in (ann, bob):  # 4 s more of the partner's frames: two more pauses
+        await page.wait_for("n => window.duoduel.session.stats().playback.received > n",
+                            (await page.evaluate("() => window.duoduel.session.stats().playback.received")) + 4000 // frame_ms,
+                            what="4 s more of the partner's frames", timeout=TIMEOUT_S)
+    for page in (ann, bob):
+        stats = await page.evaluate("() => window.duoduel.session.stats()")
+        assert (stats["codec"], stats["frameMs"]) == ("opus", frame_ms), stats
+        assert stats["playback"]["frameMs"] == frame_ms, "the partner's frame length, learnt from its frames"
+        line = await page.text("#stats")
+        assert f"out opus {frame_ms} ms" in line, line
 
 
 @engines("chromium-chromium", "firefox-firefox", "webkit-chromium")

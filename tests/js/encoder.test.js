@@ -3,22 +3,57 @@ import { test } from 'node:test';
 import assert from 'node:assert/strict';
 
 import { OPUS_BITRATE } from '../../static/constants.js';
-import { opusConfigCandidates, opusRate } from '../../static/encoder.js';
+import {
+  chooseOpusConfig, chunkFrameIndex, configFrameMs, opusConfigCandidates, opusRate,
+} from '../../static/encoder.js';
 
-test('constant bitrate is tried before any variable-bitrate config', () => {
-  const modes = opusConfigCandidates(48000).map((config) => config.bitrateMode || 'variable');
-  const lastConstant = modes.lastIndexOf('constant');
-  const firstVariable = modes.indexOf('variable');
-  assert.ok(lastConstant >= 0 && firstVariable > lastConstant, modes.join());
+test('10 ms frames are tried first, 20 ms after, and for each constant bitrate before variable', () => {
+  const candidates = opusConfigCandidates(48000);
+  const durations = candidates.map((config) => config.opus.frameDuration);
+  assert.equal(durations.lastIndexOf(10000) + 1, durations.indexOf(20000), durations.join());
+  for (const frameDuration of [10000, 20000]) {
+    const modes = candidates.filter((c) => c.opus.frameDuration === frameDuration).map((c) => c.bitrateMode || 'variable');
+    assert.ok(modes.lastIndexOf('constant') >= 0 && modes.indexOf('variable') > modes.lastIndexOf('constant'), modes.join());
+  }
 });
 
-test('every candidate is mono Opus at the target bitrate and 20 ms frames', () => {
+test('every candidate is mono Opus at the target bitrate', () => {
   for (const config of opusConfigCandidates(24000)) {
     assert.equal(config.codec, 'opus');
     assert.equal(config.sampleRate, 24000);
     assert.equal(config.numberOfChannels, 1);
     assert.equal(config.bitrate, OPUS_BITRATE);
-    assert.equal(config.opus.frameDuration, 20000);
+  }
+});
+
+test('the config chosen is the first the encoder supports: 10 ms where it is taken, else 20 ms, else PCM16', async (t) => {
+  const answers = { 10000: false, 20000: true };
+  globalThis.AudioData = class {};
+  globalThis.AudioEncoder = {
+    isConfigSupported: async (config) => ({ supported: answers[config.opus.frameDuration], config }),
+  };
+  t.after(() => {
+    delete globalThis.AudioEncoder;
+    delete globalThis.AudioData;
+  });
+  assert.equal(configFrameMs(await chooseOpusConfig(48000)), 20, 'an encoder without 10 ms frames');
+  answers[10000] = true;
+  const config = await chooseOpusConfig(48000);
+  assert.equal(configFrameMs(config), 10);
+  assert.equal(config.bitrateMode, 'constant');
+  assert.equal(configFrameMs(await chooseOpusConfig(48000, [20])), 20, 'asked for 20 ms only');
+  answers[20000] = answers[10000] = false;
+  assert.equal(await chooseOpusConfig(48000), null);
+  assert.equal(configFrameMs(null), 20, 'PCM16 frames are 20 ms');
+});
+
+test('an encoded chunk finds its frame at 10 and 20 ms, from exact timestamps and from 6.5 ms early ones', () => {
+  for (const frameUs of [10000, 20000]) {
+    for (const index of [0, 1, 2, 57, 1000]) {
+      // == : the first frame's index may come as -0, the same Map key as 0.
+      assert.ok(chunkFrameIndex(index * frameUs, frameUs) == index, 'Chromium: the frame\'s timestamp');
+      assert.ok(chunkFrameIndex(Math.max(0, index * frameUs - 6500), frameUs) == index, 'Firefox: the look-ahead early');
+    }
   }
 });
 

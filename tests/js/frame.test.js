@@ -2,7 +2,7 @@ import { test } from 'node:test';
 import assert from 'node:assert/strict';
 
 import { CODEC_OPUS, CODEC_PCM16, FRAME_HEADER_BYTES } from '../../static/constants.js';
-import { decodeFrame, encodeFrame } from '../../static/frame.js';
+import { decodeFrame, encodeFrame, frameDurationMs, opusCodesNoAudio } from '../../static/frame.js';
 
 function sampleFrame(overrides = {}) {
   return {
@@ -101,4 +101,32 @@ test('refuses to encode an unknown codec or a bad sample rate', () => {
   assert.throws(() => encodeFrame(sampleFrame({ codec: 3 })), RangeError);
   assert.throws(() => encodeFrame(sampleFrame({ sampleRate: 0 })), RangeError);
   assert.throws(() => encodeFrame(sampleFrame({ sampleRate: 44100.5 })), RangeError);
+});
+
+test('a frame says how much audio it carries: the Opus TOC byte, or the PCM16 length', () => {
+  const opus = (...bytes) => ({ codec: CODEC_OPUS, sampleRate: 48000, payload: Uint8Array.from(bytes) });
+  assert.equal(frameDurationMs(opus(9 << 3, 0xff)), 20, 'SILK wideband, 20 ms (config 9)');
+  assert.equal(frameDurationMs(opus(8 << 3)), 10, 'SILK wideband, 10 ms');
+  assert.equal(frameDurationMs(opus(13 << 3)), 20, 'hybrid, 20 ms');
+  assert.equal(frameDurationMs(opus(30 << 3)), 10, 'CELT fullband, 10 ms');
+  assert.equal(frameDurationMs(opus((31 << 3) | 1)), 40, 'two CELT 20 ms frames in a packet (code 1)');
+  assert.equal(frameDurationMs(opus((8 << 3) | 3, 3)), 30, 'three SILK 10 ms frames (code 3)');
+  assert.equal(frameDurationMs(opus()), null, 'no packet');
+  const pcm = { codec: CODEC_PCM16, sampleRate: 44100, payload: new Uint8Array(2 * 441) };
+  assert.equal(frameDurationMs(pcm), 10);
+});
+
+test('an Opus packet that codes no audio is DTX: a TOC byte alone, or a constant bitrate\'s padding around nothing', () => {
+  assert.equal(opusCodesNoAudio(Uint8Array.of(14 << 3)), true, 'the TOC byte alone');
+  assert.equal(opusCodesNoAudio(Uint8Array.of(14 << 3, 0)), true, 'two bytes');
+  // Code 3, one frame, padding flag, 33 bytes of padding (1 length byte + 32): 35 bytes as a 28 kbit/s 10 ms packet.
+  const padded = new Uint8Array(35);
+  padded.set([(14 << 3) | 3, 0x41, 32]);
+  assert.equal(opusCodesNoAudio(padded), true, 'padded to the constant size');
+  const audio = new Uint8Array(35).fill(7);
+  audio[0] = 14 << 3;
+  assert.equal(opusCodesNoAudio(audio), false, 'one frame of 34 bytes');
+  const paddedAudio = new Uint8Array(35);
+  paddedAudio.set([(14 << 3) | 3, 0x41, 10]);
+  assert.equal(opusCodesNoAudio(paddedAudio), false, 'a frame of 22 bytes and 10 of padding');
 });

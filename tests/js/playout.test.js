@@ -677,3 +677,40 @@ test('the operations are the ones the link calls for: accelerate, stretch, skip'
     .filter(({ k }) => k < firstHeld + 4 || k >= firstHeld + 9);
   assert.equal(runs(playLogged(events, 11500).decisions).filter(([d]) => d === 'skip').length, 1);
 });
+
+test('a DTX gap (frames not sent after a silent one) plays silence and counts no loss, concealment or underrun', () => {
+  // Talk (a sine) for 1 s, silence for 0.2 s, then 0.5 s not sent (Opus DTX), then talk again, 10 times over.
+  const silent = (k) => k % 85 >= 50 && k % 85 < 60;
+  const notSent = (k) => k % 85 >= 60;
+  const content = (k) => (silent(k) ? new Float32Array(FRAME) : sineFrame(k));
+  const buffer = new Playout({ sampleRate: RATE });
+  const targets = [];
+  play(buffer, send(850, { delay: (k) => (notSent(k) ? null : 30), content }), 17500, {
+    keep: false, onQuantum: (now, b) => { if (b.state === 'playing') targets.push(b.targetMs); },
+  });
+  const stats = play.stats;
+  assert.equal(stats.lost, 0);
+  assert.equal(stats.concealed, 0);
+  assert.equal(stats.underruns, 0);
+  assert.ok(Math.max(...targets) - Math.min(...targets) < 1e-9, `the target moved: ${Math.min(...targets)} to ${Math.max(...targets)}`);
+  // The same gaps after audible frames are losses: each is concealed and counted.
+  const lossy = new Playout({ sampleRate: RATE });
+  play(lossy, send(850, { delay: (k) => (notSent(k) ? null : 30) }), 17500, { keep: false });
+  assert.ok(play.stats.lost >= 9 * 25, `lost ${play.stats.lost}`);
+  assert.ok(play.stats.concealed > 0 && play.stats.underruns > 0, JSON.stringify(play.stats));
+});
+
+test('the first words after a DTX gap play at once, with the delay they had before it', () => {
+  const content = (k) => (k >= 50 && k < 60 ? new Float32Array(FRAME) : markerFrame(k));
+  const buffer = new Playout({ sampleRate: RATE });
+  const delays = [];
+  const frames = send(150, { delay: (k) => (k >= 60 && k < 100 ? null : 30), content });
+  play(buffer, frames, 3200, {
+    keep: false, onQuantum: (now, b) => { const d = b.playoutDelayMs(now + QUANTUM_MS); if (d !== null) delays.push([now, d]); },
+  });
+  const before = delays.filter(([now]) => now > 500 && now < 1000).map(([, d]) => d);
+  const after = delays.filter(([now]) => now > 2000 && now < 2100).map(([, d]) => d);
+  assert.ok(after.length > 0, 'audio after the gap');
+  assert.ok(Math.abs(Math.max(...after) - Math.max(...before)) < 5, `before ${Math.max(...before)}, after ${Math.max(...after)}`);
+  assert.equal(play.stats.lost, 0);
+});
