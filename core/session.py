@@ -3,10 +3,14 @@
 Every kind of link (core.link.Link) goes through the same steps; duoduel.handler
 is the WebSocket's, and a WebTransport session takes the same ones:
 
-1. Before accepting the handshake: screen(lobby, query) is None, or says why not
-   (an HTTP status, one line for the person, the label /metrics counts).
-2. client = newcomer(link, visit_of(query), name). From here on, everything is
-   inside a try whose finally is step 5.
+1. Before accepting the handshake: screen(lobby, query) and
+   screen_visitor(lobby, visitor) are None, or say why not (an HTTP status, one
+   line for the person, the label /metrics counts, when to retry). The visitor
+   comes from core.identity.identify(): the browser's id from the cookie, or
+   for WebTransport from identity_from_token(); the address that counts.
+2. client = newcomer(link, visit_of(query), name, visitor), and
+   lobby.safety.limits.opened(visitor.address) if visitor.limited. From here
+   on, everything is inside a try whose finally is step 5 (and closed(address)).
 3. arrived = await arrive(lobby, client, visit): the client to talk as (itself,
    or the one whose place it resumed), or None (turned away or moved: skip to 5).
 4. link.start_relay(lobby, arrived), then until the link closes or
@@ -26,9 +30,13 @@ import urllib.parse
 from dataclasses import dataclass
 from http import HTTPStatus
 
+import time
+from datetime import datetime, timezone
+
 from core.config import MAX_PATH_MS
+from core.identity import Visitor
 from core.link import Link
-from core.lobby import Client, Lobby, enter, leave, next_partner, send_error, set_label, where
+from core.lobby import Client, Lobby, block_partner, enter, leave, next_partner, send_error, set_label, where
 from core.resume import forget_token, grant_token, hold, holdable, resume
 from core.shared import CALL_TOKEN, CALL_UNKNOWN
 
@@ -58,6 +66,7 @@ class Unwelcome:
     status: HTTPStatus
     line: str
     label: str
+    retry_after: int | None = None  # seconds, for a Retry-After header
 
 
 def screen(lobby: Lobby, query: str) -> Unwelcome | None:
@@ -75,6 +84,23 @@ def screen(lobby: Lobby, query: str) -> Unwelcome | None:
     return None
 
 
+def screen_visitor(lobby: Lobby, visitor: Visitor) -> Unwelcome | None:
+    """Refuse a banned browser or address, and an address past its limits; None lets it in."""
+    until = lobby.safety.banned(visitor)
+    if until is not None:
+        when = datetime.fromtimestamp(until, timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
+        return Unwelcome(HTTPStatus.FORBIDDEN, f"You are banned from this service until {when}.", "banned")
+    if not visitor.limited:
+        return None
+    config = lobby.config
+    refusal = lobby.safety.limits.admit(visitor.address, config.connections_per_address, config.handshakes_per_minute, time.monotonic())
+    if refusal is not None:
+        line, wait = refusal
+        log.info("refused a handshake from %s: %s", visitor.address, line)
+        return Unwelcome(HTTPStatus.TOO_MANY_REQUESTS, line, "address_limit", wait)
+    return None
+
+
 def visit_of(query: str) -> Visit:
     """Read what a screened query asks for."""
     fields = urllib.parse.parse_qs(query, keep_blank_values=True)
@@ -88,9 +114,12 @@ def visit_of(query: str) -> Visit:
     )
 
 
-def newcomer(link: Link, visit: Visit, name: str) -> Client:
+def newcomer(link: Link, visit: Visit, name: str, visitor: Visitor | None = None) -> Client:
     """A client for a link that has just opened, not in the lobby yet."""
-    return Client(link, visit.room, name, call=visit.call, window_start=asyncio.get_running_loop().time())
+    return Client(
+        link, visit.room, name, call=visit.call, window_start=asyncio.get_running_loop().time(),
+        browser=visitor.browser if visitor is not None else None, address=visitor.address if visitor is not None else "",
+    )
 
 
 async def arrive(lobby: Lobby, client: Client, visit: Visit) -> Client | None:
@@ -160,6 +189,11 @@ async def control(lobby: Lobby, client: Client, text: str) -> None:
         send_error(client, "next does nothing in a group room: everyone in it hears you already")
     elif kind == "next":
         await next_partner(lobby, client)
+    elif kind == "block":
+        await block_partner(lobby, client)
+    elif kind == "report":
+        reason = message.get("reason", "")
+        await block_partner(lobby, client, reason if isinstance(reason, str) else "")
     elif kind == "label":
         set_label(client, message.get("label"))
     elif kind == "ping":

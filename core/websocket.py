@@ -44,6 +44,7 @@ from websockets.asyncio.server import ServerConnection, broadcast, serve
 from websockets.protocol import State
 
 from core.config import MAX_MESSAGE_BYTES, Config
+from core.identity import Visitor
 from core.lobby import Client, Lobby
 from core.relay import flooding, relay
 
@@ -67,6 +68,7 @@ class WebSocketLink(ServerConnection):
 
     wire: asyncio.Transport
     backlog: Callable[[], int]  # Link.backlog(): the transport's own method, with no call of ours around it per frame
+    visitor: Visitor | None = None  # who the handshake came from, noted by the gate before the 101 (core.identity)
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.wire = transport  # type: ignore[assignment]
