@@ -2,6 +2,7 @@
 """Pairing latency in the shared lobby: clients arrive at a steady rate, alternately at two duoduel processes.
 
 usage: python bench/pairing.py [--arrivals 1000] [--rate 100] [--servers 2] [--no-redis] [--cpu 1]
+                              [--server DUODUEL_PY --server OTHER_DUODUEL_PY --rounds 5]
 
 Starts a redis-server of its own (no persistence) and the servers with --redis, all pinned to core 0; the
 arrivals come from this process, pinned to --cpu. A client that finds a partner waiting is timed from the start
@@ -9,6 +10,10 @@ of its TCP connect to {"type": "connected"}, the move to the waiter's process in
 one JSON object: p50/p99 of that time for moved and unmoved newcomers, and Redis commands per call (INFO
 commandstats over the run, minus the heartbeats counted while idle). --no-redis: one process, no Redis, the
 baseline. Loopback only; every client is closed at the end.
+
+--server (twice or more) compares versions side by side: each round runs every version in turn (a fresh Redis and
+fresh processes for each), and the medians over the rounds are printed per version. An older version to compare
+with: git worktree add /tmp/duoduel-old COMMIT, then --server /tmp/duoduel-old/duoduel.py --server duoduel.py.
 """
 
 from __future__ import annotations
@@ -17,6 +22,7 @@ import argparse
 import asyncio
 import json
 import os
+import statistics
 import socket
 import subprocess
 import sys
@@ -30,11 +36,11 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from relay import free_port, redis_calls, spawn_redis  # noqa: E402
 
 
-def start_server(redis_port: int | None) -> tuple[subprocess.Popen, int]:
+def start_server(redis_port: int | None, server: Path = SERVER) -> tuple[subprocess.Popen, int]:
     """A duoduel process on core 0, in the shared lobby if redis_port is given."""
     port = free_port()
     extra = ["--redis", f"redis://127.0.0.1:{redis_port}/0", "--public-url", f"http://127.0.0.1:{port}"] if redis_port else []
-    proc = subprocess.Popen(["taskset", "-c", "0", sys.executable, str(SERVER), "--host", "127.0.0.1", "--port", str(port),
+    proc = subprocess.Popen(["taskset", "-c", "0", sys.executable, str(server), "--host", "127.0.0.1", "--port", str(port),
                              "--log-level", "warning", "--max-clients", "100000", *extra],
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     for _ in range(100):
@@ -90,10 +96,44 @@ def main() -> None:
     parser.add_argument("--servers", type=int, default=2)
     parser.add_argument("--no-redis", action="store_true", help="one process without Redis: the baseline")
     parser.add_argument("--cpu", type=int, default=1, help="core for this load generator (servers and Redis: core 0)")
+    parser.add_argument("--server", type=Path, action="append", help="a duoduel.py to run (repeat to compare versions; default: this one)")
+    parser.add_argument("--rounds", type=int, default=1, help="runs of every version, alternating (default: 1)")
     args = parser.parse_args()
     os.sched_setaffinity(0, {args.cpu})
+    versions = args.server or [SERVER]
+    if len(versions) == 1 and args.rounds == 1:
+        print(json.dumps(measure(args, versions[0]), indent=1))
+        return
+    reports: dict[Path, list[dict]] = {version: [] for version in versions}
+    for round_ in range(args.rounds):
+        for version in versions:
+            reports[version].append(measure(args, version))
+            print(f"round {round_ + 1}: {version}: {json.dumps(summary(reports[version][-1]))}", file=sys.stderr)
+    print(json.dumps({str(version): medians(runs) for version, runs in reports.items()}, indent=1))
+
+
+def summary(report: dict) -> dict:
+    """The figures compared between versions."""
+    figures = {f"{kind}_{q}": report[kind][q] for kind in ("moved", "not_moved", "all") for q in ("p50_ms", "p99_ms")}
+    figures["calls"] = report["calls"]
+    if "redis_commands_per_call" in report:
+        figures["redis_commands_per_call"] = report["redis_commands_per_call"]
+    return figures
+
+
+def medians(runs: list[dict]) -> dict:
+    """Each figure's median over the rounds."""
+    figures = [summary(run) for run in runs]
+    return {
+        key: statistics.median(values) if (values := [f[key] for f in figures if f[key] is not None]) else None
+        for key in figures[0]
+    } | {"rounds": len(runs)}
+
+
+def measure(args: argparse.Namespace, version: Path) -> dict:
+    """One run: a fresh Redis and fresh processes of this version, the arrivals, the report."""
     redis, redis_port = (None, None) if args.no_redis else spawn_redis()
-    servers = [start_server(redis_port) for _ in range(1 if args.no_redis else args.servers)]
+    servers = [start_server(redis_port, version) for _ in range(1 if args.no_redis else args.servers)]
     try:
         idle = 0.0
         if redis_port:
@@ -115,7 +155,7 @@ def main() -> None:
             commands = redis_calls(redis_port) - calls0 - idle * elapsed
             report["redis_commands_per_call"] = round(commands / max(1, len(timings)), 2)
             report["redis_heartbeat_commands_per_s"] = round(idle, 1)
-        print(json.dumps(report, indent=1))
+        return report
     finally:
         for proc, _ in servers:
             proc.terminate()

@@ -60,6 +60,7 @@ class Client:
     address: str = ""  # the address that counts for it (core.identity)
     skips: deque[float] = field(default_factory=lambda: deque(maxlen=64))  # when it last asked for Next
     cooling: asyncio.Task[None] | None = None  # its cool-down before the next pairing, while one runs
+    last_partner: Client | None = None  # whom it talked to last: it may still block or report them after the call
 
 
 @dataclass
@@ -197,6 +198,7 @@ def unpair(lobby: Lobby, client: Client) -> Client | None:
     partner, client.partner = client.partner, None
     if partner is not None:
         partner.partner = None
+        client.last_partner, partner.last_partner = partner, client
         partner.link.send_text(DISCONNECTED)
     return partner
 
@@ -226,8 +228,11 @@ async def pair_later(lobby: Lobby, client: Client, seconds: float) -> None:
 
 
 async def block_partner(lobby: Lobby, client: Client, reason: str | None = None) -> None:
-    """End a call with a stranger as Next does, and never pair these two browsers again; a reason reports it too."""
-    partner = client.partner
+    """End a call with a stranger as Next does, and never pair these two browsers again; a reason reports it too.
+
+    Once the call has ended (the partner left or pressed Next), it is the last partner that is blocked.
+    """
+    partner = client.partner or client.last_partner
     if partner is None or client.room is not None:
         return send_error(client, NOBODY_TO_BLOCK)
     if client.browser is not None and partner.browser is not None:

@@ -170,6 +170,23 @@ async def test_report_writes_one_line_for_the_operator_and_no_audio(server, conf
     assert await metric(server, "reports_total") == 1 and await metric(server, "blocks_total") == 1
 
 
+async def test_partner_who_left_first_can_still_be_blocked(server):
+    """After the partner pressed Next, Block blocks that last partner: the two never meet again."""
+    ann, bob = new_browser(), new_browser()
+    a, _ = await enter(server.ws_url(), ann)
+    b, _ = await enter(server.ws_url(), bob)
+    await receive_json(a)
+    await b.send(json.dumps({"type": "next"}))
+    assert await receive_json(b) == {"type": "waiting"}
+    assert await receive_json(a) == {"type": "disconnected"}
+    await a.send(json.dumps({"type": "report", "reason": "left after insulting me"}))
+    assert await receive_json(a) == REPORTED
+    await a.send(json.dumps({"type": "next"}))
+    assert await receive_json(a) == {"type": "waiting"}  # bob waits, but not for ann
+    carl, told = await enter(server.ws_url(), new_browser())
+    assert told == {"type": "connected"} and await receive_json(b) == {"type": "connected"}
+
+
 async def test_block_outside_a_lobby_call_is_a_clear_error(server):
     """Block with nobody to block, or in a private room, answers with an error and changes nothing."""
     waiter, _ = await enter(server.ws_url(), new_browser())
