@@ -366,3 +366,26 @@ async def test_ban_refuses_on_every_process_within_a_second(shared_pair, redis_s
     ban("unban", banned, "--redis", redis_server.url)
     for process in shared_pair:
         await until(lambda: _accepted(process.running.ws_url(), banned), "the unban on every process", timeout=1)
+
+
+async def test_blocked_pairs_coming_back_on_two_processes_are_each_paired_with_someone_else(shared_pair):
+    """Fifty blocked pairs come back, each right after the one it blocked, alternating processes: everyone is paired,
+    exactly once, and never with the browser they blocked (first come, first paired would pair every one of them)."""
+    p, q = shared_pair
+    pairs = [(new_browser(), new_browser()) for _ in range(50)]
+    for one, other in pairs:
+        first = await arrive(p.running.ws_url(), **jar(one))
+        second = await arrive(p.running.ws_url(), **jar(other))
+        await until_connected(first)
+        await second.websocket.send(json.dumps({"type": "block"}))
+        assert await receive_json(second.websocket) == BLOCKED
+        await asyncio.gather(first.websocket.close(), second.websocket.close())
+    browsers = [browser for pair in pairs for browser in pair]
+    arrivals = [await arrive((p, q)[i % 2].running.ws_url(), **jar(browser)) for i, browser in enumerate(browsers)]
+    await asyncio.gather(*(until_connected(arrival, 15) for arrival in arrivals))
+    for index, arrival in enumerate(arrivals):
+        await arrival.websocket.send(index.to_bytes(2, "big"))
+    heard = {index: int.from_bytes(await asyncio.wait_for(arrival.websocket.recv(), 10), "big") for index, arrival in enumerate(arrivals)}
+    assert all(heard[heard[index]] == index != heard[index] for index in heard), "pairing is not symmetric"
+    assert all(heard[index] != index ^ 1 for index in heard), "a blocked pair was paired again"
+    await asyncio.gather(*(arrival.websocket.close() for arrival in arrivals))
