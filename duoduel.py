@@ -49,7 +49,7 @@ from core.identity import Visitor, browser_in, identify, new_browser_id, plain, 
 from core.lobby import Client, Lobby
 from core.relay import flooding, relay
 from core.resume import release_held
-from core.safety import bans_file_locked, ban_target, file_watcher, live, read_bans_file, watch_bans, write_bans_file
+from core.safety import FOREVER, bans_file_locked, ban_target, file_watcher, live, read_bans_file, watch_bans, write_bans_file
 from core.session import BAD_ROOM_NAME, ROOM_NAME, arrive, control, depart, newcomer, screen, screen_visitor, visit_of
 from core.shared import BANS_KEY, BANS_VERSION_KEY, SharedLobby, redact
 from core.websocket import WebSocketLink, choose_route
@@ -595,8 +595,6 @@ def main(argv: list[str] | None = None) -> int:
 
 
 # The operator's bans: `duoduel.py ban ID-or-ADDRESS [--hours N]`, `unban`, `bans`.
-
-FOREVER = 32503680000.0  # 3000-01-01: a ban without --hours lasts until it is lifted
 
 
 def parse_ban_args(argv: list[str]) -> argparse.Namespace:

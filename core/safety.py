@@ -41,6 +41,7 @@ MAX_BLOCKS = 500_000  # blocks this process remembers (about 100 bytes each); Re
 MAX_ADDRESSES = 100_000  # addresses whose recent handshakes this process counts
 BAN_POLL = 0.25  # seconds between two looks at the bans (a file's stat, or one Redis GET)
 REASON_CHARS = 200  # of a report's reason
+FOREVER = 32503680000.0  # 3000-01-01: a ban without --hours lasts until it is lifted
 
 
 def pair_key(a: str, b: str) -> str:

@@ -26,18 +26,18 @@ import asyncio
 import json
 import logging
 import re
+import time
 import urllib.parse
 from dataclasses import dataclass
-from http import HTTPStatus
-
-import time
 from datetime import datetime, timezone
+from http import HTTPStatus
 
 from core.config import MAX_PATH_MS
 from core.identity import Visitor
 from core.link import Link
 from core.lobby import Client, Lobby, block_partner, enter, leave, next_partner, send_error, set_label, where
 from core.resume import forget_token, grant_token, hold, holdable, resume
+from core.safety import FOREVER
 from core.shared import CALL_TOKEN, CALL_UNKNOWN
 
 log = logging.getLogger("duoduel")
@@ -88,8 +88,8 @@ def screen_visitor(lobby: Lobby, visitor: Visitor) -> Unwelcome | None:
     """Refuse a banned browser or address, and an address past its limits; None lets it in."""
     until = lobby.safety.banned(visitor)
     if until is not None:
-        when = datetime.fromtimestamp(until, timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
-        return Unwelcome(HTTPStatus.FORBIDDEN, f"You are banned from this service until {when}.", "banned")
+        when = "" if until >= FOREVER else datetime.fromtimestamp(until, timezone.utc).strftime(" until %Y-%m-%d %H:%M UTC")
+        return Unwelcome(HTTPStatus.FORBIDDEN, f"You are banned from this service{when}.", "banned")
     if not visitor.limited:
         return None
     config = lobby.config
@@ -116,10 +116,10 @@ def visit_of(query: str) -> Visit:
 
 def newcomer(link: Link, visit: Visit, name: str, visitor: Visitor | None = None) -> Client:
     """A client for a link that has just opened, not in the lobby yet."""
-    return Client(
-        link, visit.room, name, call=visit.call, window_start=asyncio.get_running_loop().time(),
-        browser=visitor.browser if visitor is not None else None, address=visitor.address if visitor is not None else "",
-    )
+    client = Client(link, visit.room, name, call=visit.call, window_start=asyncio.get_running_loop().time())
+    if visitor is not None:
+        client.browser, client.address = visitor.browser, visitor.address
+    return client
 
 
 async def arrive(lobby: Lobby, client: Client, visit: Visit) -> Client | None:
