@@ -46,7 +46,7 @@ from core.config import (
     RESUME_WINDOW, ROOM_SIZE, SKIPS_PER_MINUTE, STATIC_DIR, Config, StartupError,
 )
 from core.identity import Visitor, browser_in, identify, new_browser_id, plain, set_cookie
-from core.lobby import Client, Lobby
+from core.lobby import Client, Lobby, expel_banned
 from core.relay import flooding, relay
 from core.resume import release_held
 from core.safety import FOREVER, bans_file_locked, ban_target, file_watcher, live, read_bans_file, watch_bans, write_bans_file
@@ -417,7 +417,7 @@ async def shared_lobby(lobby: Lobby) -> AsyncIterator[None]:
 
 @contextlib.asynccontextmanager
 async def bans_watched(lobby: Lobby) -> AsyncIterator[None]:
-    """Keep the bans current (in Redis with --redis, else in the bans file) while serving."""
+    """Keep the bans current (in Redis with --redis, else in the bans file) while serving; a ban also ends calls."""
     if lobby.shared is not None:
         changed = lobby.shared.bans_changed
     elif lobby.config.bans_file is not None:
@@ -425,7 +425,7 @@ async def bans_watched(lobby: Lobby) -> AsyncIterator[None]:
     else:
         yield
         return
-    watcher = asyncio.create_task(watch_bans(lobby.safety, changed))
+    watcher = asyncio.create_task(watch_bans(lobby.safety, changed, lambda: expel_banned(lobby)))
     try:
         yield
     finally:

@@ -284,6 +284,13 @@ def close_soon(lobby: Lobby, client: Client, code: int, reason: str, label: str)
     client.closing = asyncio.create_task(client.link.close(code, reason))
 
 
+def expel_banned(lobby: Lobby) -> None:
+    """Close the links of the clients whose browser or address is banned now (the bans just changed)."""
+    for client in list(lobby.clients):
+        if client.link.is_open and lobby.safety.banned(client.browser, client.address) is not None:
+            close_soon(lobby, client, 1008, "banned", "banned")
+
+
 def where(client: Client) -> str:
     """Name the client's room for a log line."""
     return "" if client.room is None else f" in room {client.room}"

@@ -33,7 +33,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 from core.config import COOL_DOWN, MAX_COOL_DOWN
-from core.identity import BROWSER_ID, Visitor, address_key
+from core.identity import BROWSER_ID, address_key
 
 log = logging.getLogger("duoduel")
 
@@ -123,10 +123,10 @@ class Safety:
     # Signs WebTransport tokens (core.identity); with --redis, replaced by the shared lobby's secret.
     secret: bytes = field(default_factory=lambda: secrets.token_bytes(32))
 
-    def banned(self, visitor: Visitor) -> float | None:
-        """Until when the visitor's browser or address is banned, or None."""
+    def banned(self, browser: str | None, address: str) -> float | None:
+        """Until when a browser or an address is banned, or None."""
         now = time.time()
-        for target in (visitor.browser, visitor.address):
+        for target in (browser, address):
             until = self.bans.get(target)
             if until is not None and until > now:
                 return until
@@ -224,8 +224,10 @@ def write_bans_file(path: Path, bans: dict[str, float]) -> None:
     os.replace(temporary, path)
 
 
-async def watch_bans(safety: Safety, changed: Callable[[], Awaitable[dict[str, float] | None]]) -> None:
-    """Every BAN_POLL seconds, take the bans again if they changed (changed() returns None if not)."""
+async def watch_bans(
+    safety: Safety, changed: Callable[[], Awaitable[dict[str, float] | None]], enforce: Callable[[], None]
+) -> None:
+    """Every BAN_POLL seconds, take the bans again if they changed (changed() returns None if not), and enforce them."""
     while True:
         try:
             bans = await changed()
@@ -236,6 +238,7 @@ async def watch_bans(safety: Safety, changed: Callable[[], Awaitable[dict[str, f
             if bans != safety.bans:
                 log.info("bans: %d in force", len(live(bans)))
             safety.bans = bans
+            enforce()
         await asyncio.sleep(BAN_POLL)
 
 

@@ -86,7 +86,7 @@ def screen(lobby: Lobby, query: str) -> Unwelcome | None:
 
 def screen_visitor(lobby: Lobby, visitor: Visitor) -> Unwelcome | None:
     """Refuse a banned browser or address, and an address past its limits; None lets it in."""
-    until = lobby.safety.banned(visitor)
+    until = lobby.safety.banned(visitor.browser, visitor.address)
     if until is not None:
         when = "" if until >= FOREVER else datetime.fromtimestamp(until, timezone.utc).strftime(" until %Y-%m-%d %H:%M UTC")
         return Unwelcome(HTTPStatus.FORBIDDEN, f"You are banned from this service{when}.", "banned")

@@ -254,6 +254,18 @@ async def _accepted(url: str, browser: str) -> bool:
     return await refusal(url, browser) is None
 
 
+async def test_ban_ends_the_banned_browsers_call_within_a_second(server, config):
+    """A browser banned in a call is closed with 1008 "banned" within a second; its partner is told it left."""
+    banned = new_browser()
+    a, _ = await enter(server.ws_url(), banned)
+    b, _ = await enter(server.ws_url(), new_browser())
+    assert await receive_json(a) == {"type": "connected"}
+    ban("ban", banned, "--bans-file", str(config.bans_file))
+    assert await receive_json(b, timeout=1) == {"type": "disconnected"}
+    await asyncio.wait_for(a.wait_closed(), 1)
+    assert (a.close_code, a.close_reason) == (1008, "banned")
+
+
 async def test_ban_by_address_refuses_every_browser_there(server, config):
     """`ban 127.0.0.1`: any handshake from that address is refused, whatever its cookie."""
     ban("ban", "127.0.0.1", "--bans-file", str(config.bans_file))
