@@ -11,8 +11,8 @@ one JSON object: p50/p99 of that time for moved and unmoved newcomers, and Redis
 commandstats over the run, minus the heartbeats counted while idle). --no-redis: one process, no Redis, the
 baseline. Loopback only; every client is closed at the end.
 
---server (twice or more) compares versions side by side: each round runs every version in turn (a fresh Redis and
-fresh processes for each), and the medians over the rounds are printed per version. An older version to compare
+--server (twice or more) compares versions side by side: each round runs every version in turn, in reverse order every
+other round (a fresh Redis and fresh processes for each), and the medians over the rounds are printed per version. An older version to compare
 with: git worktree add /tmp/duoduel-old COMMIT, then --server /tmp/duoduel-old/duoduel.py --server duoduel.py.
 """
 
@@ -106,7 +106,7 @@ def main() -> None:
         return
     reports: dict[Path, list[dict]] = {version: [] for version in versions}
     for round_ in range(args.rounds):
-        for version in versions:
+        for version in versions if round_ % 2 == 0 else versions[::-1]:  # ABBA: neither always goes first
             reports[version].append(measure(args, version))
             print(f"round {round_ + 1}: {version}: {json.dumps(summary(reports[version][-1]))}", file=sys.stderr)
     print(json.dumps({str(version): medians(runs) for version, runs in reports.items()}, indent=1))

@@ -22,7 +22,6 @@ import ipaddress
 import re
 import secrets
 import time
-from collections.abc import Iterable
 from dataclasses import dataclass
 
 COOKIE_NAME = "duoduel_id"
@@ -93,27 +92,27 @@ def signature(secret: bytes, body: str) -> str:
 
 
 def address_key(host: str) -> str:
-    """The address that counts: an IPv4 address as is, an IPv6 one as its /64; anything else as given."""
+    """The address that counts: an IPv4 address (or ::1) as is, an IPv6 one as its /64; anything else as given."""
     try:
         address = ipaddress.ip_address(host.strip("[]"))
     except ValueError:
         return host
-    if isinstance(address, ipaddress.IPv6Address):
+    if isinstance(address, ipaddress.IPv6Address) and not address.is_loopback:
         if address.ipv4_mapped is not None:
             return str(address.ipv4_mapped)
         return str(ipaddress.ip_network(f"{address}/{IPV6_PREFIX}", strict=False))
     return str(address)
 
 
-def client_address(peer: str, forwarded_for: str | None, trusted: Iterable[str]) -> str:
+def client_address(peer: str, forwarded_for: str | None, trusted: frozenset[str]) -> str:
     """The address a request counts as: the peer's, or behind a trusted proxy the last one it forwards.
 
     X-Forwarded-For is read from the right: every address a trusted proxy added
     is skipped, and the first one no trusted proxy vouches for counts (a client
-    may write anything at the left). From any other peer the header is ignored.
+    may write anything at the left). From any other peer the header is ignored. The trusted addresses are
+    written as plain() writes them (main() does).
     """
-    trusted = {plain(host) for host in trusted}
-    if plain(peer) not in trusted or not forwarded_for:
+    if not trusted or not forwarded_for or plain(peer) not in trusted:
         return address_key(peer)
     for hop in reversed([plain(hop) for hop in forwarded_for.split(",")]):
         if hop and hop not in trusted:
@@ -135,6 +134,10 @@ def plain(host: str) -> str:
 def is_loopback(address: str) -> bool:
     """Whether an address (as address_key gives it) is this machine's."""
     try:
-        return ipaddress.ip_network(address, strict=False).is_loopback
+        return ipaddress.ip_address(address).is_loopback
+    except ValueError:
+        pass
+    try:
+        return ipaddress.ip_network(address).is_loopback  # an IPv6 /64
     except ValueError:
         return False

@@ -16,7 +16,7 @@ from websockets.exceptions import InvalidStatus
 
 from cluster import Duoduel, arrive, start_shared, until_connected
 from conftest import FRAME, ROOT, Running, http_request, metric, receive_json, run_command, running_server, settle, until
-from core.identity import COOKIE_MAX_AGE, identity_from_token, issue_token
+from core.identity import COOKIE_MAX_AGE, identify, identity_from_token, issue_token
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -116,6 +116,18 @@ def test_identity_token_carries_the_browser_id_and_nothing_forged_or_expired():
     assert identity_from_token(secret, new_browser() + token[32:]) is None
     assert identity_from_token(secret, token, now=time.time() + 2 * 3600) is None
     assert identity_from_token(secret, "not a token") is None
+
+
+def test_address_that_counts_is_an_ipv6_clients_64_and_loopback_is_not_limited_without_a_trusted_proxy():
+    """An IPv6 client counts as its /64 (one subscriber), an IPv4-mapped one as IPv4; ::1 and 127.0.0.1 are exempt
+    unless a trusted proxy is set; a forwarded address counts only from a trusted proxy."""
+    none = frozenset()
+    assert identify(None, "2001:db8::5", None, none).address == "2001:db8::/64"
+    assert identify(None, "::ffff:203.0.113.4", None, none).address == "203.0.113.4"
+    assert not identify(None, "::1", None, none).limited and not identify(None, "127.0.0.1", None, none).limited
+    assert identify(None, "203.0.113.4", "198.51.100.1", none).address == "203.0.113.4"
+    behind = identify(None, "127.0.0.1", "198.51.100.1, 127.0.0.1", frozenset({"127.0.0.1"}))
+    assert (behind.address, behind.limited) == ("198.51.100.1", True)
 
 
 # Block and report.
