@@ -58,7 +58,8 @@ class Client:
     path_ms: float | None = None  # its one-way delay to the server, as its page measures it (pings)
     browser: str | None = None  # its browser's id (core.identity): blocks keep two browsers apart
     address: str = ""  # the address that counts for it (core.identity)
-    skips: deque[float] = field(default_factory=lambda: deque(maxlen=64))  # when it last asked for Next
+    # When it last asked for Next: enough for the longest cool-down past --skips-per-minute (at most 50), no more.
+    skips: deque[float] = field(default_factory=lambda: deque(maxlen=64))
     cooling: asyncio.Task[None] | None = None  # its cool-down before the next pairing, while one runs
     last_partner: Client | None = None  # whom it talked to last: it may still block or report them after the call
 

@@ -170,11 +170,6 @@ def cool_down(skips: deque[float], per_minute: int, now: float) -> float:
     return 0.0 if over <= 0 else min(COOL_DOWN * 2 ** (over - 1), MAX_COOL_DOWN)
 
 
-def skip_log(per_minute: int) -> deque[float]:
-    """A client's recent skips: enough to reach the longest cool-down, no more."""
-    return deque(maxlen=per_minute + 8)
-
-
 # Bans: what `duoduel.py ban` writes, and what the server watches.
 
 
