@@ -61,7 +61,16 @@ class Client:
     # When it last asked for Next: enough for the longest cool-down past --skips-per-minute (at most 50), no more.
     skips: deque[float] = field(default_factory=lambda: deque(maxlen=64))
     cooling: asyncio.Task[None] | None = None  # its cool-down before the next pairing, while one runs
-    last_partner: Client | None = None  # whom it talked to last: it may still block or report them after the call
+    last_partner: Stranger | None = None  # whom it talked to last: it may still block or report them after the call
+
+
+@dataclass(frozen=True)
+class Stranger:
+    """A past partner, as much as a block or a report needs: never the Client itself (a cycle, and its link kept)."""
+
+    browser: str | None
+    address: str
+    name: str
 
 
 @dataclass
@@ -199,7 +208,8 @@ def unpair(lobby: Lobby, client: Client) -> Client | None:
     partner, client.partner = client.partner, None
     if partner is not None:
         partner.partner = None
-        client.last_partner, partner.last_partner = partner, client
+        client.last_partner = Stranger(partner.browser, partner.address, partner.name)
+        partner.last_partner = Stranger(client.browser, client.address, client.name)
         partner.link.send_text(DISCONNECTED)
     return partner
 
