@@ -7,7 +7,8 @@ usage: python bench/pairing.py [--arrivals 1000] [--rate 100] [--servers 2] [--n
 Starts a redis-server of its own (no persistence) and the servers with --redis, all pinned to core 0; the
 arrivals come from this process, pinned to --cpu. A client that finds a partner waiting is timed from the start
 of its TCP connect to {"type": "connected"}, the move to the waiter's process included when there is one. Prints
-one JSON object: p50/p99 of that time for moved and unmoved newcomers, and Redis commands per call (INFO
+one JSON object: p50/p99 of that time for moved and unmoved newcomers, the servers' CPU per arrival (its
+handshakes, its pairing, its close), and Redis commands per call (INFO
 commandstats over the run, minus the heartbeats counted while idle). --no-redis: one process, no Redis, the
 baseline. Loopback only; every client is closed at the end.
 
@@ -69,6 +70,12 @@ async def arrive(url: str, kept: list, timings: list) -> None:
     kept.append(websocket)
 
 
+def cpu_seconds(pid: int) -> float:
+    """User and system CPU a process has used (Linux /proc)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 def percentiles(values: list[int]) -> dict[str, float | None]:
     """Nearest-rank p50 and p99 of nanosecond samples, in milliseconds."""
     values = sorted(values)
@@ -116,6 +123,7 @@ def summary(report: dict) -> dict:
     """The figures compared between versions."""
     figures = {f"{kind}_{q}": report[kind][q] for kind in ("moved", "not_moved", "all") for q in ("p50_ms", "p99_ms")}
     figures["calls"] = report["calls"]
+    figures["server_cpu_us_per_arrival"] = report["server_cpu_us_per_arrival"]
     if "redis_commands_per_call" in report:
         figures["redis_commands_per_call"] = report["redis_commands_per_call"]
     return figures
@@ -142,7 +150,9 @@ def measure(args: argparse.Namespace, version: Path) -> dict:
             time.sleep(3.0)
             idle = (redis_calls(redis_port) - before) / 3.0  # heartbeats a second, all processes together
             calls0 = redis_calls(redis_port)
+        cpu0 = sum(cpu_seconds(proc.pid) for proc, _ in servers)
         timings, elapsed = asyncio.run(run(args, [f"ws://127.0.0.1:{port}/ws" for _, port in servers]))
+        cpu = sum(cpu_seconds(proc.pid) for proc, _ in servers) - cpu0  # the arrivals, the moves, the closes at the end
         report = {
             "servers": len(servers), "redis": redis_port is not None, "arrivals": args.arrivals,
             "rate_per_s": args.rate, "achieved_rate_per_s": round(args.arrivals / elapsed, 1),
@@ -150,6 +160,7 @@ def measure(args: argparse.Namespace, version: Path) -> dict:
             "moved": percentiles([t for moved, t in timings if moved]),
             "not_moved": percentiles([t for moved, t in timings if not moved]),
             "all": percentiles([t for _, t in timings]),
+            "server_cpu_us_per_arrival": round(cpu / args.arrivals * 1e6, 1),
         }
         if redis_port:
             commands = redis_calls(redis_port) - calls0 - idle * elapsed
