@@ -4,17 +4,17 @@
 usage: python bench/pairing.py [--arrivals 1000] [--rate 100] [--servers 2] [--no-redis] [--cpu 1]
                               [--server DUODUEL_PY --server OTHER_DUODUEL_PY --rounds 5]
 
-Starts a redis-server of its own (no persistence) and the servers with --redis, all pinned to core 0; the
-arrivals come from this process, pinned to --cpu. A client that finds a partner waiting is timed from the start
-of its TCP connect to {"type": "connected"}, the move to the waiter's process included when there is one. Prints
-one JSON object: p50/p99 of that time for moved and unmoved newcomers, the servers' CPU per arrival (its
-handshakes, its pairing, its close), and Redis commands per call (INFO
-commandstats over the run, minus the heartbeats counted while idle). --no-redis: one process, no Redis, the
-baseline. Loopback only; every client is closed at the end.
+Starts a redis-server of its own (no persistence) and the servers with --redis, all pinned to core 0; the arrivals
+come from this process, pinned to --cpu. A client that finds a partner waiting is timed from the start of its TCP
+connect to {"type": "connected"}, the move to the waiter's process included when there is one. Prints one JSON
+object: p50/p99 of that time for moved and unmoved newcomers, the servers' CPU per arrival (its handshakes, its
+pairing, its close), and Redis commands per call (INFO commandstats over the run, minus the heartbeats counted while
+idle). --no-redis: one process, no Redis, the baseline. Loopback only; every client is closed at the end.
 
---server (twice or more) compares versions side by side: each round runs every version in turn, in reverse order every
-other round (a fresh Redis and fresh processes for each), and the medians over the rounds are printed per version. An older version to compare
-with: git worktree add /tmp/duoduel-old COMMIT, then --server /tmp/duoduel-old/duoduel.py --server duoduel.py.
+--server (twice or more) compares versions side by side: each round runs every version in turn, in reverse order
+every other round (a fresh Redis and fresh processes for each), and the medians over the rounds are printed per
+version. An older version to compare with: git worktree add /tmp/duoduel-old COMMIT, then --server /tmp/duoduel-
+old/duoduel.py --server duoduel.py.
 """
 
 from __future__ import annotations
