@@ -13,8 +13,8 @@ idle). --no-redis: one process, no Redis, the baseline. Loopback only; every cli
 
 --server (twice or more) compares versions side by side: each round runs every version in turn, in reverse order
 every other round (a fresh Redis and fresh processes for each), and the medians over the rounds are printed per
-version. An older version to compare with: git worktree add /tmp/duoduel-old COMMIT, then --server /tmp/duoduel-
-old/duoduel.py --server duoduel.py.
+version. An older version to compare with: git archive COMMIT | tar -x -C /tmp/duoduel-old (an empty folder),
+then --server /tmp/duoduel-old/duoduel.py --server duoduel.py.
 """
 
 from __future__ import annotations
