@@ -31,7 +31,7 @@ import ssl
 import sys
 import time
 import urllib.parse
-from collections.abc import AsyncIterator, Callable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from http import HTTPStatus
 from pathlib import Path
 
@@ -50,7 +50,9 @@ from core.lobby import Client, Lobby, expel_banned
 from core.relay import flooding, relay
 from core.resume import release_held
 from core.safety import FOREVER, bans_file_locked, ban_target, file_watcher, live, read_bans_file, watch_bans, write_bans_file
-from core.session import BAD_ROOM_NAME, ROOM_NAME, arrive, control, depart, newcomer, screen, screen_visitor, visit_of
+from core.session import (
+    BAD_ROOM_NAME, ROOM_NAME, arrive, closed, control, depart, newcomer, opened, screen, screen_visitor, visit_of,
+)
 from core.shared import BANS_KEY, BANS_VERSION_KEY, SharedLobby, redact
 from core.websocket import WebSocketLink, choose_route
 
@@ -90,15 +92,13 @@ async def handler(websocket: WebSocketLink, lobby: Lobby) -> None:
     visit = visit_of(urllib.parse.urlsplit(websocket.request.path).query)
     visitor = websocket.visitor
     client = newcomer(websocket, visit, websocket.id.hex[:8], visitor)
-    if visitor.limited:
-        lobby.safety.limits.opened(visitor.address)
+    opened(lobby, visitor)
     try:
         if arrived := await arrive(lobby, client, visit):
             client = arrived  # itself, or the client whose place it resumed
             await converse(lobby, client, websocket)
     finally:
-        if visitor.limited:
-            lobby.safety.limits.closed(visitor.address)
+        closed(lobby, visitor)
         await depart(lobby, client, websocket)
 
 
@@ -175,8 +175,8 @@ def make_process_request(lobby: Lobby, config: Config) -> Callable[[ServerConnec
             response.headers["Set-Cookie"] = set_cookie(new_browser_id(), secure_cookies(config))  # the page's first load
         return response
 
-    def gate(connection: ServerConnection, request: Request, query: str) -> Response | None:
-        """Let a WebSocket handshake through, or say why not; note who it comes from on its connection."""
+    def gate(connection: ServerConnection, request: Request, query: str) -> Response | Awaitable[Response | None] | None:
+        """Let a WebSocket handshake through, or say why not; then admit() its visitor."""
         if request.method != "GET":
             return refuse(request, "method", HTTPStatus.METHOD_NOT_ALLOWED, "Only GET opens a WebSocket.", [("Allow", "GET")])
         origin = request.headers.get("Origin")
@@ -185,7 +185,11 @@ def make_process_request(lobby: Lobby, config: Config) -> Callable[[ServerConnec
             return refuse(request, "origin", HTTPStatus.FORBIDDEN, "Cross-site WebSocket connections are not allowed.")
         peer = connection.remote_address[0] if connection.remote_address else ""
         visitor = identify(browser_in(request.headers.get("Cookie")), peer, request.headers.get("X-Forwarded-For"), config.trusted_proxies)
-        unwelcome = screen_visitor(lobby, visitor) or screen(lobby, query)
+        return admit(connection, request, query, visitor)
+
+    async def admit(connection: ServerConnection, request: Request, query: str, visitor: Visitor) -> Response | None:
+        """Refuse a banned visitor, one past its address's limits, or a bad query; else note the visitor on its connection."""
+        unwelcome = await screen_visitor(lobby, visitor) or screen(lobby, query)
         if unwelcome is not None:
             retry = [] if unwelcome.retry_after is None else [("Retry-After", str(unwelcome.retry_after))]
             return refuse(request, unwelcome.label, unwelcome.status, unwelcome.line, retry)

@@ -90,15 +90,14 @@ class AddressLimits:
     def admit(self, address: str, connections: int, per_minute: int, now: float) -> tuple[str, int] | None:
         """Count one handshake, or say why not and in how many seconds to try again."""
         if self.open[address] >= connections:
-            return f"Too many open connections from your address (at most {connections}): close another duoduel tab, or try again in a minute.", 60
+            return too_many_open(connections)
         if not self.open[address]:
             del self.open[address]  # Counter's lookup does not add; keep only addresses with connections
         interval = 60.0 / per_minute
         full_at = max(self.full_at.pop(address, now), now)
         if full_at - now > 60.0 - interval:
             self.full_at[address] = full_at
-            wait = int(full_at - now - (60.0 - interval)) + 1
-            return f"Too many connections from your address in the last minute: try again in {wait} seconds.", wait
+            return too_many_handshakes(int(full_at - now - (60.0 - interval)) + 1)
         self.full_at[address] = full_at + interval
         while len(self.full_at) > MAX_ADDRESSES:
             self.full_at.popitem(last=False)  # the address least recently seen: at worst, its count starts over
@@ -111,6 +110,16 @@ class AddressLimits:
         self.open[address] -= 1
         if self.open[address] <= 0:
             del self.open[address]
+
+
+def too_many_open(connections: int) -> tuple[str, int]:
+    """The line and the Retry-After for an address past its open connections."""
+    return f"Too many open connections from your address (at most {connections}): close another duoduel tab, or try again in a minute.", 60
+
+
+def too_many_handshakes(wait: int) -> tuple[str, int]:
+    """The line and the Retry-After for an address past its handshakes a minute."""
+    return f"Too many connections from your address in the last minute: try again in {wait} seconds.", wait
 
 
 @dataclass

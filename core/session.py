@@ -3,14 +3,14 @@
 Every kind of link (core.link.Link) goes through the same steps; duoduel.handler
 is the WebSocket's, and a WebTransport session takes the same ones:
 
-1. Before accepting the handshake: screen(lobby, query) and
-   screen_visitor(lobby, visitor) are None, or say why not (an HTTP status, one
-   line for the person, the label /metrics counts, when to retry). The visitor
-   comes from core.identity.identify(): the browser's id from the cookie, or
-   for WebTransport from identity_from_token(); the address that counts.
-2. client = newcomer(link, visit_of(query), name, visitor), and
-   lobby.safety.limits.opened(visitor.address) if visitor.limited. From here
-   on, everything is inside a try whose finally is step 5 (and closed(address)).
+1. Before accepting the handshake: await screen_visitor(lobby, visitor) and
+   screen(lobby, query) are None, or say why not (an HTTP status, one line for
+   the person, the label /metrics counts, when to retry). The visitor comes
+   from core.identity.identify(): the browser's id from the cookie, or for
+   WebTransport from identity_from_token(); the address that counts.
+2. client = newcomer(link, visit_of(query), name, visitor); opened(lobby,
+   visitor). From here on, everything is inside a try whose finally is step 5
+   (and closed(lobby, visitor) first).
 3. arrived = await arrive(lobby, client, visit): the client to talk as (itself,
    or the one whose place it resumed), or None (turned away or moved: skip to 5).
 4. link.start_relay(lobby, arrived), then until the link closes or
@@ -84,21 +84,40 @@ def screen(lobby: Lobby, query: str) -> Unwelcome | None:
     return None
 
 
-def screen_visitor(lobby: Lobby, visitor: Visitor) -> Unwelcome | None:
-    """Refuse a banned browser or address, and an address past its limits; None lets it in."""
+async def screen_visitor(lobby: Lobby, visitor: Visitor) -> Unwelcome | None:
+    """Refuse a banned browser or address, and an address past its limits (with --redis, of all processes); None lets it in."""
     until = lobby.safety.banned(visitor.browser, visitor.address)
     if until is not None:
         when = "" if until >= FOREVER else datetime.fromtimestamp(until, timezone.utc).strftime(" until %Y-%m-%d %H:%M UTC")
         return Unwelcome(HTTPStatus.FORBIDDEN, f"You are banned from this service{when}.", "banned")
     if not visitor.limited:
         return None
-    config = lobby.config
-    refusal = lobby.safety.limits.admit(visitor.address, config.connections_per_address, config.handshakes_per_minute, time.monotonic())
+    config, shared, refusal = lobby.config, lobby.shared, None
+    if shared is not None and shared.up:
+        refusal = await shared.admit(lobby, visitor.address)
+    if shared is None or not shared.up:  # alone, or Redis out (even just now): this process counts on its own
+        refusal = lobby.safety.limits.admit(visitor.address, config.connections_per_address, config.handshakes_per_minute, time.monotonic())
     if refusal is not None:
         line, wait = refusal
         log.info("refused a handshake from %s: %s", visitor.address, line)
         return Unwelcome(HTTPStatus.TOO_MANY_REQUESTS, line, "address_limit", wait)
     return None
+
+
+def opened(lobby: Lobby, visitor: Visitor) -> None:
+    """Count the visitor's connection open, here and (with --redis) for every process's limit."""
+    if visitor.limited:
+        lobby.safety.limits.opened(visitor.address)
+        if lobby.shared is not None:
+            lobby.shared.count_open(visitor.address, 1)
+
+
+def closed(lobby: Lobby, visitor: Visitor) -> None:
+    """Count the visitor's connection closed."""
+    if visitor.limited:
+        lobby.safety.limits.closed(visitor.address)
+        if lobby.shared is not None:
+            lobby.shared.count_open(visitor.address, -1)
 
 
 def visit_of(query: str) -> Visit:

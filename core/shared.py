@@ -36,7 +36,7 @@ from typing import TYPE_CHECKING, Any
 
 from core.config import Config, StartupError
 from core.lobby import SCAN_WAITERS, WAITING, Client, Lobby, close_soon, pair, pair_or_wait, send_error
-from core.safety import pair_key
+from core.safety import pair_key, too_many_handshakes, too_many_open
 
 if TYPE_CHECKING:  # redis is optional: imported at run time only with --redis
     import redis.asyncio
@@ -49,6 +49,9 @@ BLOCK_KEY = REDIS_PREFIX + "block:"  # + core.safety.pair_key(): two browsers th
 BANS_KEY = REDIS_PREFIX + "bans"  # a hash: browser id or address -> until (Unix time)
 BANS_VERSION_KEY = REDIS_PREFIX + "bans:version"  # bumped by every change: processes poll it, not the hash
 SECRET_KEY = REDIS_PREFIX + "secret"  # signs WebTransport identity tokens, the same on every process
+RATE_KEY = REDIS_PREFIX + "rate:"  # + an address: when its handshake budget is whole again (GCRA), Unix ms; a minute
+OPEN_KEY = REDIS_PREFIX + "open:"  # + an address: a hash, process -> connections it has open from there
+OPEN_MS = 3600 * 1000  # an address's counts outlive any gap between two of its connections; dead processes' are dropped
 ALIVE_KEY = REDIS_PREFIX + "alive:"
 CALL_KEY = REDIS_PREFIX + "call:"
 CLAIMED_KEY = REDIS_PREFIX + "claimed:"
@@ -122,6 +125,37 @@ end
 return lost
 """
 
+# KEYS: the address's rate key, its open key. ARGV: connections allowed, ms between handshakes (60,000 / a minute's),
+# ALIVE_KEY. Returns nil (counted: come in) or {1, seconds} (too many open) or {2, seconds} (too many a minute).
+ADMIT = """
+local open = 0
+local counts = redis.call('HGETALL', KEYS[2])
+for i = 1, #counts, 2 do
+  if redis.call('EXISTS', ARGV[3] .. counts[i]) == 1 then
+    open = open + tonumber(counts[i + 1])
+  else
+    redis.call('HDEL', KEYS[2], counts[i])  -- a process that is gone holds nothing open
+  end
+end
+if open >= tonumber(ARGV[1]) then return {1, 60} end
+local time = redis.call('TIME')
+local now = tonumber(time[1]) * 1000 + math.floor(tonumber(time[2]) / 1000)
+local interval = tonumber(ARGV[2])
+local full = math.max(tonumber(redis.call('GET', KEYS[1]) or now), now)
+if full - now > 60000 - interval then
+  return {2, math.floor((full - now - (60000 - interval)) / 1000) + 1}
+end
+redis.call('SET', KEYS[1], full + interval, 'PX', math.ceil(full + interval - now))
+return false
+"""
+
+# KEYS[1] an address's open key; ARGV: pid, 1 or -1, OPEN_MS.
+COUNT_OPEN = """
+if redis.call('HINCRBY', KEYS[1], ARGV[1], ARGV[2]) <= 0 then redis.call('HDEL', KEYS[1], ARGV[1]) end
+redis.call('PEXPIRE', KEYS[1], ARGV[3])
+return false
+"""
+
 # KEYS[1] the room's key; ARGV: pid, ALIVE_KEY, ROOM_MS. Returns {owner pid, owner URL} (URL '' when the caller owns it now).
 CLAIM_ROOM = """
 local owner = redis.call('GET', KEYS[1])
@@ -166,6 +200,8 @@ class SharedLobby:
         self.sweep = self.redis.register_script(SWEEP)
         self.claim_room = self.redis.register_script(CLAIM_ROOM)
         self.release = self.redis.register_script(RELEASE_ROOM)
+        self.admit_address = self.redis.register_script(ADMIT)
+        self.count_open_script = self.redis.register_script(COUNT_OPEN)
         self.pid = secrets.token_hex(8)  # this run of this process: a restart is a new process
         self.url = websocket_base(config.public_url)
         self.where = redact(config.redis_url or "")
@@ -394,6 +430,35 @@ class SharedLobby:
             await self.redis.set(BLOCK_KEY + pair_key(a, b), "1", px=int(seconds * 1000))
         except self.errors as exc:
             await self.went_down(lobby, exc)
+
+    async def admit(self, lobby: Lobby, address: str) -> tuple[str, int] | None:
+        """Count a handshake from an address against the limits of every process; why not, or None (come in).
+
+        Redis out: None, and self.up is False: this process counts on its own meanwhile (safety.AddressLimits).
+        """
+        config = lobby.config
+        try:
+            refused = await self.admit_address(
+                keys=[RATE_KEY + address, OPEN_KEY + address],
+                args=[config.connections_per_address, 60000 / config.handshakes_per_minute, ALIVE_KEY],
+            )
+        except self.errors as exc:
+            await self.went_down(lobby, exc)
+            return None
+        if refused is None:
+            return None
+        kind, wait = refused
+        return too_many_open(config.connections_per_address) if kind == 1 else too_many_handshakes(int(wait))
+
+    def count_open(self, address: str, change: int) -> None:
+        """One more (1) or one fewer (-1) connection open here from an address, for every process's limit."""
+        if self.up:
+            self.spawn(self.change_open(address, change))
+
+    async def change_open(self, address: str, change: int) -> None:
+        """Apply count_open() in Redis (a count left by an outage goes with this process, or after OPEN_MS idle)."""
+        with contextlib.suppress(*self.errors):
+            await self.count_open_script(keys=[OPEN_KEY + address], args=[self.pid, change, OPEN_MS])
 
     async def bans_changed(self) -> dict[str, float] | None:
         """The bans, if they changed since the last look (one GET a look; the hash only when it changed)."""

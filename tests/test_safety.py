@@ -17,6 +17,7 @@ from websockets.exceptions import InvalidStatus
 from cluster import Duoduel, arrive, start_shared, until_connected
 from conftest import FRAME, ROOT, Running, http_request, metric, receive_json, run_command, running_server, settle, until
 from core.identity import COOKIE_MAX_AGE, identify, identity_from_token, issue_token
+from core.shared import OPEN_KEY
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -262,8 +263,8 @@ async def test_ban_by_id_refuses_the_next_handshake_within_a_second_and_unban_le
     assert await metric(server, 'rejections_total{reason="banned"}') >= 1
 
 
-async def _accepted(url: str, browser: str) -> bool:
-    return await refusal(url, browser) is None
+async def _accepted(url: str, browser: str, **headers: str) -> bool:
+    return await refusal(url, browser, **headers) is None
 
 
 async def test_ban_ends_the_banned_browsers_call_within_a_second(server, config):
@@ -413,3 +414,40 @@ async def test_blocked_pairs_coming_back_on_two_processes_are_each_paired_with_s
     assert all(heard[heard[index]] == index != heard[index] for index in heard), "pairing is not symmetric"
     assert all(heard[index] != index ^ 1 for index in heard), "a blocked pair was paired again"
     await asyncio.gather(*(arrival.websocket.close() for arrival in arrivals))
+
+
+@pytest.fixture
+def limited_pair(tmp_path, redis_server) -> Iterator[list[Duoduel]]:
+    """Two processes sharing Redis behind a trusted proxy on loopback: 2 connections and 3 handshakes per address."""
+    limits = ("--trusted-proxy", "127.0.0.1", "--connections-per-address", "2", "--handshakes-per-minute", "3")
+    started = [start_shared(tmp_path, redis_server.url, *limits) for _ in range(2)]
+    yield started
+    for process in started:
+        process.kill()
+
+
+async def test_limits_per_address_count_every_process(limited_pair, redis_server):
+    """An address's handshakes and open connections count on both processes together: past either, 429 on both."""
+    p, q = limited_pair
+    there = {"X-Forwarded-For": "203.0.113.7"}
+
+    async def none_open() -> bool:  # a closed connection stops counting a moment after it closed
+        return not redis_server.client().exists(OPEN_KEY + "203.0.113.7")
+
+    for process in (p, q, p):
+        assert await refusal(process.running.ws_url(), new_browser(), **there) is None
+        await until(none_open, "the closed connection to count no more")
+    for process in (p, q):
+        refused = await refusal(process.running.ws_url(), new_browser(), **there)
+        assert refused is not None and refused.response.status_code == 429
+        assert b"in the last minute: try again in" in refused.response.body
+    # Open connections, each in a room of its own (no move between processes): one on each, and the third is refused.
+    there = {"X-Forwarded-For": "198.51.100.1"}
+    on_p, _ = await enter(p.running.ws_url("?room=one"), new_browser(), **there)
+    on_q, _ = await enter(q.running.ws_url("?room=two"), new_browser(), **there)
+    refused = await refusal(p.running.ws_url("?room=three"), new_browser(), **there)
+    assert refused is not None and refused.response.status_code == 429
+    assert b"Too many open connections from your address (at most 2)" in refused.response.body
+    await on_q.close()
+    await until(lambda: _accepted(p.running.ws_url("?room=three"), new_browser(), **there), "q's closed connection to count no more")
+    await on_p.close()
