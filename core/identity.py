@@ -45,7 +45,10 @@ def identify(browser: str | None, peer: str, forwarded_for: str | None, trusted:
     """The visitor a handshake comes from: its browser's id (a new one if it has none) and its address."""
     address = client_address(peer, forwarded_for, trusted)
     fresh = browser is None
-    return Visitor(new_browser_id() if fresh else browser, fresh, address, bool(trusted) or not is_loopback(address))
+    # Not limited: this machine without a proxy to count for (tests, benches), and a trusted proxy itself (it forwarded
+    # no other address: a local tool or health check behind it).
+    limited = address not in trusted and (bool(trusted) or not is_loopback(address))
+    return Visitor(new_browser_id() if fresh else browser, fresh, address, limited)
 
 
 def new_browser_id() -> str:

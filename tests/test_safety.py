@@ -121,7 +121,8 @@ def test_identity_token_carries_the_browser_id_and_nothing_forged_or_expired():
 
 def test_address_that_counts_is_an_ipv6_clients_64_and_loopback_is_not_limited_without_a_trusted_proxy():
     """An IPv6 client counts as its /64 (one subscriber), an IPv4-mapped one as IPv4; ::1 and 127.0.0.1 are exempt
-    unless a trusted proxy is set; a forwarded address counts only from a trusted proxy."""
+    unless a trusted proxy is set (but the proxy's own address never is); a forwarded address counts only from a
+    trusted proxy."""
     none = frozenset()
     assert identify(None, "2001:db8::5", None, none).address == "2001:db8::/64"
     assert identify(None, "::ffff:203.0.113.4", None, none).address == "203.0.113.4"
@@ -129,6 +130,7 @@ def test_address_that_counts_is_an_ipv6_clients_64_and_loopback_is_not_limited_w
     assert identify(None, "203.0.113.4", "198.51.100.1", none).address == "203.0.113.4"
     behind = identify(None, "127.0.0.1", "198.51.100.1, 127.0.0.1", frozenset({"127.0.0.1"}))
     assert (behind.address, behind.limited) == ("198.51.100.1", True)
+    assert not identify(None, "127.0.0.1", "127.0.0.1", frozenset({"127.0.0.1"})).limited  # the proxy's own machine
 
 
 # Block and report.
