@@ -9,7 +9,8 @@ come from this process, pinned to --cpu. A client that finds a partner waiting i
 connect to {"type": "connected"}, the move to the waiter's process included when there is one. Prints one JSON
 object: p50/p99 of that time for moved and unmoved newcomers, the servers' CPU per arrival (its handshakes, its
 pairing, its close), and Redis commands per call (INFO commandstats over the run, minus the heartbeats counted while
-idle). --no-redis: one process, no Redis, the baseline. Loopback only; every client is closed at the end.
+idle). --no-redis: one process, no Redis, the baseline; with --back-to-back, the arrivals come two by two, each pair
+leaving before the next comes, for the CPU alone. Loopback only; every client is closed at the end.
 
 --server (twice or more) compares versions side by side: each round runs every version in turn, in reverse order
 every other round (a fresh Redis and fresh processes for each), and the medians over the rounds are printed per
@@ -70,6 +71,18 @@ async def arrive(url: str, kept: list, timings: list) -> None:
     kept.append(websocket)
 
 
+async def back_to_back(url: str, arrivals: int) -> None:
+    """Arrivals two by two, with nothing else going on: one waits, the next pairs with it, both leave."""
+    for _ in range(arrivals // 2):
+        waiter = await connect(url)
+        await waiter.recv()
+        newcomer = await connect(url)
+        await newcomer.recv()
+        await waiter.recv()
+        await waiter.close()
+        await newcomer.close()
+
+
 def cpu_seconds(pid: int) -> float:
     """User and system CPU a process has used (Linux /proc)."""
     fields = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()
@@ -105,7 +118,12 @@ def main() -> None:
     parser.add_argument("--cpu", type=int, default=1, help="core for this load generator (servers and Redis: core 0)")
     parser.add_argument("--server", type=Path, action="append", help="a duoduel.py to run (repeat to compare versions; default: this one)")
     parser.add_argument("--rounds", type=int, default=1, help="runs of every version, alternating (default: 1)")
+    parser.add_argument("--back-to-back", action="store_true",
+                        help="with --no-redis: the arrivals two by two, each pair leaving before the next comes, for the "
+                             "servers' CPU per arrival without the load's noise (no latency figures)")
     args = parser.parse_args()
+    if args.back_to_back and not args.no_redis:
+        parser.error("--back-to-back needs --no-redis: it measures one process")
     os.sched_setaffinity(0, {args.cpu})
     versions = args.server or [SERVER]
     if len(versions) == 1 and args.rounds == 1:
@@ -151,7 +169,12 @@ def measure(args: argparse.Namespace, version: Path) -> dict:
             idle = (redis_calls(redis_port) - before) / 3.0  # heartbeats a second, all processes together
             calls0 = redis_calls(redis_port)
         cpu0 = sum(cpu_seconds(proc.pid) for proc, _ in servers)
-        timings, elapsed = asyncio.run(run(args, [f"ws://127.0.0.1:{port}/ws" for _, port in servers]))
+        if args.back_to_back:
+            started = time.monotonic()
+            asyncio.run(back_to_back(f"ws://127.0.0.1:{servers[0][1]}/ws", args.arrivals))
+            timings, elapsed = [], time.monotonic() - started
+        else:
+            timings, elapsed = asyncio.run(run(args, [f"ws://127.0.0.1:{port}/ws" for _, port in servers]))
         cpu = sum(cpu_seconds(proc.pid) for proc, _ in servers) - cpu0  # the arrivals, the moves, the closes at the end
         report = {
             "servers": len(servers), "redis": redis_port is not None, "arrivals": args.arrivals,
