@@ -35,7 +35,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from http import HTTPStatus
 from pathlib import Path
 
-from websockets.asyncio.server import Server, ServerConnection, serve
+from websockets.asyncio.server import Server, ServerConnection, serve, unix_serve
 from websockets.datastructures import Headers
 from websockets.exceptions import ConnectionClosed
 from websockets.http11 import Request, Response
@@ -54,7 +54,7 @@ from core.session import (
     BAD_ROOM_NAME, ROOM_NAME, arrive, closed, control, depart, newcomer, opened, screen, screen_visitor, visit_of,
 )
 from core.shared import BANS_KEY, BANS_VERSION_KEY, SharedLobby, redact
-from core.websocket import WebSocketLink, choose_route
+from core.websocket import FastWebSocketLink, WebSocketLink, choose_route
 
 __all__ = ["Config", "handler", "main", "make_server", "run"]
 
@@ -365,13 +365,13 @@ async def make_server(config: Config) -> AsyncIterator[Server]:
     """Serve while in the context, with a lobby of its own, on the relay route the self-check allows."""
     lobby = Lobby(config)
     connection, problem = await choose_route(config)
-    async with holds_released(lobby), shared_lobby(lobby), bans_watched(lobby), serve(
+    listen = serve if config.unix_socket is None else unix_serve
+    where = {"host": config.host, "port": config.port} if config.unix_socket is None else {"path": config.unix_socket}
+    async with holds_released(lobby), shared_lobby(lobby), bans_watched(lobby), listen(
         lambda websocket: handler(websocket, lobby),
-        config.host,
-        config.port,
+        **where,
         process_request=make_process_request(lobby, config),
         process_response=make_process_response(config),
-        ssl=config.tls,
         compression=None,  # Opus does not compress; deflate would cost memory and CPU per frame
         max_size=MAX_MESSAGE_BYTES,
         open_timeout=config.handshake_timeout,
@@ -382,6 +382,9 @@ async def make_server(config: Config) -> AsyncIterator[Server]:
     ) as server:
         for listener in server.sockets:
             limit_kernel_buffers(listener, config)
+        if config.unix_socket is not None:
+            # The proxy runs as a user of its own; any user of this machine reaches a loopback port as well.
+            config.unix_socket.chmod(0o666)
         # Said once listening: a server that cannot start says only why.
         if problem is not None:
             log.warning(
@@ -389,7 +392,7 @@ async def make_server(config: Config) -> AsyncIterator[Server]:
                 "slower but correct. Install the websockets version in requirements.txt for the fast route.",
                 websockets_version, problem,
             )
-        elif connection is WebSocketLink:
+        elif not issubclass(connection, FastWebSocketLink):
             log.info("relay route: websockets' public API (as configured)")
         else:
             log.info("relay route: frames cut from the byte stream (self-check passed)")
@@ -444,6 +447,9 @@ async def run(config: Config) -> None:
             loop.add_signal_handler(signum, server.close)
         scheme = "https" if config.tls is not None else "http"
         for sock in server.sockets:
+            if sock.family == socket.AF_UNIX:
+                log.info("duoduel listening on the unix socket %s (%s, for a proxy)", sock.getsockname(), scheme)
+                continue
             host, port = sock.getsockname()[:2]
             log.info("duoduel listening on %s://%s:%d/", scheme, f"[{host}]" if ":" in host else host, port)
         await server.wait_closed()
@@ -487,6 +493,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description="duoduel: a voice-chat server: two people in a call, or a small group in a private room.")
     parser.add_argument("--host", default="localhost", help="address to listen on (default: localhost; 0.0.0.0 for the LAN)")
     parser.add_argument("--port", type=int, default=None, help="port (default: 8080, or 8443 with --https)")
+    parser.add_argument("--unix", type=Path, metavar="PATH", help="listen on this unix socket instead of --host and --port, for a proxy on this machine (deploy/nginx-duoduel.conf)")
     parser.add_argument("--https", action="store_true", help="serve HTTPS and WSS (needed for the microphone on other machines)")
     parser.add_argument("--cert", type=Path, default=Path("cert/cert.pem"), help="certificate for --https (default: cert/cert.pem)")
     parser.add_argument("--key", type=Path, default=None, help="private key (default: key.pem beside the certificate, else the certificate file)")
@@ -690,8 +697,11 @@ def start(args: argparse.Namespace) -> None:
     logging.getLogger("websockets").setLevel(logging.DEBUG if args.log_level == "debug" else logging.WARNING)
     if not args.static.is_dir():
         raise StartupError(f"{args.static} is not a folder: pass the page's folder with --static")
+    if args.unix is not None and args.https:
+        raise StartupError("--unix is for a proxy that ends TLS in front of duoduel: leave out --https, or --unix")
     config = Config(
         host=args.host,
+        unix_socket=args.unix,
         port=args.port if args.port is not None else (8443 if args.https else 8080),
         static_dir=args.static,
         tls=tls_context(args.cert, args.key) if args.https else None,
@@ -722,6 +732,8 @@ def start(args: argparse.Namespace) -> None:
     try:
         runner(run(config))
     except OSError as exc:
+        if config.unix_socket is not None:
+            raise StartupError(f"cannot listen on the unix socket {config.unix_socket}: {exc.strerror or exc}") from None
         if exc.errno == errno.EADDRINUSE:
             raise StartupError(f"port {config.port} is already in use on {config.host}: stop the other server or pick another with --port") from None
         raise StartupError(f"cannot listen on {config.host}:{config.port}: {exc.strerror or exc}") from None

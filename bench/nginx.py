@@ -1,8 +1,8 @@
 """nginx with deploy/nginx-duoduel.conf in front of duoduel processes on loopback, from a directory of its own.
 
 Shared by bench/relay.py (--proxy nginx) and tests/test_deploy.py, so that both run the deploy file as it is: only
-its per-process lines (one `server` line and one `location /p/PORT/` block for each process), its listener and its
-certificate's paths are changed. Never the system's nginx service: nginx runs in the foreground with a main
+its per-process lines (one `server` line and one `location /p/NAME/` block for each process, and its unix socket's
+path), its listener's address and its certificate's paths are changed. Never the system's nginx service: nginx runs in the foreground with a main
 configuration of its own, its pid, logs and temporary files in the given directory.
 """
 
@@ -13,8 +13,9 @@ import shutil
 from pathlib import Path
 
 SITE = Path(__file__).resolve().parent.parent / "deploy" / "nginx-duoduel.conf"
-# The site file's lines for its two example processes, on ports 8081 and 8082: each kept once per real process.
-PER_PROCESS = (r"^( *)server 127\.0\.0\.1:{port};\n", r"^( *)location /p/{port}/ \{{\n.*?^\1\}}\n")
+# The site file's lines for its two example processes, 8081 and 8082: each kept once per real process.
+PER_PROCESS = (r"^( *)server unix:{socket};\n", r"^( *)location /p/{name}/ \{{\n.*?^\1\}}\n")
+SOCKET = "/run/duoduel/{name}/duoduel.sock"  # where the deploy's process NAME listens
 
 
 def binary() -> str:
@@ -25,15 +26,17 @@ def binary() -> str:
     return found
 
 
-def site_config(ports: list[int], listen: int, cert: Path, key: Path, source: Path = SITE) -> str:
-    """The deploy site for duoduel processes on these loopback ports, listening with TLS on 127.0.0.1:listen."""
+def site_config(processes: dict[str, Path], listen: int, cert: Path, key: Path, source: Path = SITE) -> str:
+    """The deploy site for duoduel processes {name: unix socket}, listening with TLS on 127.0.0.1:listen."""
     site = source.read_text()
     for pattern in PER_PROCESS:
-        first = re.search(pattern.format(port=8081), site, re.MULTILINE | re.DOTALL)
-        second = re.search(pattern.format(port=8082), site, re.MULTILINE | re.DOTALL)
+        first, second = (re.search(pattern.format(name=name, socket=re.escape(SOCKET.format(name=name))), site,
+                                   re.MULTILINE | re.DOTALL) for name in ("8081", "8082"))
         if first is None or second is None or second.start() < first.end():
             raise ValueError(f"{source}: expected the example processes 8081 and 8082 in this form: {pattern}")
-        block = "".join(first[0].replace("8081", str(port)) for port in ports)
+        example = first[0].replace(SOCKET.format(name="8081"), "{socket}").replace("8081", "{name}")
+        block = "".join(example.replace("{socket}", str(socket)).replace("{name}", name)
+                        for name, socket in processes.items())
         site = site[:first.start()] + block + site[first.end():second.start()] + site[second.end():]
     for placeholder, value in (("listen 443", f"listen 127.0.0.1:{listen}"),
                                ("/etc/duoduel/cert.pem", cert), ("/etc/duoduel/key.pem", key)):

@@ -22,7 +22,7 @@ K processes, to compare with one process at the same total load. bench/pairing.p
 Routes (ROUTES below; each starts its own servers for every run): plain (ws:// straight to duoduel), tls (wss://
 straight to `duoduel.py --https`), plain-asyncio and tls-asyncio (the same with uvloop hidden, so on asyncio's own
 event loop and TLS), nginx (wss:// through deploy/nginx-duoduel.conf: TLS ends at nginx, which speaks plain WebSocket
-to duoduel). Certificates come from gen_cert.sh. --tls and --proxy nginx add their route to plain; --rounds N runs
+to duoduel on its unix socket). Certificates come from gen_cert.sh. --tls and --proxy nginx add their route to plain; --rounds N runs
 every route N times, alternating (each round in a rotated order), and prints each route's medians beside its runs.
 The proxy's workers run on the servers' core; their CPU per relayed frame is reported apart from duoduel's.
 --proxy nginx:SITE runs another site file in the deploy file's form (e.g. with one directive changed) as a route of
@@ -414,11 +414,12 @@ def server_dropped(url: str, tls: ssl.SSLContext | None) -> int | None:
 
 @dataclass
 class Server:
-    """A duoduel process the bench started: its port and its output."""
+    """A duoduel process the bench started: its port (with a unix socket: its name, a free port's number) and its output."""
 
     proc: subprocess.Popen
     port: int
     log: IO[bytes]
+    unix_socket: Path | None = None
 
 
 @dataclass
@@ -455,16 +456,17 @@ def tls_route(args: argparse.Namespace, stack: contextlib.ExitStack, uvloop: boo
 
 
 def nginx_route(args: argparse.Namespace, stack: contextlib.ExitStack, site: Path = nginx.SITE) -> Endpoint:
-    """wss:// to nginx with the deploy site file, which ends TLS and speaks ws:// to duoduel on loopback.
+    """wss:// to nginx with the deploy site file, which ends TLS and speaks ws:// to each duoduel on its unix socket.
 
     Each client connects through /p/PORT/, as a client moved to that process does: the same tunnel as the
     upstream's, and every call stays on one process, as the shared lobby keeps it.
     """
     listen = free_port()
     public = f"https://127.0.0.1:{listen}"
-    servers, redis_port = start_servers(args, stack, lambda port: f"{public}/p/{port}", ["--allow-origin", public])
     directory = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="relay-nginx-")))
-    site_text = nginx.site_config([s.port for s in servers], listen, args.cert, args.key, site)
+    servers, redis_port = start_servers(args, stack, lambda port: f"{public}/p/{port}", ["--allow-origin", public],
+                                        unix_sockets=directory)
+    site_text = nginx.site_config({str(s.port): s.unix_socket for s in servers}, listen, args.cert, args.key, site)
     # Under callgrind, one process that is master and worker: callgrind follows no fork.
     config = nginx.write_config(directory, site_text, args.proxy_workers, master=not args.callgrind)
     proxy = subprocess.Popen(["taskset", "-c", str(SERVER_CORE), *callgrind(args, "proxy"), nginx.binary(), "-c", str(config)],
@@ -477,7 +479,7 @@ def nginx_route(args: argparse.Namespace, stack: contextlib.ExitStack, site: Pat
         time.sleep(0.02)  # the master listens before it forks its workers
     workers = [proxy.pid] if args.callgrind else nginx.workers(proxy.pid)
     return Endpoint([f"wss://127.0.0.1:{listen}/p/{s.port}/ws" for s in servers],
-                    [f"http://127.0.0.1:{s.port}/metrics" for s in servers],
+                    [f"{public}/p/{s.port}/metrics" for s in servers],
                     [s.proc.pid for s in servers], servers, workers, redis_port)
 
 
@@ -500,14 +502,19 @@ def stop_proxy(proxy: subprocess.Popen) -> None:
         proxy.wait()
 
 
-def wait_listening(port: int, proc: subprocess.Popen, name: str, output: Callable[[], str], timeout: float = 10) -> None:
-    """Return once something accepts connections on the loopback port; exit with proc's output if it died."""
+def wait_listening(port: int | Path, proc: subprocess.Popen, name: str, output: Callable[[], str],
+                   timeout: float = 10) -> None:
+    """Return once something accepts connections on the loopback port (or unix socket); exit with proc's output if it died."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if proc.poll() is not None:
             sys.exit(f"relay.py: {name} exited {proc.returncode}: {output()[-2000:]}")
         try:
-            socket.create_connection(("127.0.0.1", port), timeout=1).close()
+            if isinstance(port, Path):
+                with socket.socket(socket.AF_UNIX) as probe:
+                    probe.connect(str(port))
+            else:
+                socket.create_connection(("127.0.0.1", port), timeout=1).close()
             return
         except OSError:
             time.sleep(0.05)
@@ -542,10 +549,12 @@ def redis_calls(port: int) -> int:
 
 
 def start_servers(args: argparse.Namespace, stack: contextlib.ExitStack, public: Callable[[int], str],
-                  flags: list[str] | None = None, uvloop: bool = True) -> tuple[list[Server], int | None]:
+                  flags: list[str] | None = None, uvloop: bool = True,
+                  unix_sockets: Path | None = None) -> tuple[list[Server], int | None]:
     """Start the --servers duoduel processes (with --redis, sharing a lobby through a redis-server of their own).
 
-    public(port) is how a client reaches the process on port: its --public-url in the shared lobby.
+    public(port) is how a client reaches the process on port: its --public-url in the shared lobby. With
+    unix_sockets, each process listens on PORT.sock in that folder instead, the port being only its name.
     """
     redis_port = None
     if args.redis:
@@ -559,21 +568,24 @@ def start_servers(args: argparse.Namespace, stack: contextlib.ExitStack, public:
             extra += ["--redis", f"redis://127.0.0.1:{redis_port}/0", "--public-url", public(port)]
         if args.rooms and not any(arg.startswith("--room-size") for arg in extra):
             extra += ["--room-size", str(args.room_members)]
-        servers.append(spawn_server(args, stack, port, extra, uvloop))
+        unix_socket = unix_sockets / f"{port}.sock" if unix_sockets else None
+        servers.append(spawn_server(args, stack, port, extra, uvloop, unix_socket))
     return servers, redis_port
 
 
 def spawn_server(args: argparse.Namespace, stack: contextlib.ExitStack, port: int, extra: list[str],
-                 uvloop: bool) -> Server:
-    """Start duoduel pinned to the servers' core on port; return it once it listens."""
+                 uvloop: bool, unix_socket: Path | None = None) -> Server:
+    """Start duoduel pinned to the servers' core on port (or unix_socket); return it once it listens."""
     python = [sys.executable] if uvloop else [sys.executable, "-c", WITHOUT_UVLOOP]
-    cmd = ["taskset", "-c", str(SERVER_CORE), *callgrind(args, "duoduel"), *python, str(args.server_script), "--host", "127.0.0.1",
-           "--port", str(port), "--log-level", "warning", *extra]
+    where = ["--host", "127.0.0.1", "--port", str(port)] if unix_socket is None else ["--unix", str(unix_socket)]
+    cmd = ["taskset", "-c", str(SERVER_CORE), *callgrind(args, "duoduel"), *python, str(args.server_script), *where,
+           "--log-level", "warning", *extra]
     log = stack.enter_context(tempfile.TemporaryFile())
     proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT)
     stack.callback(lambda: proc.poll() is None and proc.kill())
-    wait_listening(port, proc, "server", lambda: log.seek(0) or log.read().decode(errors="replace"), args.start_timeout)
-    return Server(proc, port, log)
+    wait_listening(unix_socket or port, proc, "server", lambda: log.seek(0) or log.read().decode(errors="replace"),
+                   args.start_timeout)
+    return Server(proc, port, log, unix_socket)
 
 
 def callgrind(args: argparse.Namespace, role: str) -> list[str]:

@@ -66,6 +66,7 @@ class Config:
 
     host: str = "localhost"
     port: int = 8080
+    unix_socket: Path | None = None  # listen here instead of host:port (a proxy on this machine)
     static_dir: Path = STATIC_DIR
     tls: ssl.SSLContext | None = None
     allowed_origins: frozenset[str] = frozenset()

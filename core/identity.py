@@ -28,6 +28,7 @@ COOKIE_NAME = "duoduel_id"
 BROWSER_ID = re.compile(r"[0-9a-f]{32}")  # 128 bits, hex
 COOKIE_MAX_AGE = 365 * 24 * 3600
 TOKEN_SECONDS = 3600  # a WebTransport token outlives the page's offer by far, and a stolen one not by much
+UNIX_PEER = ""  # the peer's address of a connection on a unix socket, as the gate reads it
 IPV6_PREFIX = 64  # one IPv6 subscriber gets a whole /64: count and ban it as one address
 
 
@@ -112,10 +113,14 @@ def client_address(peer: str, forwarded_for: str | None, trusted: frozenset[str]
 
     X-Forwarded-For is read from the right: every address a trusted proxy added
     is skipped, and the first one no trusted proxy vouches for counts (a client
-    may write anything at the left). From any other peer the header is ignored. The trusted addresses are
+    may write anything at the left). A peer on a unix socket (--unix) is a proxy too: only this machine reaches
+    it. From any other peer the header is ignored. The trusted addresses are
     written as plain() writes them (main() does).
     """
-    if not trusted or not forwarded_for or plain(peer) not in trusted:
+    proxied = peer == UNIX_PEER or (bool(trusted) and plain(peer) in trusted)
+    if peer == UNIX_PEER:
+        peer = "127.0.0.1"  # a unix socket's peer is on this machine
+    if not forwarded_for or not proxied:
         return address_key(peer)
     for hop in reversed([plain(hop) for hop in forwarded_for.split(",")]):
         if hop and hop not in trusted:

@@ -12,7 +12,9 @@ route uses the others.
 1. connection_made(): websockets' asyncio connection is the asyncio Protocol of
    its socket. Both routes keep the transport it is given: deliver() reads its
    write buffer's size as the receiver's backlog, and the fast route writes
-   audio frames to it.
+   audio frames to it. With TLS, the link puts the loop's own TLS layer
+   between its socket's transport and itself (end_tls), and is given the TLS
+   layer's transport once the TLS handshake is done.
 2. apply_mask (websockets.speedups, or websockets.utils without the C
    extension) unmasks a payload.
 3. Connection.data_received: FastWebSocketLink overrides it, keeps the complete
@@ -31,12 +33,19 @@ route uses the others.
 check_fast_route() exercises 2 to 6 through a real connection on loopback at
 start-up; if anything fails, duoduel logs one warning and takes the public
 route instead. The public route relies on 1 alone, which every test exercises.
+
+One internal of the event loops too, with --https: their TLS protocol classes
+(asyncio.sslproto.SSLProtocol, uvloop.loop.SSLProtocol), made and connected as
+their create_server(ssl=...) makes them (end_tls). tests/test_hardening.py and
+tests/test_cli.py exercise both over real TLS connections.
 """
 
 from __future__ import annotations
 
 import asyncio
+import socket
 import struct
+from asyncio.sslproto import SSLProtocol
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -69,11 +78,39 @@ class WebSocketLink(ServerConnection):
     wire: asyncio.Transport
     backlog: Callable[[], int]  # Link.backlog(): the transport's own method, with no call of ours around it per frame
     visitor: Visitor | None = None  # who the handshake came from, noted by the gate before the 101 (core.identity)
+    config: Config | None = None  # the server's: choose_route() sets it on a subclass of the route
+    beneath_tls: asyncio.Transport | None = None  # the socket's transport, below the TLS layer
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        config = self.config
+        if config is not None and self.beneath_tls is None:  # the socket's own transport
+            if config.unix_socket is not None:
+                # TCP connections take their buffers' sizes from the listener (limit_kernel_buffers), unix ones
+                # do not; and there the send buffer also counts what waits unread on the proxy's side.
+                sock = transport.get_extra_info("socket")
+                sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, config.socket_send_buffer)
+            elif config.tls is not None:
+                return self.end_tls(transport)  # type: ignore[arg-type]
         self.wire = transport  # type: ignore[assignment]
         self.backlog = self.wire.get_write_buffer_size
         super().connection_made(transport)
+
+    def end_tls(self, socket_transport: asyncio.Transport) -> None:
+        """Put the loop's own TLS layer below this link; the layer connects the link once the TLS handshake is done.
+
+        What loop.create_server(ssl=...) does, but with the socket's transport
+        holding nothing past what the kernel takes: it pauses the TLS layer as
+        soon as it holds a byte, and what waits then stays in the TLS layer's
+        buffer, which backlog() counts. At the transport's own limits it holds
+        up to 64 KiB first (450 Opus frames, 9 s of audio for a stalled
+        receiver), out of the relay's sight (docs/performance.md).
+        """
+        self.beneath_tls = socket_transport
+        socket_transport.set_write_buffer_limits(0)
+        layer = tls_layer(self.loop)(self.loop, self, self.config.tls, None, server_side=True,
+                                     ssl_handshake_timeout=self.config.handshake_timeout)
+        socket_transport.set_protocol(layer)
+        layer.connection_made(socket_transport)
 
     @property
     def is_open(self) -> bool:
@@ -104,11 +141,22 @@ class WebSocketLink(ServerConnection):
 
 
 async def choose_route(config: Config) -> tuple[type[WebSocketLink], str | None]:
-    """The fast route if the configuration allows it and the self-check passes, else the public route; and why not."""
-    if config.relay_route == "public":
-        return WebSocketLink, None
-    problem = await check_fast_route()
-    return (WebSocketLink, problem) if problem is not None else (FastWebSocketLink, None)
+    """The fast route if the configuration allows it and the self-check passes, else the public route; and why not.
+
+    The class returned knows the configuration: with TLS, its links end TLS themselves (WebSocketLink.end_tls).
+    """
+    problem = None if config.relay_route == "public" else await check_fast_route()
+    route = FastWebSocketLink if config.relay_route != "public" and problem is None else WebSocketLink
+    return type(route.__name__, (route,), {"config": config}), problem
+
+
+def tls_layer(loop: asyncio.AbstractEventLoop) -> type:
+    """The loop's own TLS protocol: uvloop's (in C) on uvloop's loop, asyncio's on any other."""
+    try:
+        import uvloop
+    except ImportError:
+        return SSLProtocol
+    return uvloop.loop.SSLProtocol if isinstance(loop, uvloop.Loop) else SSLProtocol
 
 
 # The fast route.

@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import itertools
 import json
 import os
 import re
 import signal
 import socket
+import ssl
 import subprocess
 import sys
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Sequence
@@ -52,7 +54,7 @@ async def running_server(config: duoduel.Config) -> AsyncIterator[Running]:
     """Run duoduel in this event loop on an ephemeral port."""
     async with duoduel.make_server(config) as ws_server:
         port = ws_server.sockets[0].getsockname()[1]
-        yield Running(config.host, port)
+        yield Running(config.host, port, "https" if config.tls is not None else "http")
 
 
 @pytest.fixture
@@ -164,6 +166,107 @@ async def frozen_client(running: Running, query: str = "") -> ClientConnection:
     return await connect(running.ws_url(query), sock=sock, max_queue=1)
 
 
+# A receiver that stops reading gets, when it reads again, what its own kernel and the server's hold for it and
+# no more: with 120-byte frames (an Opus frame, its header and the WebSocket's), the server's 8 KiB send buffer and
+# its own 4 KiB (which Linux doubles) hold about 170 over ws:// (and fewer over wss://: each TLS record adds 22
+# bytes); anything queued above the kernel, where the relay does not look, comes on top of that.
+STALE_BOUND = 200
+OPUS_FRAME = bytes(116)  # after a 4-byte sequence number: 120 bytes
+
+
+class StoppedReceiver:
+    """A raw client on a blocking socket with a 4 KiB receive buffer: it reads only when told to, as a page whose
+    tab or network froze; over TLS its records are opened on the socket, so it buffers nothing of its own."""
+
+    def __init__(self, running: Running, trust: ssl.SSLContext | None, prefix: str = ""):
+        raw = socket.socket()
+        raw.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)  # before connect: the window stays small
+        raw.settimeout(10)
+        raw.connect((running.host, running.port))
+        self.sock = trust.wrap_socket(raw, server_hostname=running.host) if trust is not None else raw
+        self.sock.sendall(
+            f"GET {prefix}/ws HTTP/1.1\r\nHost: {running.host}:{running.port}\r\nUpgrade: websocket\r\n"
+            f"Connection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n"
+            f"Origin: {running.origin}\r\n\r\n".encode())
+        self.buffer = b""
+        head = self.read_until(b"\r\n\r\n")
+        assert head.startswith(b"HTTP/1.1 101"), head
+
+    def read_until(self, end: bytes) -> bytes:
+        while end not in self.buffer:
+            self.fill()
+        head, _, self.buffer = self.buffer.partition(end)
+        return head
+
+    def read_exactly(self, count: int) -> bytes:
+        while len(self.buffer) < count:
+            self.fill()
+        data, self.buffer = self.buffer[:count], self.buffer[count:]
+        return data
+
+    def fill(self) -> None:
+        chunk = self.sock.recv(65536)
+        assert chunk, "the server closed the connection without a close frame"
+        self.buffer += chunk
+
+    def frame(self) -> tuple[int, bytes]:
+        """The next frame from the server (unmasked): its opcode and payload."""
+        first, second = self.read_exactly(2)
+        length = second & 0x7F
+        if length >= 126:
+            length = int.from_bytes(self.read_exactly(2 if length == 126 else 8), "big")
+        return first & 0x0F, self.read_exactly(length)
+
+    def read_to_close(self) -> tuple[list[bytes], int, str]:
+        """Read again: every audio frame that waited, up to the close frame; and its code and reason."""
+        frames = []
+        while True:
+            opcode, payload = self.frame()
+            if opcode == 8:
+                self.sock.close()
+                return frames, int.from_bytes(payload[:2], "big"), payload[2:].decode()
+            if opcode == 2:
+                frames.append(payload)
+
+
+async def stopped_receiver_is_closed(running: Running, trust: ssl.SSLContext | None, stall_timeout: float,
+                                     prefix: str = "", bound: int = STALE_BOUND) -> None:
+    """Pair a sender with a StoppedReceiver (at running's prefix/ws), talk until the server starts closing the receiver,
+    then let it read again: it gets at most bound frames, the first ones, then the close frame, 1011."""
+    scheme = "wss" if trust is not None else "ws"
+    url = f"{scheme}://{running.host}:{running.port}{prefix}/ws"
+    sender = await connect(url, ssl=trust, origin=running.origin)
+    assert await receive_json(sender) == {"type": "waiting"}
+    receiver = await asyncio.to_thread(StoppedReceiver, running, trust, prefix)
+    assert await asyncio.to_thread(receiver.frame) == (1, b'{"type": "connected"}')
+    assert await receive_json(sender) == {"type": "connected"}
+
+    async def talk():
+        for seq in itertools.count():
+            await sender.send(seq.to_bytes(4, "big") + OPUS_FRAME)
+            await asyncio.sleep(0.005)  # paces the sender under the flood limit (250 a second)
+
+    async def stalled_closes() -> float:
+        reply = await http_request(running, f"{prefix}/metrics", ssl=trust, headers={"Connection": "close"})
+        match = re.search(r'^duoduel_closes_total\{reason="stalled"\} (\S+)$', reply.body.decode(), re.MULTILINE)
+        return float(match[1]) if match else 0.0
+
+    talking = asyncio.create_task(talk())
+    try:
+        # Read again once the server starts closing it: its close frame waits behind the old audio, and
+        # the server gives up on the close handshake after 3 s.
+        await until(stalled_closes, "the server to close the stalled receiver", timeout=stall_timeout + 10)
+        frames, code, reason = await asyncio.to_thread(receiver.read_to_close)
+        told = await receive_json(sender)
+    finally:
+        talking.cancel()
+    assert (code, reason) == (1011, "receiver stalled")
+    assert told == {"type": "disconnected"}
+    assert [int.from_bytes(frame[:4], "big") for frame in frames] == list(range(len(frames))), "the first ones, whole"
+    assert len(frames) <= bound, f"{len(frames)} frames of old audio waited for the stopped receiver"
+    await sender.close()
+
+
 async def settle(running: Running, **expected: int) -> dict:
     """Wait until /healthz shows the expected counts (the server notices a close asynchronously)."""
     for _ in range(200):
@@ -182,13 +285,14 @@ class Process:
     port: int
     scheme: str
     started: list[str]  # what it printed up to the line saying it listens
+    unix_socket: str | None = None  # with --unix: where it listens instead of a port
 
     @property
     def running(self) -> Running:
         return Running("127.0.0.1", self.port, self.scheme)
 
 
-LISTENING = re.compile(r"listening on (https?)://[^ ]*:(\d+)/")
+LISTENING = re.compile(r"listening on (?:(https?)://[^ ]*:(\d+)/|the unix socket (\S+) \((https?))")
 
 
 @pytest.fixture
@@ -209,7 +313,7 @@ def start_process() -> Iterator:
         for line in popen.stdout:
             said.append(line)
             if match := LISTENING.search(line):
-                return Process(popen, int(match[2]), match[1], said)
+                return Process(popen, int(match[2] or 0), match[1] or match[4], said, match[3])
         raise AssertionError(f"duoduel did not start: exit {popen.wait()}")
 
     yield start
@@ -218,6 +322,15 @@ def start_process() -> Iterator:
             popen.send_signal(signal.SIGKILL)
         popen.wait()
         popen.stdout.close()
+
+
+@pytest.fixture(scope="session")
+def certificate(tmp_path_factory) -> Path:
+    """A certificate for localhost and 127.0.0.1, made by gen_cert.sh, with key.pem beside it."""
+    folder = tmp_path_factory.mktemp("cert")
+    made = run_command("bash", str(ROOT / "gen_cert.sh"), str(folder))
+    assert made.returncode == 0, made.stderr
+    return folder / "cert.pem"
 
 
 def run_command(*args: str, **kwargs) -> subprocess.CompletedProcess:

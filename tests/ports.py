@@ -15,14 +15,15 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
-def wait_for_port(port: int, popen: subprocess.Popen, log: Path, timeout: float = 10) -> None:
-    """Wait until something accepts connections on the port, or fail with the process's output."""
+def wait_for_port(port: int | Path, popen: subprocess.Popen, log: Path, timeout: float = 10) -> None:
+    """Wait until something accepts connections on the loopback port (or unix socket), or fail with the process's output."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if popen.poll() is not None:
             raise AssertionError(f"{popen.args[0]} exited with {popen.returncode}: {log.read_text()[-2000:]}")
-        with socket.socket() as sock:
-            if sock.connect_ex(("127.0.0.1", port)) == 0:
+        unix = isinstance(port, Path)
+        with socket.socket(socket.AF_UNIX if unix else socket.AF_INET) as sock:
+            if sock.connect_ex(str(port) if unix else ("127.0.0.1", port)) == 0:
                 return
         time.sleep(0.02)
     raise AssertionError(f"nothing listened on port {port} within {timeout} s: {log.read_text()[-2000:]}")

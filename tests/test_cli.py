@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import signal
 import socket
 import ssl
+import stat
 import sys
 from pathlib import Path
 
+from websockets.asyncio.client import unix_connect
 from websockets.exceptions import ConnectionClosed
 
 from conftest import ROOT, http_request, join, join_pair, receive_json, run_command
@@ -119,10 +122,39 @@ def test_port_in_use_is_one_line_and_exit_2():
     ]
 
 
+async def test_unix_socket_serves_the_page_and_calls_for_a_proxy(start_process, tmp_path):
+    """--unix PATH: duoduel listens on that socket instead of a port (writable by any user of the machine, as a
+    loopback port is reachable by any), and serves the page and a call through it."""
+    path = tmp_path / "duoduel.sock"
+    process = start_process("--unix", str(path))
+    assert process.unix_socket == str(path) and stat.S_IMODE(path.stat().st_mode) == 0o666
+    reader, writer = await asyncio.open_unix_connection(path)
+    writer.write(b"GET / HTTP/1.1\r\nHost: example.org\r\n\r\n")
+    assert (await asyncio.wait_for(reader.readline(), 5)).startswith(b"HTTP/1.1 200")
+    writer.close()
+    first = await unix_connect(str(path), "ws://example.org/ws")
+    second = await unix_connect(str(path), "ws://example.org/ws")
+    assert [json.loads(await first.recv()) for _ in range(2)] == [{"type": "waiting"}, {"type": "connected"}]
+    assert json.loads(await second.recv()) == {"type": "connected"}
+    await first.send(b"through the socket")
+    assert await second.recv() == b"through the socket"
+    await first.close()
+    await second.close()
+
+
+def test_unix_socket_with_https_is_one_line_and_exit_2(tmp_path):
+    """TLS ends in the proxy in front of a unix socket: both at once is refused in one line."""
+    result = run_command(sys.executable, "duoduel.py", "--unix", str(tmp_path / "s.sock"), "--https")
+    assert result.returncode == 2
+    assert result.stderr.strip().splitlines() == [
+        "duoduel: --unix is for a proxy that ends TLS in front of duoduel: leave out --https, or --unix"
+    ]
+
+
 def test_help_lists_the_flags():
     result = run_command(sys.executable, "duoduel.py", "--help")
     assert result.returncode == 0
-    for flag in ("--host", "--port", "--https", "--cert", "--key", "--static", "--allow-origin", "--max-clients",
+    for flag in ("--host", "--port", "--unix", "--https", "--cert", "--key", "--static", "--allow-origin", "--max-clients",
                  "--relay-route", "--log-level"):
         assert flag in result.stdout
 

@@ -12,8 +12,10 @@ import socket
 import ssl
 import subprocess
 import sys
+import tempfile
 from collections.abc import Iterator
 from dataclasses import dataclass
+from pathlib import Path
 
 import pytest
 from websockets.asyncio.client import connect
@@ -21,8 +23,8 @@ from websockets.exceptions import InvalidStatus
 
 from bench import nginx
 from cluster import Duoduel, RedisServer, arrive, until_connected
-from conftest import ROOT, Running, http_request, open_at
-from core.config import RESUME_WINDOW
+from conftest import ROOT, STALE_BOUND, Running, http_request, open_at, stopped_receiver_is_closed
+from core.config import RESUME_WINDOW, STALL_TIMEOUT
 from pages import TONES, Page, forget_status, wait_hearing, wait_status
 from ports import free_port, wait_for_port
 
@@ -49,11 +51,13 @@ class Proxied:
         return f"wss://127.0.0.1:{self.port}{path}"
 
 
-def unit_command(port: int, redis_url: str, public: str) -> list[str]:
-    """deploy/duoduel@.service's ExecStart for instance PORT, with this checkout in place of /opt/duoduel."""
+def unit_command(name: int, redis_url: str, public: str, run: Path) -> list[str]:
+    """deploy/duoduel@.service's ExecStart for instance NAME, with this checkout in place of /opt/duoduel and run
+    (where the test made NAME's folder) in place of /run/duoduel."""
     unit = (DEPLOY / "duoduel@.service").read_text()
     line = re.search(r"^ExecStart=(.*)$", unit, re.MULTILINE)[1]
-    line = line.replace("%i", str(port)).replace("${DUODUEL_REDIS}", redis_url).replace("${DUODUEL_PUBLIC}", public)
+    line = line.replace("%i", str(name)).replace("${DUODUEL_REDIS}", redis_url).replace("${DUODUEL_PUBLIC}", public)
+    line = line.replace("/run/duoduel/", f"{run}/")
     command = shlex.split(line)
     assert command[:2] == ["/opt/duoduel/venv/bin/python", "/opt/duoduel/duoduel.py"]
     return [sys.executable, str(ROOT / "duoduel.py"), *command[2:]]
@@ -66,15 +70,19 @@ def proxied(tmp_path) -> Iterator[Proxied]:
     subprocess.run([str(ROOT / "gen_cert.sh"), str(tmp_path / "cert")], check=True, capture_output=True)
     redis = RedisServer(tmp_path)
     redis.start()
-    port, ports = free_port(), (free_port(), free_port())
-    processes = []
+    port, ports = free_port(), (free_port(), free_port())  # the processes' numbers name them (their sockets, /p/NAME)
+    run = Path(tempfile.mkdtemp(prefix="duoduel-run-"))  # short: a unix socket's path is at most 107 bytes
+    processes, sockets = [], {}
     for own in ports:
         log = tmp_path / f"duoduel-{own}.log"
+        (run / str(own)).mkdir()  # as systemd's RuntimeDirectory= does
         with log.open("w") as out:
-            popen = subprocess.Popen(unit_command(own, redis.url, f"https://127.0.0.1:{port}"), stdout=out, stderr=subprocess.STDOUT)
+            popen = subprocess.Popen(unit_command(own, redis.url, f"https://127.0.0.1:{port}", run), stdout=out,
+                                     stderr=subprocess.STDOUT)
         processes.append(Duoduel(own, popen, log, f"https://127.0.0.1:{port}/p/{own}"))
-        wait_for_port(own, popen, log)
-    site = nginx.site_config(list(ports), port, tmp_path / "cert" / "cert.pem", tmp_path / "cert" / "key.pem")
+        sockets[str(own)] = run / str(own) / "duoduel.sock"
+        wait_for_port(sockets[str(own)], popen, log)
+    site = nginx.site_config(sockets, port, tmp_path / "cert" / "cert.pem", tmp_path / "cert" / "key.pem")
     config = nginx.write_config(tmp_path, site)
     test = subprocess.run([binary, "-t", "-c", str(config)], capture_output=True, text=True)
     assert test.returncode == 0, test.stderr
@@ -91,6 +99,7 @@ def proxied(tmp_path) -> Iterator[Proxied]:
         for process in processes:
             process.kill()
         redis.stop()
+        shutil.rmtree(run)
 
 
 def test_unit_file_is_valid_for_systemd(tmp_path):
@@ -136,8 +145,9 @@ async def test_pages_arriving_at_the_shared_address_are_all_paired(proxied):
 
 
 async def test_limits_count_the_address_nginx_forwards(proxied):
-    """Behind nginx (--trusted-proxy 127.0.0.1 in the unit), past 16 connections from one client address the next gets
-    429 with when to retry; a client at another address still enters, though every connection comes from nginx."""
+    """Behind nginx (on the unix socket, with the unit's --trusted-proxy 127.0.0.1), past 16 connections from one client
+    address the next gets 429 with when to retry; a client at another address still enters, though every connection
+    comes from nginx."""
     url = proxied.ws_url(f"/p/{proxied.ports[0]}/ws")
 
     async def from_address(host: str):
@@ -235,3 +245,12 @@ async def test_pages_pair_again_through_the_public_address_after_the_process_hol
 IN_A_NEW_CALL_AT_JS = """(address) => window.__statusLog.some((text) => text.startsWith('Reconnecting'))
   && window.duoduel.connection === 'connected' && window.duoduel.link !== null
   && window.duoduel.link.url.startsWith(address)"""
+
+
+async def test_stopped_receiver_behind_the_proxy_is_closed_with_what_the_buffers_held(proxied):
+    """A receiver that stops reading behind nginx backs up into duoduel (a unix socket, nginx's 8 KiB send buffer):
+    duoduel drops its audio and closes it with 1011 (its default stall timeout, 5 s), and when it reads again it gets
+    what the kernels held, plus nginx's own 4 KiB buffer (about 35 frames) and the unix socket's 22."""
+    a = proxied.ports[0]
+    public = Running("127.0.0.1", proxied.port, "https")
+    await stopped_receiver_is_closed(public, proxied.tls, STALL_TIMEOUT, prefix=f"/p/{a}", bound=STALE_BOUND + 60)

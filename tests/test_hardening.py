@@ -6,6 +6,7 @@ import asyncio
 import contextlib
 import dataclasses
 import json
+import ssl
 import time
 
 import pytest
@@ -14,9 +15,10 @@ from websockets.exceptions import ConnectionClosed, InvalidStatus
 from websockets.sync.client import connect as sync_connect
 
 import duoduel
-from core.config import MAX_MESSAGE_BYTES
+from core.config import MAX_MESSAGE_BYTES, STALL_TIMEOUT
 from conftest import (
     FRAME, frozen_client, health, http_request, join, join_pair, metric, receive_json, round_trip, running_server, settle,
+    stopped_receiver_is_closed,
 )
 
 pytestmark = pytest.mark.relay
@@ -89,6 +91,24 @@ async def stalled_receiver_is_closed(server) -> None:
     await settle(server, clients=1)
     await sender.close()
     receiver.transport.abort()
+
+
+@pytest.mark.parametrize("scheme", ["ws", "wss"])
+async def test_stopped_receiver_gets_no_more_old_audio_over_wss_than_over_ws(config, certificate, scheme):
+    """A receiver that stops reading is closed with 1011 once stalled, and what waited for it is what the two kernels
+    hold, over wss:// (asyncio's TLS) as over ws://: none of it queued out of the relay's sight."""
+    trust = ssl.create_default_context(cafile=certificate) if scheme == "wss" else None
+    tls = duoduel.tls_context(certificate, None) if scheme == "wss" else None
+    async with running_server(dataclasses.replace(config, tls=tls, stall_timeout=0.5)) as server:
+        await stopped_receiver_is_closed(server, trust, 0.5)
+
+
+async def test_stopped_receiver_gets_no_more_old_audio_over_wss_on_uvloop(start_process, certificate):
+    """The same through duoduel.py --https as a person runs it, on uvloop's TLS when uvloop is installed (its
+    default stall timeout, 5 s)."""
+    process = start_process("--https", "--cert", str(certificate))
+    trust = ssl.create_default_context(cafile=certificate)
+    await stopped_receiver_is_closed(process.running, trust, STALL_TIMEOUT)
 
 
 async def test_sender_can_leave_a_frozen_partner_with_next(server):

@@ -131,6 +131,8 @@ def test_address_that_counts_is_an_ipv6_clients_64_and_loopback_is_not_limited_w
     behind = identify(None, "127.0.0.1", "198.51.100.1, 127.0.0.1", frozenset({"127.0.0.1"}))
     assert (behind.address, behind.limited) == ("198.51.100.1", True)
     assert not identify(None, "127.0.0.1", "127.0.0.1", frozenset({"127.0.0.1"})).limited  # the proxy's own machine
+    assert identify(None, "", "198.51.100.1", none).address == "198.51.100.1"  # on a unix socket: a local proxy
+    assert identify(None, "", None, none).address == "127.0.0.1"
 
 
 # Block and report.
