@@ -67,9 +67,13 @@ export class AudioSession {
      *                                   in clear, header and all, before the page seals it (encryption.js)
      *   received(frame, slot)           every binary frame from a member, opened (in clear), before decoding
      *                                   (slot: its group-room slot, PARTNER (-1) in a call of two)
+     *   arrivals(slot, rows, sampleRate, playback)  what a member's playback worklet takes, as it sees it
+     *                                   (PartnerPlayback.recordArrivals): from the member's next frame on; playback
+     *                                   numbers the member's playbacks (one starts afresh after a resume)
      * What the page plays from its partner is `partnerOutput` (an AudioNode: connect a tap to it).
      */
-    this.measure = { captured: null, sent: null, received: null };
+    this.measure = { captured: null, sent: null, received: null, arrivals: null };
+    this._playbacks = 0; // PartnerPlayback objects made, to number them for measure.arrivals
 
     this._encoder = new FrameEncoder({
       contextRate: context.sampleRate,
@@ -135,7 +139,13 @@ export class AudioSession {
   receiveFrom(slot, frame) {
     if (this._closed || !frame) return;
     notify(this.measure.received, frame, slot);
-    this.addMember(slot).playback.receive(frame);
+    const member = this.addMember(slot);
+    if (typeof this.measure.arrivals === 'function' && !member.recording) {
+      member.recording = true;
+      const number = member.number;
+      member.playback.recordArrivals((rows, rate) => notify(this.measure.arrivals, slot, rows, rate, number));
+    }
+    member.playback.receive(frame);
   }
 
   /** A member arrived (or sent its first frame): its own decoder, jitter buffer and volume. */
@@ -146,7 +156,7 @@ export class AudioSession {
     const volume = this._volumes.get(slot);
     gain.gain.value = volume ? memberGain(volume.percent, volume.muted) : 1;
     gain.connect(this._mixBus);
-    member = { playback: new PartnerPlayback(this.context, gain), gain };
+    member = { playback: new PartnerPlayback(this.context, gain), gain, number: ++this._playbacks, recording: false };
     this._members.set(slot, member);
     return member;
   }

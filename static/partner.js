@@ -45,10 +45,13 @@ export class PartnerPlayback {
       numberOfOutputs: 1,
       outputChannelCount: [1],
     });
+    this._onArrivals = null; // the measuring hook of recordArrivals()
     this.node.port.onmessage = (event) => {
       if (event.data && event.data.type === 'stats') {
         this._stats = event.data;
         if (event.data.playoutMs !== null) this._playoutMs = event.data.playoutMs;
+      } else if (event.data && event.data.type === 'arrivals' && this._onArrivals) {
+        this._onArrivals(event.data.rows, this.context.sampleRate);
       }
     };
     this.node.connect(output);
@@ -150,7 +153,7 @@ export class PartnerPlayback {
    * (jitterMs: how much later than over the fastest path the audio plays, measured; lostFrames,
    * concealedFrames, droppedFrames, targetMs, underruns, arrivalJitterMs), and
    * decoderDrops (frames dropped before decoding because the decoder fell behind: they count as lost);
-   * `playback` is the worklet's raw counters (see JitterBuffer.stats()).
+   * `playback` is the worklet's raw counters (see Playout.stats()).
    */
   stats() {
     const playback = this._stats || {};
@@ -168,6 +171,17 @@ export class PartnerPlayback {
       decoderDrops: this._decoderDrops,
       playback: this._stats,
     };
+  }
+
+  /**
+   * A measuring hook: from now on, onRows(rows, sampleRate) gets every frame the playback worklet takes, as it
+   * sees it: rows is a Float64Array of (seq, audio clock in samples when it came, its length) triples, in
+   * batches of up to a quarter second.
+   */
+  recordArrivals(onRows) {
+    if (this._onArrivals || this._closed) return;
+    this._onArrivals = onRows;
+    this.node.port.postMessage({ type: 'record-arrivals' });
   }
 
   /** The partner left: free the decoder and the worklet. */

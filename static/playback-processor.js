@@ -1,39 +1,60 @@
 // AudioWorkletProcessor 'playback-processor': the partner's voice. Decoded, resampled Float32 frames
-// arrive over the port; a JitterBuffer turns them into a steady stream of 128-sample quanta.
+// arrive over the port; a Playout (the jitter buffer: static/playout.js) turns them into a steady stream of
+// 128-sample quanta. A new partner, or the partner back after a resume, gets a new node.
 //
 // Messages in:  {type: 'frame', seq: 0..65535, samples: Float32Array (at the context rate)}
-//               {type: 'reset'} (the stream starts again)
 //               {type: 'close'} (the partner left: process() returns false and the node can be freed)
-// Messages out: {type: 'stats', rms, ...JitterBuffer stats} every PLAYBACK_STATS_INTERVAL_S, and
-//               playoutMs: the mean of JitterBuffer.playoutDelayMs over the interval (null unless at
+//               {type: 'record-arrivals'} (a measuring hook: post every frame's arrival from now on)
+// Messages out: {type: 'stats', rms, ...Playout stats} every PLAYBACK_STATS_INTERVAL_S, and
+//               playoutMs: the mean of Playout.playoutDelayMs over the interval (null unless at
 //               least half of it played the sender's audio)
+//               {type: 'arrivals', rows: Float64Array} once recording: (seq, currentFrame when the frame
+//               came, its length in samples) per frame, posted by the quarter second from the message
+//               handler (never from process())
 import { FRAME_MS, PLAYBACK_STATS_INTERVAL_S } from './constants.js';
-import { JitterBuffer } from './jitter-buffer.js';
+import { Playout } from './playout.js';
+
+const ARRIVAL_BATCH = 64; // arrivals per post to the measuring hook, at most
 
 class PlaybackProcessor extends AudioWorkletProcessor {
   constructor() {
     super();
-    this._buffer = new JitterBuffer({ sampleRate, frameMs: FRAME_MS });
+    this._buffer = new Playout({ sampleRate, frameMs: FRAME_MS });
     this._sumSquares = 0;
     this._levelSamples = 0;
     this._stats = { type: 'stats' }; // refilled for every post (postMessage copies it)
     this._lastPost = 0;
-    this._playoutSumMs = 0; // JitterBuffer.playoutDelayMs, summed over the current stats interval
+    this._playoutSumMs = 0; // Playout.playoutDelayMs, summed over the current stats interval
     this._playoutQuanta = 0; // quanta of the interval that played the sender's audio
     this._quanta = 0;
     this._open = true;
+    this._arrivals = null; // rows recorded for the measuring hook, once asked for
+    this._arrivalCount = 0;
     this.port.onmessage = (event) => {
       const data = event.data;
       if (!data) return;
       if (data.type === 'frame' && data.samples instanceof Float32Array) {
         // Arrival on the audio clock: the clock that consumes the samples is the one that matters.
         this._buffer.push(data.seq, data.samples, currentTime * 1000);
-      } else if (data.type === 'reset') {
-        this._buffer.reset();
+        if (this._arrivals) this._recordArrival(data.seq, data.samples.length);
+      } else if (data.type === 'record-arrivals') {
+        this._arrivals = new Float64Array(3 * ARRIVAL_BATCH);
       } else if (data.type === 'close') {
         this._open = false;
       }
     };
+  }
+
+  /** Note one arrival for the measuring hook; post the batch once full or a quarter second old. */
+  _recordArrival(seq, length) {
+    const rows = this._arrivals;
+    const n = this._arrivalCount++;
+    rows[3 * n] = seq;
+    rows[3 * n + 1] = currentFrame;
+    rows[3 * n + 2] = length;
+    if (this._arrivalCount < ARRIVAL_BATCH && currentFrame - rows[1] < sampleRate * PLAYBACK_STATS_INTERVAL_S) return;
+    this.port.postMessage({ type: 'arrivals', rows: rows.slice(0, 3 * this._arrivalCount) });
+    this._arrivalCount = 0;
   }
 
   process(inputs, outputs) {

@@ -1,7 +1,8 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 
-import { JitterBuffer, seqDelta } from '../../static/jitter-buffer.js';
+import { seqDelta } from '../../static/frame-store.js';
+import { DECISIONS, Playout, TRANSITIONS } from '../../static/playout.js';
 
 const RATE = 48000;
 const FRAME = 960; // 20 ms
@@ -109,7 +110,7 @@ test('compares 16-bit sequence numbers across the wrap', () => {
 });
 
 test('plays in-order frames back to back, sample for sample', () => {
-  const buffer = new JitterBuffer({ sampleRate: RATE });
+  const buffer = new Playout({ sampleRate: RATE });
   const out = play(buffer, send(100), 2100);
   const start = firstNonZero(out) - 1; // the sine starts at 0
   assert.ok(start > 0);
@@ -123,7 +124,7 @@ test('plays in-order frames back to back, sample for sample', () => {
 });
 
 test('keeps the delay near one frame on a quiet network', () => {
-  const buffer = new JitterBuffer({ sampleRate: RATE });
+  const buffer = new Playout({ sampleRate: RATE });
   const delays = [];
   play(buffer, send(500), 10000, { keep: false, onQuantum: (now, b) => { if (now > 1000) delays.push(b.delayMs); } });
   const stats = play.stats;
@@ -135,7 +136,7 @@ test('keeps the delay near one frame on a quiet network', () => {
 });
 
 test('starts again cleanly when the sequence number wraps', () => {
-  const buffer = new JitterBuffer({ sampleRate: RATE });
+  const buffer = new Playout({ sampleRate: RATE });
   const out = play(buffer, send(60, { firstSeq: 65520, content: markerFrame }), 1300);
   const expected = Array.from({ length: 60 }, (_, k) => markerValue(k));
   assert.deepEqual(markersInOrder(out), expected);
@@ -143,7 +144,7 @@ test('starts again cleanly when the sequence number wraps', () => {
 });
 
 test('plays reordered frames in sequence order', () => {
-  const buffer = new JitterBuffer({ sampleRate: RATE });
+  const buffer = new Playout({ sampleRate: RATE });
   // After a quiet second, every fifth frame is overtaken by the one after it. The first time, the
   // buffer (one quantum of headroom on a quiet network) has to conceal it; then it has learnt the
   // lateness and waits.
@@ -158,7 +159,7 @@ test('plays reordered frames in sequence order', () => {
 });
 
 test('ignores duplicate frames', () => {
-  const buffer = new JitterBuffer({ sampleRate: RATE });
+  const buffer = new Playout({ sampleRate: RATE });
   const events = send(40, { content: markerFrame });
   // Frames 10 and 20 arrive twice: once at once, once a little later (while still queued or after playing).
   const copies = [10, 20].map((k) => ({ ...events[k], arrivalMs: events[k].arrivalMs + (k === 10 ? 0.5 : 60) }));
@@ -171,7 +172,7 @@ test('ignores duplicate frames', () => {
 });
 
 test('conceals a lost frame by fading the last one out, without a gap or a click', () => {
-  const buffer = new JitterBuffer({ sampleRate: RATE });
+  const buffer = new Playout({ sampleRate: RATE });
   const out = play(buffer, send(60, { delay: (k) => (k === 25 ? null : 30) }), 1300);
   const stats = play.stats;
   assert.equal(stats.lost, 1);
@@ -183,7 +184,7 @@ test('conceals a lost frame by fading the last one out, without a gap or a click
 });
 
 test('fades a longer loss to silence within 60 ms, then stays silent', () => {
-  const buffer = new JitterBuffer({ sampleRate: RATE });
+  const buffer = new Playout({ sampleRate: RATE });
   const constant = () => new Float32Array(FRAME).fill(0.5);
   const lostFrames = new Set([30, 31, 32, 33, 34, 35, 36, 37]); // 160 ms
   const out = play(buffer, send(80, { delay: (k) => (lostFrames.has(k) ? null : 30), content: constant }), 1800);
@@ -207,7 +208,7 @@ test('fades a longer loss to silence within 60 ms, then stays silent', () => {
 });
 
 test('discards a frame that arrives after its turn has passed', () => {
-  const buffer = new JitterBuffer({ sampleRate: RATE });
+  const buffer = new Playout({ sampleRate: RATE });
   const out = play(buffer, send(50, { delay: (k) => (k === 20 ? 300 : 30), content: markerFrame }), 1400);
   const stats = play.stats;
   assert.equal(stats.late, 1);
@@ -218,7 +219,7 @@ test('discards a frame that arrives after its turn has passed', () => {
 });
 
 test('raises the target on a jittery network and keeps the audio flowing', () => {
-  const buffer = new JitterBuffer({ sampleRate: RATE });
+  const buffer = new Playout({ sampleRate: RATE });
   let seed = 1;
   const random = () => ((seed = (seed * 16807) % 2147483647) / 2147483647);
   const out = play(buffer, send(1500, { delay: () => 30 + random() * 40, content: markerFrame }), 30500);
@@ -232,7 +233,7 @@ test('raises the target on a jittery network and keeps the audio flowing', () =>
 });
 
 test('lets the target decay slowly once the jitter is gone', () => {
-  const buffer = new JitterBuffer({ sampleRate: RATE });
+  const buffer = new Playout({ sampleRate: RATE });
   let seed = 7;
   const random = () => ((seed = (seed * 16807) % 2147483647) / 2147483647);
   const jitteryUntil = 250; // frames: 5 s of up to 60 ms jitter, then a quiet network
@@ -248,7 +249,7 @@ test('lets the target decay slowly once the jitter is gone', () => {
 });
 
 test('drops samples after a burst so the delay stays bounded', () => {
-  const buffer = new JitterBuffer({ sampleRate: RATE });
+  const buffer = new Playout({ sampleRate: RATE });
   // The network stalls for 600 ms at 2 s, then delivers everything at once.
   const delay = (k) => (k >= 100 && k < 130 ? 30 + (130 - k) * 20 : 30);
   const delays = [];
@@ -261,7 +262,7 @@ test('drops samples after a burst so the delay stays bounded', () => {
 });
 
 test('keeps the delay bounded when frames come in regular bursts', () => {
-  const buffer = new JitterBuffer({ sampleRate: RATE });
+  const buffer = new Playout({ sampleRate: RATE });
   // Groups of five frames released together every 100 ms.
   const delay = (k) => 30 + (4 - (k % 5)) * 20;
   const delays = [];
@@ -274,7 +275,7 @@ test('keeps the delay bounded when frames come in regular bursts', () => {
 
 for (const [name, periodMs] of [['faster', 20 / 1.01], ['slower', 20 * 1.01]]) {
   test(`stays bounded over ten minutes when the sender's clock is 1% ${name}`, () => {
-    const buffer = new JitterBuffer({ sampleRate: RATE });
+    const buffer = new Playout({ sampleRate: RATE });
     const minutes = 10;
     const count = Math.floor((minutes * 60000) / periodMs);
     let worst = 0;
@@ -298,7 +299,7 @@ for (const [name, periodMs] of [['faster', 20 / 1.01], ['slower', 20 * 1.01]]) {
 }
 
 test('restarts after the sender goes quiet for a while', () => {
-  const buffer = new JitterBuffer({ sampleRate: RATE });
+  const buffer = new Playout({ sampleRate: RATE });
   // The partner mutes from frame 50 to 200 (3 s): its sequence numbers go on, nothing is sent.
   const out = play(buffer, send(300, { delay: (k) => (k >= 50 && k < 200 ? null : 30), content: markerFrame }), 6500);
   const played = markersInOrder(out);
@@ -308,19 +309,8 @@ test('restarts after the sender goes quiet for a while', () => {
   assert.ok(stats.delayMs < 30, `delay ${stats.delayMs}`);
 });
 
-test('reset forgets the previous partner', () => {
-  const buffer = new JitterBuffer({ sampleRate: RATE });
-  play(buffer, send(50, { firstSeq: 1000 }), 1100);
-  buffer.reset();
-  const stats = buffer.stats();
-  assert.equal(stats.received, 0);
-  assert.equal(stats.playing, false);
-  const out = play(buffer, send(50, { content: markerFrame }), 1100);
-  assert.deepEqual(markersInOrder(out), Array.from({ length: 50 }, (_, k) => markerValue(k)));
-});
-
 test('outputs silence before the first frame and never leaves a sample unwritten', () => {
-  const buffer = new JitterBuffer({ sampleRate: RATE });
+  const buffer = new Playout({ sampleRate: RATE });
   const out = new Float32Array(QUANTUM).fill(NaN);
   buffer.pull(out);
   assert.ok(out.every((v) => v === 0));
@@ -328,20 +318,21 @@ test('outputs silence before the first frame and never leaves a sample unwritten
 
 test('works at 44.1 kHz with frames of varying length', () => {
   const rate = 44100;
-  const buffer = new JitterBuffer({ sampleRate: rate });
+  const buffer = new Playout({ sampleRate: rate });
   const quantum = new Float32Array(QUANTUM);
   let pushed = 0;
   let pulledTime = 0;
   for (let k = 0; k < 500; k++) {
-    const length = k % 2 ? 881 : 883; // a resampler's output wobbles around 882
-    buffer.push(k, new Float32Array(length).fill(0.1), k * 20 + 30);
-    pushed += length;
-    while (pulledTime < (k + 1) * 20 + 30) {
+    const arrivalMs = k * 20 + 30;
+    while (pulledTime < arrivalMs) {
       buffer.pull(quantum);
       pulledTime += (QUANTUM / rate) * 1000;
     }
+    const length = k % 2 ? 881 : 883; // a resampler's output wobbles around 882
+    buffer.push(k, new Float32Array(length).fill(0.1), arrivalMs);
+    pushed += length;
   }
-  const stats = play.stats;
+  const stats = buffer.stats();
   assert.equal(stats.underruns, 0);
   assert.equal(stats.lost, 0);
   assert.ok(stats.delayMs < 30);
@@ -390,7 +381,7 @@ function rampFrame(k) {
 
 /** Play frames arriving at these times; return the output and the buffer. */
 function playArrivals(times, durationMs) {
-  const buffer = new JitterBuffer({ sampleRate: RATE });
+  const buffer = new Playout({ sampleRate: RATE });
   const events = times.map((arrivalMs, k) => ({ k, seq: k & 0xffff, arrivalMs, samples: rampFrame(k) }));
   const out = play(buffer, events, durationMs);
   return { out, buffer };
@@ -460,7 +451,7 @@ function oneByOne(times) {
  */
 function playoutAgainstTruth(times, durationMs) {
   const fastest = Math.min(...times.map((t, k) => t - k * 20));
-  const buffer = new JitterBuffer({ sampleRate: RATE });
+  const buffer = new Playout({ sampleRate: RATE });
   const quantum = new Float32Array(QUANTUM);
   const rows = [];
   let next = 0;
@@ -515,7 +506,7 @@ test('a run of the burst that never comes (dropped before the decoder) is skippe
     const events = arrivals
       .map((arrivalMs, k) => ({ k, seq: k & 0xffff, arrivalMs, samples: rampFrame(k) }))
       .filter(({ k }) => k < firstHeld + 4 || k >= behind);
-    const out = play(new JitterBuffer({ sampleRate: RATE }), events, 12000);
+    const out = play(new Playout({ sampleRate: RATE }), events, 12000);
     // The first sample played as is from behind the gap: how long after its frame came.
     const played = out.findIndex((v) => Number.isInteger(v) && v > behind * FRAME);
     const k = Math.floor((out[played] - 1) / FRAME);
@@ -536,7 +527,7 @@ test('the first frame of a burst, handed over ahead of the rest, is not played l
     const events = times
       .map((arrivalMs, k) => ({ k, seq: k & 0xffff, arrivalMs, samples: rampFrame(k) }))
       .filter(({ k }) => k <= lead || k >= lead + 10);
-    const buffer = new JitterBuffer({ sampleRate: RATE });
+    const buffer = new Playout({ sampleRate: RATE });
     let targetBefore = null;
     const out = play(buffer, events, 10000 + stallMs + 1000, {
       onQuantum: (now) => { if (targetBefore === null && now >= 10000) targetBefore = buffer.targetMs; },
@@ -564,13 +555,13 @@ test('the measured playout delay follows what is played on two jittery legs', ()
 });
 
 test('a stall raises the margin by at most one 5 ms step; stalls that keep coming raise it step by step', () => {
-  const quietTarget = new JitterBuffer({ sampleRate: RATE }).targetMs;
+  const quietTarget = new Playout({ sampleRate: RATE }).targetMs;
   const single = playArrivals(tcpArrivals(600, { jitterMs: 0, stall: [5000, 400] }), 12500).buffer;
   assert.ok(single.stats().targetMs <= quietTarget + 5, `target ${single.stats().targetMs} ms after one stall`);
   // 170 ms without a frame every 400 ms: too often to conceal each time; the buffer learns to wait instead.
   let times = Array.from({ length: 2000 }, (_, k) => k * 20 + 20);
   for (let t = 3000; t < 40000; t += 400) times = times.map((a) => (a >= t && a < t + 170 ? t + 170 : a));
-  const buffer = new JitterBuffer({ sampleRate: RATE });
+  const buffer = new Playout({ sampleRate: RATE });
   const events = times.map((arrivalMs, k) => ({ seq: k, arrivalMs, samples: rampFrame(k) }));
   let underrunsAt20s = null;
   play(buffer, events, 40000, { keep: false, onQuantum: (now, b) => { if (now >= 20000 && underrunsAt20s === null) underrunsAt20s = b.underruns; } });
@@ -607,3 +598,82 @@ for (const seed of [1, 2, 3, 4, 5]) {
     assert.ok(buffer.stats().delayMs < 100, `delay ${buffer.stats().delayMs} ms`);
   });
 }
+
+// States and decisions: what a log of the playout reads.
+
+/**
+ * Play events through a Playout whose every transition is checked against TRANSITIONS (it leaves a state
+ * the table allows, and enters the one it names); returns the transitions' names and every quantum's decision.
+ */
+function playLogged(events, durationMs) {
+  const transitions = [];
+  const buffer = new Playout({
+    sampleRate: RATE,
+    onTransition: (name, from, to) => {
+      assert.ok(TRANSITIONS[name][0].includes(from), `${name} from ${from}`);
+      assert.equal(to, TRANSITIONS[name][1]);
+      transitions.push(name);
+    },
+  });
+  const decisions = [];
+  const out = play(buffer, events, durationMs, { onQuantum: (now, b) => decisions.push(b.decision) });
+  return { buffer, out, transitions, decisions };
+}
+
+/** The runs of equal decisions, as [decision, quanta] pairs. */
+function runs(decisions) {
+  const out = [];
+  for (const d of decisions) {
+    if (out.length && out.at(-1)[0] === d) out.at(-1)[1]++;
+    else out.push([d, 1]);
+  }
+  return out;
+}
+
+test('a clean stream starts, merges its first frame in and then plays normally, one decision per quantum', () => {
+  const { transitions, decisions } = playLogged(send(100), 2000);
+  assert.deepEqual(transitions, ['prime', 'merge']);
+  assert.equal(decisions.length, Math.ceil((2000 / 1000) * RATE / QUANTUM));
+  assert.ok(decisions.every((d) => DECISIONS.includes(d)));
+  const merged = decisions.indexOf('merge');
+  assert.ok(decisions.slice(0, merged).every((d) => d === 'silence'));
+  assert.ok(decisions.slice(merged + 1).every((d) => d === 'normal'), JSON.stringify(runs(decisions)));
+});
+
+test('a lost frame is expanded and the frame after it merged in; a longer loss underruns and starts again', () => {
+  const lost = playLogged(send(60, { delay: (k) => (k === 25 ? null : 30) }), 1200);
+  assert.deepEqual(lost.transitions, ['prime', 'merge', 'expand', 'merge']);
+  const expanded = lost.decisions.indexOf('expand');
+  assert.equal(runs(lost.decisions.slice(expanded)).slice(0, 2).map(([d]) => d).join(), 'expand,merge');
+  const gone = new Set([30, 31, 32, 33, 34, 35, 36, 37]); // 160 ms: longer than the 60 ms of concealment
+  const long = playLogged(send(80, { delay: (k) => (gone.has(k) ? null : 30) }), 1600);
+  assert.deepEqual(long.transitions.slice(0, 4), ['prime', 'merge', 'expand', 'underrun']);
+  // Playback starts again on the next frame, which comes on time; what was stale of the loss is skipped.
+  assert.ok(['prime', 'start'].includes(long.transitions[4]) && long.transitions.at(-1) === 'merge', long.transitions);
+});
+
+test('a sender silent for seconds restarts the stream; so does a counter started again', () => {
+  const quiet = playLogged(send(300, { delay: (k) => (k >= 50 && k < 200 ? null : 30) }), 6000);
+  assert.deepEqual(quiet.transitions, ['prime', 'merge', 'expand', 'underrun', 'restart', 'prime', 'merge']);
+  const events = send(100);
+  for (const e of events.slice(50)) e.seq = (e.seq + 30000) & 0xffff; // the partner's page reloaded
+  assert.ok(playLogged(events, 2000).transitions.includes('restart'));
+});
+
+test('the operations are the ones the link calls for: accelerate, stretch, skip', () => {
+  // A sender whose clock is 1% faster than ours: what piles up is skipped, a few ms at a time, crossfading.
+  const fast = playLogged(send(1000, { periodMs: 20 / 1.01, content: rampFrame }), 19500);
+  assert.ok(fast.decisions.includes('accelerate'));
+  assert.ok(!fast.decisions.includes('stretch'));
+  // 1% slower: a few ms are played again now and then.
+  const slow = playLogged(send(1000, { periodMs: 20 * 1.01, content: rampFrame }), 20000);
+  assert.ok(slow.decisions.includes('stretch'));
+  assert.ok(!slow.decisions.includes('accelerate'));
+  // A 100 ms stall, and the decoder dropped 5 frames of its burst: with the rest of the burst behind them,
+  // they are skipped, not concealed in real time.
+  const arrivals = oneByOne(tcpArrivals(600, { legs: 1, delayMs: 20, jitterMs: 0, stall: [10000, 100] }));
+  const firstHeld = arrivals.findIndex((t) => t >= 10100);
+  const events = arrivals.map((arrivalMs, k) => ({ k, seq: k, arrivalMs, samples: rampFrame(k) }))
+    .filter(({ k }) => k < firstHeld + 4 || k >= firstHeld + 9);
+  assert.equal(runs(playLogged(events, 11500).decisions).filter(([d]) => d === 'skip').length, 1);
+});

@@ -1,0 +1,191 @@
+// The jitter buffer's delay estimator (NetEQ's delay manager): from frames' arrival times and sequence
+// numbers alone it estimates how late frames come and how much delay the playout should keep. It holds no
+// audio and decides nothing about it: static/playout.js reads its target and its classification of each
+// arrival.
+//
+// Lateness. Frame k's media time is k frames; its transit is its arrival minus that. The fastest path (the
+// baseline) is the least transit seen, allowed to rise as fast as the sender's clock is measured to drift
+// (a baseline that rose a fixed 2 % of elapsed time sat 5 to 19 ms above the best transit on a jittery link,
+// so every frame looked less late than it was). A frame's lateness is its transit above the baseline.
+//
+// Target. The playout keeps the headroom an on-time frame finds near the margin: one render quantum, 1 ms, and
+// the peak lateness. The peak is held for PEAK_HOLD_MS while jitter keeps coming near it, then decays: jitter's
+// rare worst cases recur every few seconds, and a peak that decays between them costs dropouts.
+//
+// Outages are not jitter. Over TCP a lost segment arrives as a stall and then a burst: no frame for
+// OUTAGE_GAP_MS or more, then everything held at once. If their lateness went into the peak, the buffer would
+// keep the whole stall as delay for seconds after it (a 400 ms stall kept the delay near 230 ms, decaying over
+// 8 s). So a frame the outage held (it would have arrived before the outage ended, or it comes in the burst
+// behind it while the burst catches up, each frame less late than the one before) raises the peak by at most
+// OUTAGE_STEP_MS: a lone stall costs at most that for PEAK_HOLD_MS, while outages that come more often than
+// that add up, step by step, until the playout waits them out. An outage whose frames never catch up was no
+// stall: the sender's clock skipped or the path got longer, and the baseline moves up instead.
+import { FRAME_MS, MAX_JITTER_MARGIN_MS, RENDER_QUANTUM } from './constants.js';
+
+/** What an arrival was, as the playout needs to know it: a closed set. */
+export const ON_TIME = 'on-time'; // within the margin: playback may start on it
+export const LATE = 'late'; // later than the margin, by jitter
+export const HELD = 'held'; // held up by an outage (a stall, then its burst): its lateness is the outage's
+
+const SAFETY_MS = 1; // headroom above one render quantum on a perfect network
+const BASELINE_RISE = 0.02; // the baseline may rise 2% of elapsed time (sender clock 2% slower)...
+const BASELINE_RISE_FLOOR = 0.001; // ... and rises at least 0.1% (ten times a sound card's drift)
+const DRIFT_BLOCK_MS = 2000; // the best transit of each such block, against the last one's, gives the drift
+const PEAK_HOLD_MS = 2000; // a lateness peak seen again (within PEAK_REFRESH) is kept this long, then decays
+const PEAK_REFRESH = 0.8;
+const PEAK_DECAY_MS = 4000; // time constant of the lateness peak's decay, once its hold has expired
+const OUTAGE_GAP_MS = 150; // no frame for this long: a stall (retransmission, handover), not jitter
+const OUTAGE_STEP_MS = 5; // one outage raises the lateness peak by at most this much
+const WARMUP_MS = 500; // the frames of a stream's first 0.5 s (encoder and page warming up) raise the peak
+const WARMUP_MAX_LATENESS_MS = 20; // by at most this much
+const NEW_STREAM_AHEAD_MS = 1000; // a frame this far ahead of the one due to play begins a new stream
+const NEW_STREAM_BACK_MS = 10000; // and one this far back: the sender restarted its counter
+const NEW_STREAM_SILENCE_MS = 1000; // no frame for this long (partner muted, network gone): a new stream
+
+export class DelayEstimator {
+  /**
+   * @param {object} [options]
+   * @param {number} [options.frameMs=20] media time per sequence number
+   * @param {number} [options.quantumMs] one render quantum, in ms (128 samples at 48 kHz by default)
+   */
+  constructor({ frameMs = FRAME_MS, quantumMs = (RENDER_QUANTUM / 48000) * 1000 } = {}) {
+    this.frameMs = frameMs;
+    this.quantumMs = quantumMs;
+    this.peakLatenessMs = 0;
+    this._peakHeldUntil = -Infinity;
+    this._outageEnd = -Infinity;
+    this._outageCeiling = 0;
+    this._burst = false; // the frames coming now are an outage's burst, catching up
+    this.arrivalJitterMs = 0; // RFC 3550 interarrival jitter, for the figures
+    this.restart();
+  }
+
+  /**
+   * A new stream (NetEQ's flush): a fresh baseline and drift. What was learnt of the network (the lateness
+   * peak, the last outage) stays.
+   */
+  restart() {
+    this.baselineMs = 0; // least transit: arrival - media time over the fastest path
+    this.lateness = 0; // the newest arrival's lateness, ms
+    this._leastSinceOutage = null; // the least lateness since the last outage, until a frame it did not hold
+    this.arrival = ON_TIME; // the newest arrival's class
+    this._lastArrival = null;
+    this._lastTransit = 0;
+    this._arrivals = 0;
+    this._riseRate = BASELINE_RISE; // until the drift is measured
+    this._blockStart = 0;
+    this._blockMin = Infinity;
+    this._previousBlockMin = null;
+  }
+
+  /** Margin above one frame that the playout should keep when a frame arrives on time, ms. */
+  get marginMs() {
+    return this.quantumMs + SAFETY_MS + this.peakLatenessMs;
+  }
+
+  /** Target delay: what should be buffered right after an on-time frame arrives, ms. */
+  get targetMs() {
+    return this.frameMs + this.marginMs;
+  }
+
+  /**
+   * Whether frame `index` arriving at arrivalMs begins a new stream: it comes after a long silence, or it is far
+   * from the frame due to play (`due`): a second ahead (a jump, or a second of audio that waits unplayed, as
+   * when the sender's capture skipped and every frame seems late) or far behind (the sender's new counter).
+   */
+  startsNewStream(index, arrivalMs, due) {
+    if (this._lastArrival === null) return false;
+    return (index - due) * this.frameMs >= NEW_STREAM_AHEAD_MS || (due - index) * this.frameMs >= NEW_STREAM_BACK_MS
+      || arrivalMs - this._lastArrival >= NEW_STREAM_SILENCE_MS;
+  }
+
+  /**
+   * One frame arrived (duplicates excluded; frames after their turn included: their lateness counts).
+   * @param {number} index the frame's sequence number, unwrapped (frame index in the stream)
+   * @param {number} arrivalMs its arrival, on the playout's clock
+   * @returns {string} its class: ON_TIME, LATE or HELD (also in this.arrival; its lateness in this.lateness)
+   */
+  arrive(index, arrivalMs) {
+    const transit = arrivalMs - index * this.frameMs;
+    if (this._lastArrival === null) {
+      this.baselineMs = transit;
+      this._blockStart = arrivalMs;
+    } else {
+      const dt = Math.max(0, arrivalMs - this._lastArrival);
+      this.baselineMs = Math.min(transit, this.baselineMs + this._riseRate * dt);
+      this.arrivalJitterMs += (Math.abs(transit - this._lastTransit) - this.arrivalJitterMs) / 16;
+      const decaying = arrivalMs - Math.max(this._lastArrival, this._peakHeldUntil);
+      if (decaying > 0) this.peakLatenessMs *= Math.exp(-decaying / PEAK_DECAY_MS);
+      if (dt > OUTAGE_GAP_MS) {
+        this._outageEnd = arrivalMs;
+        this._outageCeiling = this.peakLatenessMs + OUTAGE_STEP_MS;
+        this._leastSinceOutage = Infinity;
+      }
+    }
+    this._trackDrift(transit, arrivalMs);
+    let lateness = transit - this.baselineMs;
+    this._arrivals++;
+    // The burst after an outage goes on while its frames catch up, each less late than the one before by
+    // half a frame or more (the decoder hands them over a few ms apart, sometimes after a pause).
+    this._burst = arrivalMs === this._outageEnd || (this._burst && lateness <= this.lateness - this.frameMs / 2);
+    const held = this._burst || arrivalMs - lateness < this._outageEnd;
+    if (this._leastSinceOutage !== null) {
+      this._leastSinceOutage = Math.min(this._leastSinceOutage, lateness);
+      if (!held) lateness -= this._stepAfterOutage(arrivalMs);
+    }
+    this._raisePeak(held ? Math.min(lateness, this._outageCeiling) : lateness, held, arrivalMs);
+    this.lateness = lateness;
+    this._lastArrival = Math.max(arrivalMs, this._lastArrival ?? arrivalMs);
+    this._lastTransit = transit;
+    if (lateness <= this.marginMs) this.arrival = ON_TIME;
+    else this.arrival = held ? HELD : LATE;
+    return this.arrival;
+  }
+
+  /**
+   * The first frame after an outage that the outage did not hold: if every frame since came late, the frames behind
+   * the outage never caught up, and it was no stall. The sender's clock skipped (its capture lost time, on a loaded
+   * machine) or the path got longer: the baseline moves up by the least lateness since, and the drift is measured
+   * afresh. Taken for lateness, such a step (100 to 250 ms in recorded calls) set the peak for seconds.
+   * @returns {number} how far the baseline moved, ms
+   */
+  _stepAfterOutage(arrivalMs) {
+    const step = this._leastSinceOutage > this.marginMs ? this._leastSinceOutage : 0;
+    this._leastSinceOutage = null;
+    if (step > 0) {
+      this.baselineMs += step;
+      this._previousBlockMin = null;
+      this._blockMin = Infinity;
+      this._blockStart = arrivalMs;
+    }
+    return step;
+  }
+
+  /**
+   * Jitter near the peak keeps it; an outage keeps only the step it added, so that outages coming more often
+   * than PEAK_HOLD_MS add up and are waited for, while a lone one is forgotten.
+   */
+  _raisePeak(counted, held, arrivalMs) {
+    const cap = this._arrivals * this.frameMs <= WARMUP_MS ? WARMUP_MAX_LATENESS_MS : MAX_JITTER_MARGIN_MS;
+    if (held ? counted > this.peakLatenessMs : counted >= PEAK_REFRESH * this.peakLatenessMs) {
+      this._peakHeldUntil = arrivalMs + PEAK_HOLD_MS;
+    }
+    if (counted > this.peakLatenessMs && this.peakLatenessMs < cap) this.peakLatenessMs = Math.min(counted, cap);
+  }
+
+  /**
+   * Let the baseline rise only as fast as the sender's clock is seen to drift: the best transit of each
+   * DRIFT_BLOCK_MS against the block before.
+   */
+  _trackDrift(transit, arrivalMs) {
+    this._blockMin = Math.min(this._blockMin, transit);
+    if (arrivalMs - this._blockStart < DRIFT_BLOCK_MS) return;
+    if (this._previousBlockMin !== null) {
+      const slope = (this._blockMin - this._previousBlockMin) / (arrivalMs - this._blockStart);
+      this._riseRate = Math.min(BASELINE_RISE, Math.max(0, slope) + BASELINE_RISE_FLOOR);
+    }
+    this._previousBlockMin = this._blockMin;
+    this._blockMin = Infinity;
+    this._blockStart = arrivalMs;
+  }
+}
