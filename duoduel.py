@@ -31,9 +31,10 @@ import signal
 import socket
 import ssl
 import sys
+import time
 import urllib.parse
 from collections import Counter
-from collections.abc import AsyncIterator, Callable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from http import HTTPStatus
 from pathlib import Path
 
@@ -45,19 +46,26 @@ from websockets.version import version as websockets_version
 
 from core import webtransport
 from core.config import (
-    MAX_CLIENTS, MAX_MESSAGE_BYTES, MAX_ROOM_SIZE, MAX_WEBTRANSPORT_SESSIONS, RESUME_WINDOW, ROOM_SIZE, STATIC_DIR,
-    Config, StartupError,
+    BLOCK_DAYS, CONNECTIONS_PER_ADDRESS, HANDSHAKES_PER_MINUTE, MAX_CLIENTS, MAX_MESSAGE_BYTES, MAX_ROOM_SIZE,
+    MAX_WEBTRANSPORT_SESSIONS, RESUME_WINDOW, ROOM_SIZE, SKIPS_PER_MINUTE, STATIC_DIR, Config, StartupError,
 )
+from core.identity import Visitor, browser_in, identify, new_browser_id, plain, set_cookie
 from core.link import Link
-from core.lobby import Client, Lobby
+from core.lobby import Client, Lobby, expel_banned
 from core.relay import flooding, relay
 from core.resume import release_held
-from core.session import BAD_ROOM_NAME, ROOM_NAME, arrive, control, depart, newcomer, screen, visit_of
-from core.shared import SharedLobby
+from core.safety import FOREVER, bans_file_locked, ban_target, file_watcher, live, read_bans_file, watch_bans, write_bans_file
+from core.session import (
+    BAD_ROOM_NAME, ROOM_NAME, arrive, closed, control, depart, newcomer, opened, screen, screen_visitor, visit_of,
+)
+from core.shared import BANS_KEY, BANS_VERSION_KEY, SharedLobby, redact
 from core.webtransport import Endpoint, Refusal, WebTransportRequest, WebTransportSession
 from core.websocket import FastWebSocketLink, WebSocketLink, choose_route
 
 __all__ = ["Config", "handler", "main", "make_server", "run"]
+
+# Where `duoduel.py ban` keeps bans without --redis, and the server looks for them.
+BANS_FILE = Path(__file__).resolve().parent / "bans.json"
 
 # An explicit map, not mimetypes alone: on some systems mimetypes says
 # text/plain for .js, and browsers then refuse to run module scripts.
@@ -89,23 +97,35 @@ log = logging.getLogger("duoduel")
 
 async def handler(websocket: WebSocketLink, lobby: Lobby) -> None:
     """A page's WebSocket: it arrives (or resumes its place), talks until it leaves, and departs."""
-    await stay(lobby, websocket, websocket.request.path, websocket.id.hex[:8])
+    await stay(lobby, websocket, websocket.request.path, websocket.id.hex[:8], websocket.visitor)
 
 
 async def session_handler(session: WebTransportSession, lobby: Lobby) -> None:
-    """A page's WebTransport session, once its control stream opened: the same stay as a WebSocket's."""
-    await stay(lobby, session, session.path, session.id)
+    """A page's WebTransport session, once its control stream opened: the same stay as a WebSocket's.
+
+    A session carries no cookie: its visitor is its address alone, screened (bans and limits by address) here.
+    """
+    config = lobby.config
+    visitor = identify(None, session.remote_address[0], None, config.trusted_proxies)
+    unwelcome = await screen_visitor(lobby, visitor)
+    if unwelcome is not None:
+        lobby.metrics.rejections[unwelcome.label] += 1
+        await session.close(1008, unwelcome.line)
+        return
+    await stay(lobby, session, session.path, session.id, visitor)
 
 
-async def stay(lobby: Lobby, link: Link, path: str, name: str) -> None:
+async def stay(lobby: Lobby, link: Link, path: str, name: str, visitor: Visitor) -> None:
     """A page's link: it arrives (or resumes its place), talks until it leaves, and departs."""
     visit = visit_of(urllib.parse.urlsplit(path).query)
-    client = newcomer(link, visit, name)
+    client = newcomer(link, visit, name, visitor)
+    opened(lobby, visitor)
     try:
         if arrived := await arrive(lobby, client, visit):
             client = arrived  # itself, or the client whose place it resumed
             await converse(lobby, client, link)
     finally:
+        closed(lobby, visitor)
         await depart(lobby, client, link)
 
 
@@ -181,7 +201,7 @@ def make_process_request(
         """Answer an HTTP request, or return None to let /ws become a WebSocket."""
         url = urllib.parse.urlsplit(request.path)
         if url.path == "/ws":
-            return gate(request, url.query)
+            return gate(connection, request, url.query)
         if request.method not in ("GET", "HEAD"):
             return refuse(request, "method", HTTPStatus.METHOD_NOT_ALLOWED, "Only GET and HEAD are allowed.", [("Allow", "GET, HEAD")])
         if url.path == "/healthz":
@@ -196,7 +216,10 @@ def make_process_request(
         file = resolve_static(config.static_dir, url.path)
         if file is None or file.suffix.lower() not in CONTENT_TYPES:
             return refuse(request, "not_found", HTTPStatus.NOT_FOUND, "Not found.")
-        return static_file(request, file, webtransport=transports.webtransport is not None)
+        response = static_file(request, file, webtransport=transports.webtransport is not None)
+        if file.suffix == ".html" and browser_in(request.headers.get("Cookie")) is None:
+            response.headers["Set-Cookie"] = set_cookie(new_browser_id(), secure_cookies(config))  # the page's first load
+        return response
 
     def offer(request: Request) -> Response:
         """Where and how a page opens a WebTransport session: the UDP port, the path, the certificate's hash."""
@@ -205,17 +228,25 @@ def make_process_request(
         body = json.dumps(transports.webtransport.offer()).encode()
         return respond(request, HTTPStatus.OK, body, "application/json", [("Cache-Control", "no-store")])
 
-    def gate(request: Request, query: str) -> Response | None:
-        """Let a WebSocket handshake through, or say why not."""
+    def gate(connection: ServerConnection, request: Request, query: str) -> Response | Awaitable[Response | None] | None:
+        """Let a WebSocket handshake through, or say why not; then admit() its visitor."""
         if request.method != "GET":
             return refuse(request, "method", HTTPStatus.METHOD_NOT_ALLOWED, "Only GET opens a WebSocket.", [("Allow", "GET")])
         origin = request.headers.get("Origin")
         if origin is not None and not origin_allowed(origin, request.headers.get("Host"), config):
             log.info("refused a handshake from origin %.100r", origin)
             return refuse(request, "origin", HTTPStatus.FORBIDDEN, "Cross-site WebSocket connections are not allowed.")
-        unwelcome = screen(lobby, query)
+        peer = connection.remote_address[0] if connection.remote_address else ""
+        visitor = identify(browser_in(request.headers.get("Cookie")), peer, request.headers.get("X-Forwarded-For"), config.trusted_proxies)
+        return admit(connection, request, query, visitor)
+
+    async def admit(connection: ServerConnection, request: Request, query: str, visitor: Visitor) -> Response | None:
+        """Refuse a banned visitor, one past its address's limits, or a bad query; else note the visitor on its connection."""
+        unwelcome = await screen_visitor(lobby, visitor) or screen(lobby, query)
         if unwelcome is not None:
-            return refuse(request, unwelcome.label, unwelcome.status, unwelcome.line)
+            retry = [] if unwelcome.retry_after is None else [("Retry-After", str(unwelcome.retry_after))]
+            return refuse(request, unwelcome.label, unwelcome.status, unwelcome.line, retry)
+        connection.visitor = visitor
         return None
 
     def refuse(
@@ -229,6 +260,22 @@ def make_process_request(
     return process_request
 
 
+def make_process_response(config: Config) -> Callable[[ServerConnection, Request, Response], None]:
+    """Build the hook that gives a handshake that came without the id cookie a new one, on the 101."""
+
+    def process_response(connection: ServerConnection, request: Request, response: Response) -> None:
+        visitor: Visitor | None = getattr(connection, "visitor", None)
+        if visitor is not None and visitor.fresh and response.status_code == HTTPStatus.SWITCHING_PROTOCOLS:
+            response.headers["Set-Cookie"] = set_cookie(visitor.browser, secure_cookies(config))
+
+    return process_response
+
+
+def secure_cookies(config: Config) -> bool:
+    """Whether browsers reach this server over HTTPS (here, or at the proxy in front of it): then cookies are Secure."""
+    return config.tls is not None or (config.public_url or "").startswith("https:")
+
+
 def census(lobby: Lobby) -> dict[str, int]:
     """How many clients are connected, waiting and talking, and in how many rooms.
 
@@ -239,7 +286,7 @@ def census(lobby: Lobby) -> dict[str, int]:
     shared = len(lobby.shared.waiters) if lobby.shared is not None else 0
     return {
         "clients": len(lobby.clients),
-        "waiting": len(lobby.waiting) + shared + grouped.count(1),
+        "waiting": len(lobby.waiting) + len(lobby.queue) + shared + grouped.count(1),
         "pairs": sum(client.partner is not None for client in lobby.clients) // 2,
         "rooms": len(lobby.rooms),
         "groups": sum(size > 1 for size in grouped),
@@ -362,6 +409,9 @@ def metrics_text(lobby: Lobby, endpoint: Endpoint | None = None) -> str:
     metric("frames_relayed_total", "counter", "Audio frames delivered, one per receiver.", [("", m.frames_relayed)])
     metric("bytes_relayed_total", "counter", "Audio bytes delivered, slot marks included.", [("", m.bytes_relayed)])
     metric("frames_dropped_total", "counter", "Audio frames dropped for slow receivers.", [("", m.frames_dropped)])
+    metric("blocks_total", "counter", "Partners blocked (reports included).", [("", m.blocks)])
+    metric("reports_total", "counter", "Partners reported.", [("", m.reports)])
+    metric("cool_downs_total", "counter", "Nexts made to wait for skipping partners at speed.", [("", m.cool_downs)])
     if endpoint is not None:
         metric("webtransport_sessions", "gauge", "WebTransport sessions open (in the lobby or opening).", [("", len(endpoint.sessions))])
         metric("webtransport_refused_total", "counter", "WebTransport sessions refused past --max-webtransport-sessions.", [("", endpoint.refused_busy)])
@@ -401,10 +451,11 @@ async def make_server(config: Config) -> AsyncIterator[Server]:
     connection, problem = await choose_route(config)
     listen = serve if config.unix_socket is None else unix_serve
     where = {"host": config.host, "port": config.port} if config.unix_socket is None else {"path": config.unix_socket}
-    async with holds_released(lobby), shared_lobby(lobby), listen(
+    async with holds_released(lobby), shared_lobby(lobby), bans_watched(lobby), listen(
         lambda websocket: handler(websocket, lobby),
         **where,
         process_request=make_process_request(lobby, config, transports),
+        process_response=make_process_response(config),
         compression=None,  # Opus does not compress; deflate would cost memory and CPU per frame
         max_size=MAX_MESSAGE_BYTES,
         open_timeout=config.handshake_timeout,
@@ -520,6 +571,23 @@ async def shared_lobby(lobby: Lobby) -> AsyncIterator[None]:
         await lobby.shared.stop()
 
 
+@contextlib.asynccontextmanager
+async def bans_watched(lobby: Lobby) -> AsyncIterator[None]:
+    """Keep the bans current (in Redis with --redis, else in the bans file) while serving; a ban also ends calls."""
+    if lobby.shared is not None:
+        changed = lobby.shared.bans_changed
+    elif lobby.config.bans_file is not None:
+        changed = file_watcher(lobby.config.bans_file)
+    else:
+        yield
+        return
+    watcher = asyncio.create_task(watch_bans(lobby.safety, changed, lambda: expel_banned(lobby)))
+    try:
+        yield
+    finally:
+        watcher.cancel()
+
+
 async def run(config: Config) -> None:
     """Serve until SIGINT or SIGTERM, then close every call with 1001 and return."""
     async with make_server(config) as server:
@@ -604,6 +672,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--webtransport-port", type=port_number, default=None, metavar="PORT", help="UDP port of WebTransport (default: the HTTP port's number; open it in the firewall)")
     parser.add_argument("--webtransport-host", default=None, metavar="HOST", help="address WebTransport listens on (default: --host's; behind a proxy that carries TCP only, a public one)")
     parser.add_argument("--max-webtransport-sessions", type=int, default=MAX_WEBTRANSPORT_SESSIONS, metavar="N", help=f"past this many WebTransport sessions, pages use the WebSocket (default: {MAX_WEBTRANSPORT_SESSIONS})")
+    parser.add_argument("--block-days", type=positive, default=BLOCK_DAYS, metavar="DAYS", help=f"keep two browsers that blocked each other apart this long (default: {BLOCK_DAYS:g})")
+    parser.add_argument("--report-log", type=Path, metavar="FILE", help="append reports here, one JSON line each (default: the log)")
+    parser.add_argument("--bans-file", type=Path, default=BANS_FILE, metavar="FILE", help=f"without --redis: the bans `duoduel.py ban` writes and the server watches (default: {BANS_FILE.name} beside duoduel.py)")
+    parser.add_argument("--connections-per-address", type=whole, default=CONNECTIONS_PER_ADDRESS, metavar="N", help=f"connections one address may have open at once; past it, HTTP 429 (default: {CONNECTIONS_PER_ADDRESS})")
+    parser.add_argument("--handshakes-per-minute", type=whole, default=HANDSHAKES_PER_MINUTE, metavar="N", help=f"handshakes one address may make a minute; past it, HTTP 429 (default: {HANDSHAKES_PER_MINUTE})")
+    parser.add_argument("--trusted-proxy", action="append", default=[], metavar="ADDRESS", help="a proxy whose X-Forwarded-For names the address that counts, e.g. 127.0.0.1 for nginx on this machine (repeatable); without one, loopback is not limited")
+    parser.add_argument("--skips-per-minute", type=whole, default=SKIPS_PER_MINUTE, metavar="N", help=f"Nexts a minute before each further one waits a growing cool-down (default: {SKIPS_PER_MINUTE}, at most 50)")
     parser.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"], help="default: info")
     return parser.parse_args(argv)
 
@@ -617,6 +692,34 @@ def port_number(text: str) -> int:
     if not 0 <= port <= 65535:
         raise argparse.ArgumentTypeError(f"{text!r} is not a port: give a whole number from 0 to 65535")
     return port
+
+
+def positive(text: str) -> float:
+    """Read a positive number (days)."""
+    try:
+        value = float(text)
+    except ValueError:
+        value = 0.0
+    if not 0 < value <= 36500:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a positive number")
+    return value
+
+
+def whole(text: str) -> int:
+    """Read a whole number from 1 to 100,000."""
+    if not text.isdigit() or not 1 <= int(text) <= 100_000:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number from 1 to 100000")
+    return int(text)
+
+
+def trusted_proxy(text: str) -> str:
+    """Read --trusted-proxy: an IP address."""
+    import ipaddress
+
+    try:
+        return plain(str(ipaddress.ip_address(text.strip("[]"))))
+    except ValueError:
+        raise StartupError(f"--trusted-proxy {text!r} is not an IP address: give the proxy's, e.g. 127.0.0.1") from None
 
 
 def room_size(text: str) -> int:
@@ -668,13 +771,101 @@ def origin_of(url: str) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Parse the command line and serve until stopped; exit 2 with one line if it cannot start."""
+    """Parse the command line and serve until stopped, or change the bans; exit 2 with one line if it cannot."""
+    argv = sys.argv[1:] if argv is None else argv
     try:
+        if argv and argv[0] in ("ban", "unban", "bans"):
+            return manage_bans(parse_ban_args(argv))
         start(parse_args(argv))
     except StartupError as exc:
         print(f"duoduel: {exc}", file=sys.stderr)
         return 2
     return 0
+
+
+# The operator's bans: `duoduel.py ban ID-or-ADDRESS [--hours N]`, `unban`, `bans`.
+
+
+def parse_ban_args(argv: list[str]) -> argparse.Namespace:
+    """Read `ban`, `unban` or `bans` and where the bans are kept."""
+    parser = argparse.ArgumentParser(prog="duoduel.py", description="Ban a browser id or an address, lift a ban, or list the bans.")
+    commands = parser.add_subparsers(dest="command", required=True)
+    for name, what in (("ban", "refuse a browser id (from a report) or an address"), ("unban", "lift a ban"), ("bans", "list the bans in force")):
+        command = commands.add_parser(name, help=what, description=what)
+        if name != "bans":
+            command.add_argument("target", metavar="ID-or-ADDRESS")
+        if name == "ban":
+            command.add_argument("--hours", type=positive, help="for this many hours (default: until lifted)")
+        command.add_argument("--redis", metavar="URL", help="the Redis of the shared lobby, as the servers were given")
+        command.add_argument("--bans-file", type=Path, default=BANS_FILE, metavar="FILE", help=f"without --redis: the servers' bans file (default: {BANS_FILE.name} beside duoduel.py)")
+    return parser.parse_args(argv)
+
+
+def manage_bans(args: argparse.Namespace) -> int:
+    """Change or list the bans, where every server reads them within a second."""
+    target = None
+    if args.command != "bans":
+        try:
+            target = ban_target(args.target)
+        except ValueError as exc:
+            raise StartupError(str(exc)) from None
+    until = FOREVER if getattr(args, "hours", None) is None else time.time() + args.hours * 3600
+    bans = (redis_bans if args.redis else file_bans)(args, target, until)
+    if args.command == "ban":
+        print(f"banned {target} {ban_end(until)}")
+    elif args.command == "unban":
+        print(f"unbanned {target}" if target in bans else f"{target} was not banned")
+    else:
+        for banned, end in sorted(live(bans).items(), key=lambda item: item[1]):
+            print(f"{banned} {ban_end(end)}")
+        if not live(bans):
+            print("no bans")
+    return 0
+
+
+def file_bans(args: argparse.Namespace, target: str | None, until: float) -> dict[str, float]:
+    """Apply the command to the bans file; return the bans before an unban, or after a ban."""
+    with bans_file_locked(args.bans_file):
+        try:
+            bans = read_bans_file(args.bans_file)
+        except (OSError, ValueError) as exc:
+            raise StartupError(f"cannot read the bans file {args.bans_file} ({exc}): fix or remove it") from None
+        if args.command == "ban":
+            bans[target] = until
+        if args.command != "bans":
+            write_bans_file(args.bans_file, {k: v for k, v in bans.items() if args.command == "ban" or k != target})
+    return bans
+
+
+def redis_bans(args: argparse.Namespace, target: str | None, until: float) -> dict[str, float]:
+    """Apply the command to the bans in Redis; return the bans before an unban, or after a ban."""
+    try:
+        import redis
+    except ImportError:
+        raise StartupError("--redis needs the redis package: pip install redis") from None
+    try:
+        client = redis.Redis.from_url(args.redis, decode_responses=True, socket_timeout=5)
+        bans = {k: float(v) for k, v in client.hgetall(BANS_KEY).items()}
+        with client.pipeline() as change:
+            if args.command == "ban":
+                bans[target] = until
+                change.hset(BANS_KEY, target, until)
+            elif args.command == "unban":
+                change.hdel(BANS_KEY, target)
+            for ended in set(bans) - set(live(bans)):
+                change.hdel(BANS_KEY, ended)
+            change.incr(BANS_VERSION_KEY)
+            change.execute()
+    except redis.RedisError as exc:
+        raise StartupError(f"cannot reach Redis at {redact(args.redis)} ({exc.__class__.__name__}): check --redis") from None
+    return bans
+
+
+def ban_end(until: float) -> str:
+    """When a ban ends, in words."""
+    if until >= FOREVER:
+        return "until lifted"
+    return "until " + time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime(until))
 
 
 def start(args: argparse.Namespace) -> None:
@@ -706,6 +897,13 @@ def start(args: argparse.Namespace) -> None:
         relay_route=args.relay_route,
         redis_url=args.redis,
         public_url=public_url(args),
+        block_days=args.block_days,
+        report_log=args.report_log,
+        bans_file=args.bans_file,
+        connections_per_address=args.connections_per_address,
+        handshakes_per_minute=args.handshakes_per_minute,
+        trusted_proxies=frozenset(trusted_proxy(address) for address in args.trusted_proxy),
+        skips_per_minute=min(args.skips_per_minute, 50),
     )
     if config.public_url is not None:
         # Behind a TLS-terminating proxy the page's origin is the public one, not what this process serves.

@@ -12,5 +12,7 @@ as a frame goes:
 - session: a client's stay: screened, arrives, control messages, departs.
 - resume: a dropped client's place held for a while, and taken back.
 - shared: the lobby that several processes share through Redis (--redis).
+- identity: a browser's id (the duoduel_id cookie, or a signed token) and the address that counts.
+- safety: blocks, reports, bans, limits per address, the Next cool-down.
 - config: the limits, and the Config that the command line fills in.
 """

@@ -43,6 +43,17 @@ MAX_KEY_MESSAGE = 256
 # How long a client whose socket dropped keeps its place for a resume (issue 13):
 # a network change or a laptop lid shut for a moment, not a page that left.
 RESUME_WINDOW = 10.0
+# Safety with strangers (issue 23). A block lasts this many days by default.
+BLOCK_DAYS = 30.0
+# Per address: open connections at once, and handshakes a minute. A household or
+# an office behind one address stays well under both; see docs/deploy.md for a carrier NAT.
+CONNECTIONS_PER_ADDRESS = 16
+HANDSHAKES_PER_MINUTE = 60
+# More Nexts than this in a minute, and each further one waits a growing cool-down
+# (COOL_DOWN seconds, doubling, up to MAX_COOL_DOWN) before the next pairing.
+SKIPS_PER_MINUTE = 10
+COOL_DOWN = 2.0
+MAX_COOL_DOWN = 60.0
 # The largest one-way delay a page may report in its pings (a minute: beyond any call).
 MAX_PATH_MS = 60_000
 
@@ -77,6 +88,14 @@ class Config:
     # The shared lobby (--redis): where Redis is, and how a browser reaches this process.
     redis_url: str | None = None
     public_url: str | None = None
+    # Safety (issue 23): how long a block lasts, where reports and bans are kept, the limits per address.
+    block_days: float = BLOCK_DAYS
+    report_log: Path | None = None  # None: reports go to the log
+    bans_file: Path | None = None  # without --redis: the file `duoduel.py ban` writes and the server watches
+    connections_per_address: int = CONNECTIONS_PER_ADDRESS
+    handshakes_per_minute: int = HANDSHAKES_PER_MINUTE
+    trusted_proxies: frozenset[str] = frozenset()  # whose X-Forwarded-For names the address that counts
+    skips_per_minute: int = SKIPS_PER_MINUTE
     # WebTransport on UDP beside the WebSocket (the command line turns it on; --no-webtransport off):
     # its UDP port (None: the HTTP port's number) and address, how many sessions at once, and its certificate
     # (a core.webtransport.ServerCertificate; None: one made at start, named to the page by its hash).

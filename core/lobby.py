@@ -2,18 +2,24 @@
 
 Every change of who waits and who talks happens under lobby.lock, with the
 notices sent (never awaited) inside it, so they cannot cross.
+
+The lobby's waiters form a short queue: a newcomer takes the first of them it
+may meet (neither blocked the other, core.safety), looking at SCAN_WAITERS at
+most; in the common case the first. A room of two has one waiting slot.
 """
 
 from __future__ import annotations
 
 import asyncio
+import itertools
 import json
 import logging
-from collections import Counter
+from collections import Counter, deque
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 from core.config import MAX_KEY_MESSAGE, MAX_LABEL, Config
+from core.safety import Safety, cool_down, report_line, write_report
 
 if TYPE_CHECKING:
     from core.link import Link
@@ -27,6 +33,8 @@ DISCONNECTED = json.dumps({"type": "disconnected"})
 BAD_LABEL = f"label must be text of 1 to {MAX_LABEL} characters"
 KEY_ALONE = "key needs a partner: you are not in a call of two"
 BAD_KEY = f"a key message is at most {MAX_KEY_MESSAGE} characters"
+NOBODY_TO_BLOCK = "block and report work in a call with a stranger from the lobby"
+SCAN_WAITERS = 16  # waiters a newcomer looks at before it waits itself: pairing stays O(1)
 
 
 @dataclass(eq=False)
@@ -50,6 +58,21 @@ class Client:
     ticket: str | None = None  # its place in the shared lobby's waiting slot, while it waits there
     seeking: asyncio.Task[None] | None = None  # its search through the shared lobby, while one runs
     path_ms: float | None = None  # its one-way delay to the server, as its page measures it (pings)
+    browser: str | None = None  # its browser's id (core.identity): blocks keep two browsers apart
+    address: str = ""  # the address that counts for it (core.identity)
+    # When it last asked for Next: enough for the longest cool-down past --skips-per-minute (at most 50), no more.
+    skips: deque[float] = field(default_factory=lambda: deque(maxlen=64))
+    cooling: asyncio.Task[None] | None = None  # its cool-down before the next pairing, while one runs
+    last_partner: Stranger | None = None  # whom it talked to last: it may still block or report them after the call
+
+
+@dataclass(frozen=True)
+class Stranger:
+    """A past partner, as much as a block or a report needs: never the Client itself (a cycle, and its link kept)."""
+
+    browser: str | None
+    address: str
+    name: str
 
 
 @dataclass
@@ -70,6 +93,9 @@ class Metrics:
     moved: int = 0  # clients sent to another process of the shared lobby
     answered: int = 0  # clients moved here and paired with the waiter they were sent to
     redis_errors: int = 0
+    blocks: int = 0
+    reports: int = 0
+    cool_downs: int = 0
 
 
 @dataclass(eq=False)
@@ -93,7 +119,8 @@ class Lobby:
 
     config: Config = field(default_factory=Config)
     lock: asyncio.Lock = field(default_factory=asyncio.Lock)
-    waiting: dict[str | None, Client] = field(default_factory=dict)
+    waiting: dict[str, Client] = field(default_factory=dict)  # the one who waits in each room of two
+    queue: dict[Client, None] = field(default_factory=dict)  # the lobby's waiters, first come first (an ordered set)
     rooms: dict[str, Room] = field(default_factory=dict)
     clients: set[Client] = field(default_factory=set)
     metrics: Metrics = field(default_factory=Metrics)
@@ -101,6 +128,7 @@ class Lobby:
     held: set[Client] = field(default_factory=set)  # clients (in `clients` too) whose link dropped, for a while
     shared: SharedLobby | None = None  # with --redis: the lobby and rooms this process shares with others
     retiring: set[asyncio.Task[None]] = field(default_factory=set)  # closing the links that resumed clients left
+    safety: Safety = field(default_factory=Safety)  # blocks, bans, limits per address
 
 
 def send_error(client: Client, reason: str) -> None:
@@ -133,13 +161,33 @@ def pair_or_wait(lobby: Lobby, client: Client) -> None:
     # With --redis, the lobby's waiting slot is in Redis (while Redis answers).
     if client.room is None and lobby.shared is not None and lobby.shared.seek(lobby, client):
         return
-    waiter = lobby.waiting.pop(client.room, None)
-    # A waiter whose link is closing is about to run leave(): never pair with it.
-    if waiter is None or waiter is client or not waiter.link.is_open:
-        lobby.waiting[client.room] = client
+    waiter = take_waiter(lobby, client)
+    if waiter is None:
+        if client.room is None:
+            lobby.queue[client] = None
+        else:
+            lobby.waiting[client.room] = client
         client.link.send_text(WAITING)
         return
     pair(lobby, client, waiter)
+
+
+def take_waiter(lobby: Lobby, client: Client) -> Client | None:
+    """Take the waiter the client is to meet: its room's, or the first in the lobby's queue it may meet; or None."""
+    # A waiter whose link is closing is about to run leave(): never pair with it.
+    if client.room is not None:
+        waiter = lobby.waiting.pop(client.room, None)
+        return waiter if waiter is not None and waiter is not client and waiter.link.is_open else None
+    found, gone = None, []
+    for waiter in itertools.islice(lobby.queue, SCAN_WAITERS):
+        if waiter is client or not waiter.link.is_open:
+            gone.append(waiter)
+        elif not lobby.safety.blocks.between(client.browser, waiter.browser):
+            found = waiter
+            break
+    for waiter in gone if found is None else (*gone, found):
+        del lobby.queue[waiter]
+    return found
 
 
 def pair(lobby: Lobby, client: Client, waiter: Client) -> None:
@@ -153,22 +201,68 @@ def pair(lobby: Lobby, client: Client, waiter: Client) -> None:
 
 def unpair(lobby: Lobby, client: Client) -> Client | None:
     """End the client's call or its wait; return the partner it had, told it left."""
-    if lobby.waiting.get(client.room) is client:
+    if client.room is None:
+        lobby.queue.pop(client, None)
+    elif lobby.waiting.get(client.room) is client:
         del lobby.waiting[client.room]
     if lobby.shared is not None:
         lobby.shared.forget(client)
     partner, client.partner = client.partner, None
     if partner is not None:
         partner.partner = None
+        client.last_partner = Stranger(partner.browser, partner.address, partner.name)
+        partner.last_partner = Stranger(client.browser, client.address, client.name)
         partner.link.send_text(DISCONNECTED)
     return partner
 
 
 async def next_partner(lobby: Lobby, client: Client) -> None:
-    """End the current call, if any, and look for someone else at once."""
+    """End the current call, if any, and look for someone else: at once, or after a cool-down if it skips at speed."""
     async with lobby.lock:
         unpair(lobby, client)
-        pair_or_wait(lobby, client)
+        if client.cooling is not None:
+            client.cooling.cancel()
+            client.cooling = None
+        pause = cool_down(client.skips, lobby.config.skips_per_minute, asyncio.get_running_loop().time())
+        if not pause:
+            return pair_or_wait(lobby, client)
+        lobby.metrics.cool_downs += 1
+        client.link.send_text(json.dumps({"type": "cooldown", "seconds": pause}))
+        client.cooling = asyncio.create_task(pair_later(lobby, client, pause))
+
+
+async def pair_later(lobby: Lobby, client: Client, seconds: float) -> None:
+    """After a cool-down, look for the client's next partner (unless it left meanwhile)."""
+    await asyncio.sleep(seconds)
+    async with lobby.lock:
+        client.cooling = None
+        if client in lobby.clients and client.partner is None and client.link.is_open:
+            pair_or_wait(lobby, client)
+
+
+async def block_partner(lobby: Lobby, client: Client, reason: str | None = None) -> None:
+    """End a call with a stranger as Next does, and never pair these two browsers again; a reason reports it too.
+
+    Once the call has ended (the partner left or pressed Next), it is the last partner that is blocked.
+    """
+    partner = client.partner or client.last_partner
+    if partner is None or client.room is not None:
+        return send_error(client, NOBODY_TO_BLOCK)
+    if client.browser is not None and partner.browser is not None:
+        seconds = lobby.config.block_days * 86400
+        lobby.safety.blocks.add(client.browser, partner.browser, seconds)
+        if lobby.shared is not None:  # in Redis before either can look for a partner again
+            await lobby.shared.remember_block(lobby, client.browser, partner.browser, seconds)
+    lobby.metrics.blocks += 1
+    if reason is not None:
+        lobby.metrics.reports += 1
+        write_report(lobby.config.report_log, report_line(client, partner, reason))
+    log.info("%s %s %s", client.name, "reported" if reason is not None else "blocked", partner.name)
+    async with lobby.lock:
+        client.link.send_text(json.dumps({"type": "blocked", "reported": reason is not None}))
+        if client.partner is partner:
+            unpair(lobby, client)
+            pair_or_wait(lobby, client)
 
 
 async def leave(lobby: Lobby, client: Client) -> None:
@@ -177,6 +271,8 @@ async def leave(lobby: Lobby, client: Client) -> None:
         if client not in lobby.clients:
             return  # it never entered (turned away, moved, or gone before), or has left already
         lobby.clients.discard(client)
+        if client.cooling is not None:
+            client.cooling.cancel()
         partner = unpair(lobby, client)
         if client.room is None:
             return
@@ -199,6 +295,13 @@ def close_soon(lobby: Lobby, client: Client, code: int, reason: str, label: str)
     lobby.metrics.closes[label] += 1
     log.info("%s closed: %s", client.name, reason)
     client.closing = asyncio.create_task(client.link.close(code, reason))
+
+
+def expel_banned(lobby: Lobby) -> None:
+    """Close the links of the clients whose browser or address is banned now (the bans just changed)."""
+    for client in list(lobby.clients):
+        if client.link.is_open and lobby.safety.banned(client.browser, client.address) is not None:
+            close_soon(lobby, client, 1008, "banned", "banned")
 
 
 def where(client: Client) -> str:

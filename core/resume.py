@@ -135,7 +135,7 @@ def tell_place(lobby: Lobby, client: Client) -> None:
         client.link.send_text(CONNECTED if len(client.group.members) > 1 else WAITING)
     elif client.partner is not None:
         client.link.send_text(CONNECTED)
-    elif lobby.waiting.get(client.room) is client:  # it resumed a wait (its old link was still open)
+    elif client in lobby.queue or lobby.waiting.get(client.room) is client:  # it resumed a wait (its old link was open)
         client.link.send_text(WAITING)
     else:
         client.link.send_text(DISCONNECTED)

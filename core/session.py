@@ -4,10 +4,14 @@ Every kind of link (core.link.Link) goes through the same steps; duoduel.stay
 takes a WebSocket (duoduel.handler) and a WebTransport session
 (duoduel.session_handler) through them:
 
-1. Before accepting the handshake: screen(lobby, query) is None, or says why not
-   (an HTTP status, one line for the person, the label /metrics counts).
-2. client = newcomer(link, visit_of(query), name). From here on, everything is
-   inside a try whose finally is step 5.
+1. Before accepting the handshake: await screen_visitor(lobby, visitor) and
+   screen(lobby, query) are None, or say why not (an HTTP status, one line for
+   the person, the label /metrics counts, when to retry). The visitor comes
+   from core.identity.identify(): the browser's id from the cookie, or for
+   WebTransport from identity_from_token(); the address that counts.
+2. client = newcomer(link, visit_of(query), name, visitor); opened(lobby,
+   visitor). From here on, everything is inside a try whose finally is step 5
+   (and closed(lobby, visitor) first).
 3. arrived = await arrive(lobby, client, visit): the client to talk as (itself,
    or the one whose place it resumed), or None (turned away or moved: skip to 5).
 4. link.start_relay(lobby, arrived), then until the link closes or
@@ -23,14 +27,18 @@ import asyncio
 import json
 import logging
 import re
+import time
 import urllib.parse
 from dataclasses import dataclass
+from datetime import datetime, timezone
 from http import HTTPStatus
 
 from core.config import MAX_PATH_MS
+from core.identity import Visitor
 from core.link import Link
-from core.lobby import Client, Lobby, enter, leave, next_partner, pass_key, send_error, set_label, where
+from core.lobby import Client, Lobby, block_partner, enter, leave, next_partner, pass_key, send_error, set_label, where
 from core.resume import forget_token, grant_token, hold, holdable, resume
+from core.safety import FOREVER
 from core.shared import CALL_TOKEN, CALL_UNKNOWN
 
 log = logging.getLogger("duoduel")
@@ -59,6 +67,7 @@ class Unwelcome:
     status: HTTPStatus
     line: str
     label: str
+    retry_after: int | None = None  # seconds, for a Retry-After header
 
 
 def screen(lobby: Lobby, query: str) -> Unwelcome | None:
@@ -76,6 +85,42 @@ def screen(lobby: Lobby, query: str) -> Unwelcome | None:
     return None
 
 
+async def screen_visitor(lobby: Lobby, visitor: Visitor) -> Unwelcome | None:
+    """Refuse a banned browser or address, and an address past its limits (with --redis, of all processes); None lets it in."""
+    until = lobby.safety.banned(visitor.browser, visitor.address)
+    if until is not None:
+        when = "" if until >= FOREVER else datetime.fromtimestamp(until, timezone.utc).strftime(" until %Y-%m-%d %H:%M UTC")
+        return Unwelcome(HTTPStatus.FORBIDDEN, f"You are banned from this service{when}.", "banned")
+    if not visitor.limited:
+        return None
+    config, shared, refusal = lobby.config, lobby.shared, None
+    if shared is not None and shared.up:
+        refusal = await shared.admit(lobby, visitor.address)
+    if shared is None or not shared.up:  # alone, or Redis out (even just now): this process counts on its own
+        refusal = lobby.safety.limits.admit(visitor.address, config.connections_per_address, config.handshakes_per_minute, time.monotonic())
+    if refusal is not None:
+        line, wait = refusal
+        log.info("refused a handshake from %s: %s", visitor.address, line)
+        return Unwelcome(HTTPStatus.TOO_MANY_REQUESTS, line, "address_limit", wait)
+    return None
+
+
+def opened(lobby: Lobby, visitor: Visitor) -> None:
+    """Count the visitor's connection open, here and (with --redis) for every process's limit."""
+    if visitor.limited:
+        lobby.safety.limits.opened(visitor.address)
+        if lobby.shared is not None:
+            lobby.shared.count_open(visitor.address, 1)
+
+
+def closed(lobby: Lobby, visitor: Visitor) -> None:
+    """Count the visitor's connection closed."""
+    if visitor.limited:
+        lobby.safety.limits.closed(visitor.address)
+        if lobby.shared is not None:
+            lobby.shared.count_open(visitor.address, -1)
+
+
 def visit_of(query: str) -> Visit:
     """Read what a screened query asks for."""
     fields = urllib.parse.parse_qs(query, keep_blank_values=True)
@@ -89,9 +134,12 @@ def visit_of(query: str) -> Visit:
     )
 
 
-def newcomer(link: Link, visit: Visit, name: str) -> Client:
+def newcomer(link: Link, visit: Visit, name: str, visitor: Visitor | None = None) -> Client:
     """A client for a link that has just opened, not in the lobby yet."""
-    return Client(link, visit.room, name, call=visit.call, window_start=asyncio.get_running_loop().time())
+    client = Client(link, visit.room, name, call=visit.call, window_start=asyncio.get_running_loop().time())
+    if visitor is not None:
+        client.browser, client.address = visitor.browser, visitor.address
+    return client
 
 
 async def arrive(lobby: Lobby, client: Client, visit: Visit) -> Client | None:
@@ -161,6 +209,11 @@ async def control(lobby: Lobby, client: Client, text: str) -> None:
         send_error(client, "next does nothing in a group room: everyone in it hears you already")
     elif kind == "next":
         await next_partner(lobby, client)
+    elif kind == "block":
+        await block_partner(lobby, client)
+    elif kind == "report":
+        reason = message.get("reason", "")
+        await block_partner(lobby, client, reason if isinstance(reason, str) else "")
     elif kind == "label":
         set_label(client, message.get("label"))
     elif kind == "ping":

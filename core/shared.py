@@ -5,9 +5,11 @@ who waits and where each private room lives, never a frame. Redis commands are
 spent per call (about three: park, take, answer), never per frame, plus two a
 second per process to say it is alive.
 
-The lobby's waiting slot is one Redis key, "PID TICKET", taken or set by the
-Lua script TAKE_SLOT in one atomic step: pop a waiter whose process is alive
-(its key ALIVE_KEY + PID has not expired), or park the caller. A newcomer
+The lobby's waiters are one Redis list, of "PID TICKET BROWSER", taken from or
+joined by the Lua script TAKE_SLOT in one atomic step: take the first of the
+first SCAN_WAITERS whose process is alive (its key ALIVE_KEY + PID has not
+expired) and that neither blocked the newcomer's browser nor was blocked by it
+(no key BLOCK_KEY + the pair), or queue the caller at the end. A newcomer
 that takes a waiter of another process is sent there ({"type": "moved"})
 with a call token: single-use (GETDEL), short-lived (CALL_MS), unguessable
 (128 random bits). The waiter's process pairs the two when it arrives. A
@@ -34,7 +36,8 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from core.config import Config, StartupError
-from core.lobby import WAITING, Client, Lobby, close_soon, pair, pair_or_wait, send_error
+from core.lobby import SCAN_WAITERS, WAITING, Client, Lobby, close_soon, pair, pair_or_wait, send_error
+from core.safety import pair_key, too_many_handshakes, too_many_open
 
 if TYPE_CHECKING:  # redis is optional: imported at run time only with --redis
     import redis.asyncio
@@ -42,7 +45,14 @@ if TYPE_CHECKING:  # redis is optional: imported at run time only with --redis
 log = logging.getLogger("duoduel")
 
 REDIS_PREFIX = "duoduel:"
-SLOT_KEY = REDIS_PREFIX + "waiting"
+QUEUE_KEY = REDIS_PREFIX + "queue"
+BLOCK_KEY = REDIS_PREFIX + "block:"  # + core.safety.pair_key(): two browsers that must not meet
+BANS_KEY = REDIS_PREFIX + "bans"  # a hash: browser id or address -> until (Unix time)
+BANS_VERSION_KEY = REDIS_PREFIX + "bans:version"  # bumped by every change: processes poll it, not the hash
+SECRET_KEY = REDIS_PREFIX + "secret"  # signs WebTransport identity tokens, the same on every process
+RATE_KEY = REDIS_PREFIX + "rate:"  # + an address: when its handshake budget is whole again (GCRA), Unix ms; a minute
+OPEN_KEY = REDIS_PREFIX + "open:"  # + an address: a hash, process -> connections it has open from there
+OPEN_MS = 3600 * 1000  # an address's counts outlive any gap between two of its connections; dead processes' are dropped
 ALIVE_KEY = REDIS_PREFIX + "alive:"
 CALL_KEY = REDIS_PREFIX + "call:"
 CLAIMED_KEY = REDIS_PREFIX + "claimed:"
@@ -62,15 +72,23 @@ CALL_UNKNOWN = "call token unknown, already used or expired: looking for a partn
 # Every key a script touches comes from the constants above, as KEYS, or as a
 # prefix in ARGV where the script reads the rest of the key's name from Redis.
 
-# KEYS: the slot, the newcomer's call key. ARGV: pid, ticket, CLAIM_MS, CALL_MS, ALIVE_KEY, CLAIMED_KEY.
-# Returns nil (the caller waits now) or {pid, ticket, public URL} of the waiter taken.
+# KEYS: the queue, the newcomer's call key. ARGV: pid, ticket, CLAIM_MS, CALL_MS, ALIVE_KEY, CLAIMED_KEY,
+# BLOCK_KEY, the newcomer's browser ('-' if none), SCAN_WAITERS.
+# Returns nil (the caller waits now, at the end of the queue) or {pid, ticket, public URL} of the waiter taken.
 TAKE_SLOT = """
-local waiter = redis.call('GET', KEYS[1])
-if waiter then
-  local pid, ticket = string.match(waiter, '^(%S+) (%S+)$')
+local me = ARGV[8]
+local function blocked(other)
+  if me == '-' or other == '-' or me == other then return false end
+  local pair = me < other and (me .. ':' .. other) or (other .. ':' .. me)
+  return redis.call('EXISTS', ARGV[7] .. pair) == 1
+end
+for _, waiter in ipairs(redis.call('LRANGE', KEYS[1], 0, tonumber(ARGV[9]) - 1)) do
+  local pid, ticket, browser = string.match(waiter, '^(%S+) (%S+) (%S+)$')
   local url = pid and redis.call('GET', ARGV[5] .. pid)
-  if url then
-    redis.call('DEL', KEYS[1])
+  if not url then
+    redis.call('LREM', KEYS[1], 1, waiter)  -- its process is gone: nobody will answer for it
+  elseif not blocked(browser) then
+    redis.call('LREM', KEYS[1], 1, waiter)
     if pid ~= ARGV[1] then
       redis.call('SET', KEYS[2], ticket, 'PX', ARGV[4])
       redis.call('SET', ARGV[6] .. ticket, pid, 'PX', ARGV[3])
@@ -78,29 +96,65 @@ if waiter then
     return {pid, ticket, url}
   end
 end
-redis.call('SET', KEYS[1], ARGV[1] .. ' ' .. ARGV[2])
+redis.call('RPUSH', KEYS[1], ARGV[1] .. ' ' .. ARGV[2] .. ' ' .. me)
 return false
 """
 
-# KEYS[1] the slot; ARGV[1] "PID TICKET", or "PID " for any ticket of that process. Empties the slot if it holds it.
+# KEYS[1] the queue; ARGV[1] "PID TICKET ", or "PID " for every ticket of that process. Takes them out of the queue.
 LEAVE_SLOT = """
-local waiter = redis.call('GET', KEYS[1])
-if waiter and string.sub(waiter, 1, #ARGV[1]) == ARGV[1] then
-  redis.call('DEL', KEYS[1])
+for _, waiter in ipairs(redis.call('LRANGE', KEYS[1], 0, -1)) do
+  if string.sub(waiter, 1, #ARGV[1]) == ARGV[1] then
+    redis.call('LREM', KEYS[1], 1, waiter)
+  end
 end
 return false
 """
 
-# KEYS[1] the slot; ARGV: pid, CLAIMED_KEY, tickets... Returns the tickets neither in the slot nor claimed by a newcomer.
+# KEYS[1] the queue; ARGV: pid, CLAIMED_KEY, tickets... Returns the tickets neither queued nor claimed by a newcomer.
 SWEEP = """
-local waiter = redis.call('GET', KEYS[1])
+local queued = {}
+for _, waiter in ipairs(redis.call('LRANGE', KEYS[1], 0, -1)) do
+  local pid, ticket = string.match(waiter, '^(%S+) (%S+) ')
+  if pid == ARGV[1] then queued[ticket] = true end
+end
 local lost = {}
 for i = 3, #ARGV do
-  if waiter ~= ARGV[1] .. ' ' .. ARGV[i] and redis.call('EXISTS', ARGV[2] .. ARGV[i]) == 0 then
+  if not queued[ARGV[i]] and redis.call('EXISTS', ARGV[2] .. ARGV[i]) == 0 then
     lost[#lost + 1] = ARGV[i]
   end
 end
 return lost
+"""
+
+# KEYS: the address's rate key, its open key. ARGV: connections allowed, ms between handshakes (60,000 / a minute's),
+# ALIVE_KEY. Returns nil (counted: come in) or {1, seconds} (too many open) or {2, seconds} (too many a minute).
+ADMIT = """
+local open = 0
+local counts = redis.call('HGETALL', KEYS[2])
+for i = 1, #counts, 2 do
+  if redis.call('EXISTS', ARGV[3] .. counts[i]) == 1 then
+    open = open + tonumber(counts[i + 1])
+  else
+    redis.call('HDEL', KEYS[2], counts[i])  -- a process that is gone holds nothing open
+  end
+end
+if open >= tonumber(ARGV[1]) then return {1, 60} end
+local time = redis.call('TIME')
+local now = tonumber(time[1]) * 1000 + math.floor(tonumber(time[2]) / 1000)
+local interval = tonumber(ARGV[2])
+local full = math.max(tonumber(redis.call('GET', KEYS[1]) or now), now)
+if full - now > 60000 - interval then
+  return {2, math.floor((full - now - (60000 - interval)) / 1000) + 1}
+end
+redis.call('SET', KEYS[1], full + interval, 'PX', math.ceil(full + interval - now))
+return false
+"""
+
+# KEYS[1] an address's open key; ARGV: pid, 1 or -1, OPEN_MS.
+COUNT_OPEN = """
+if redis.call('HINCRBY', KEYS[1], ARGV[1], ARGV[2]) <= 0 then redis.call('HDEL', KEYS[1], ARGV[1]) end
+redis.call('PEXPIRE', KEYS[1], ARGV[3])
+return false
 """
 
 # KEYS[1] the room's key; ARGV: pid, ALIVE_KEY, ROOM_MS. Returns {owner pid, owner URL} (URL '' when the caller owns it now).
@@ -147,6 +201,8 @@ class SharedLobby:
         self.sweep = self.redis.register_script(SWEEP)
         self.claim_room = self.redis.register_script(CLAIM_ROOM)
         self.release = self.redis.register_script(RELEASE_ROOM)
+        self.admit_address = self.redis.register_script(ADMIT)
+        self.count_open_script = self.redis.register_script(COUNT_OPEN)
         self.pid = secrets.token_hex(8)  # this run of this process: a restart is a new process
         self.url = websocket_base(config.public_url)
         # This process's WebTransport offer (core.webtransport.Endpoint.offer), once it serves /wt: published
@@ -156,9 +212,13 @@ class SharedLobby:
         self.up: bool | None = None  # None until Redis first answers or fails
         self.waiters: dict[str, Client] = {}  # ticket -> local client parked in (or taken from) the slot
         self.tasks: set[asyncio.Task[Any]] = set()
+        self.bans_version: str | None = None  # the bans' version last read
 
     async def start(self, lobby: Lobby) -> None:
-        """Say this process is alive, then keep saying it every second."""
+        """Say this process is alive, then keep saying it every second; sign tokens as the other processes do."""
+        with contextlib.suppress(*self.errors):
+            await self.redis.set(SECRET_KEY, secrets.token_hex(32), nx=True)
+            lobby.safety.secret = bytes.fromhex(await self.redis.get(SECRET_KEY))
         await self.beat(lobby)
         self.spawn(self.keep_alive(lobby))
 
@@ -167,7 +227,7 @@ class SharedLobby:
         for task in list(self.tasks):
             task.cancel()
         with contextlib.suppress(*self.errors):
-            await self.leave_slot(keys=[SLOT_KEY], args=[f"{self.pid} "])
+            await self.leave_slot(keys=[QUEUE_KEY], args=[f"{self.pid} "])
             await self.redis.delete(ALIVE_KEY + self.pid)
         await self.redis.aclose(close_connection_pool=True)
 
@@ -188,7 +248,7 @@ class SharedLobby:
         """Renew this process's liveness key, put lost waiters back in line, notice Redis leaving or returning."""
         try:
             before = await self.redis.set(ALIVE_KEY + self.pid, self.address(), px=ALIVE_MS, get=True)
-            lost = await self.sweep(keys=[SLOT_KEY], args=[self.pid, CLAIMED_KEY, *self.waiters]) if self.waiters else []
+            lost = await self.sweep(keys=[QUEUE_KEY], args=[self.pid, CLAIMED_KEY, *self.waiters]) if self.waiters else []
         except self.errors as exc:
             return await self.went_down(lobby, exc)
         # No key from the last beat: Redis restarted (or forgot us) between two beats, even if no command failed.
@@ -222,16 +282,18 @@ class SharedLobby:
     async def came_back(self, lobby: Lobby) -> None:
         """Redis answers (again): clear what this process left in the slot and wait in the shared lobby."""
         with contextlib.suppress(*self.errors):
-            await self.leave_slot(keys=[SLOT_KEY], args=[f"{self.pid} "])
+            await self.leave_slot(keys=[QUEUE_KEY], args=[f"{self.pid} "])
             # A Redis that restarted forgot which rooms live here: pin them again (unless taken meanwhile).
             for name in list(lobby.rooms):
                 await self.claim_room(keys=[room_key(name)], args=[self.pid, ALIVE_KEY, ROOM_MS])
         async with lobby.lock:
             self.up = True
             log.info("in the shared lobby at %s as %s (%s)", self.where, self.pid, self.url)
-            waiter = lobby.waiting.pop(None, None)
-            if waiter is not None and waiting_alone(lobby, waiter):
-                self.seek(lobby, waiter)
+            stranded = list(lobby.queue)
+            lobby.queue.clear()
+            for waiter in stranded:
+                if waiting_alone(lobby, waiter):
+                    self.seek(lobby, waiter)
 
     def seek(self, lobby: Lobby, client: Client) -> bool:
         """Start looking for the client's partner in the shared lobby; False if Redis is out (pair locally)."""
@@ -250,7 +312,7 @@ class SharedLobby:
     async def unpark(self, ticket: str) -> None:
         """Empty the slot if it still holds this ticket."""
         with contextlib.suppress(*self.errors):
-            await self.leave_slot(keys=[SLOT_KEY], args=[f"{self.pid} {ticket}"])
+            await self.leave_slot(keys=[QUEUE_KEY], args=[f"{self.pid} {ticket} "])
 
     async def find_partner(self, lobby: Lobby, client: Client) -> None:
         """Pair the client through the slot: with a waiter here, by moving it to a waiter elsewhere, or park it."""
@@ -273,7 +335,8 @@ class SharedLobby:
             ticket, call = secrets.token_urlsafe(16), secrets.token_urlsafe(16)
             try:
                 found = await self.take_slot(
-                    keys=[SLOT_KEY, CALL_KEY + call], args=[self.pid, ticket, CLAIM_MS, CALL_MS, ALIVE_KEY, CLAIMED_KEY]
+                    keys=[QUEUE_KEY, CALL_KEY + call],
+                    args=[self.pid, ticket, CLAIM_MS, CALL_MS, ALIVE_KEY, CLAIMED_KEY, BLOCK_KEY, client.browser or "-", SCAN_WAITERS],
                 )
             except self.errors as exc:
                 await self.went_down(lobby, exc)
@@ -377,6 +440,51 @@ class SharedLobby:
         url, offer = parse_address(url)
         self.move(lobby, client, f"{url}/ws?room={client.room}", offer)
         return True
+
+    async def remember_block(self, lobby: Lobby, a: str, b: str, seconds: float) -> None:
+        """Keep two browsers apart in every process's pairing, for this long."""
+        try:
+            await self.redis.set(BLOCK_KEY + pair_key(a, b), "1", px=int(seconds * 1000))
+        except self.errors as exc:
+            await self.went_down(lobby, exc)
+
+    async def admit(self, lobby: Lobby, address: str) -> tuple[str, int] | None:
+        """Count a handshake from an address against the limits of every process; why not, or None (come in).
+
+        Redis out: None, and self.up is False: this process counts on its own meanwhile (safety.AddressLimits).
+        """
+        config = lobby.config
+        try:
+            refused = await self.admit_address(
+                keys=[RATE_KEY + address, OPEN_KEY + address],
+                args=[config.connections_per_address, 60000 / config.handshakes_per_minute, ALIVE_KEY],
+            )
+        except self.errors as exc:
+            await self.went_down(lobby, exc)
+            return None
+        if refused is None:
+            return None
+        kind, wait = refused
+        return too_many_open(config.connections_per_address) if kind == 1 else too_many_handshakes(int(wait))
+
+    def count_open(self, address: str, change: int) -> None:
+        """One more (1) or one fewer (-1) connection open here from an address, for every process's limit."""
+        if self.up:
+            self.spawn(self.change_open(address, change))
+
+    async def change_open(self, address: str, change: int) -> None:
+        """Apply count_open() in Redis (a count left by an outage goes with this process, or after OPEN_MS idle)."""
+        with contextlib.suppress(*self.errors):
+            await self.count_open_script(keys=[OPEN_KEY + address], args=[self.pid, change, OPEN_MS])
+
+    async def bans_changed(self) -> dict[str, float] | None:
+        """The bans, if they changed since the last look (one GET a look; the hash only when it changed)."""
+        version = await self.redis.get(BANS_VERSION_KEY)
+        if version == self.bans_version:
+            return None
+        bans = await self.redis.hgetall(BANS_KEY)
+        self.bans_version = version
+        return {target: float(until) for target, until in bans.items()}
 
     def release_room(self, name: str) -> None:
         """The room has emptied here: let the next first member pin it wherever it arrives."""

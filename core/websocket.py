@@ -53,6 +53,7 @@ from websockets.asyncio.server import ServerConnection, broadcast, serve
 from websockets.protocol import State
 
 from core.config import MAX_MESSAGE_BYTES, Config
+from core.identity import Visitor
 from core.lobby import Client, Lobby
 from core.relay import flooding, relay
 
@@ -77,6 +78,7 @@ class WebSocketLink(ServerConnection):
     kind = "websocket"  # Link.kind
     wire: asyncio.Transport
     backlog: Callable[[], int]  # Link.backlog(): the transport's own method, with no call of ours around it per frame
+    visitor: Visitor | None = None  # who the handshake came from, noted by the gate before the 101 (core.identity)
     config: Config | None = None  # the server's: choose_route() sets it on a subclass of the route
     beneath_tls: asyncio.Transport | None = None  # the socket's transport, below the TLS layer
 

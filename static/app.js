@@ -37,6 +37,12 @@ const els = {
   start: $('start'),
   mute: $('mute'),
   next: $('next'),
+  block: $('block'),
+  blockConfirm: $('block-confirm'),
+  reportReason: $('report-reason'),
+  blockYes: $('block-yes'),
+  blockNo: $('block-no'),
+  note: $('note'),
   micMeter: $('mic-meter'),
   micLabel: $('mic-label'),
   partnerMeter: $('partner-meter'),
@@ -203,7 +209,16 @@ function render() {
   setText(els.start, start.label);
   els.start.disabled = start.disabled;
   els.start.hidden = start.hidden;
-  els.next.disabled = !connection.linkOpen;
+  els.next.disabled = connection.nextButton.disabled;
+  const block = connection.blockButton;
+  els.block.hidden = block.hidden || block.confirming;
+  if (els.blockConfirm.hidden === block.confirming) {
+    els.blockConfirm.hidden = !block.confirming;
+    els.reportReason.value = '';
+    if (block.confirming) els.reportReason.focus();
+  }
+  setText(els.note, connection.note ?? '');
+  els.note.hidden = connection.note === null;
   els.headphonesHint.hidden = !connection.inCall;
   const code = connection.safetyCode;
   els.safety.hidden = code === null;
@@ -575,6 +590,14 @@ function init() {
   els.start.addEventListener('click', () => dispatch({ type: 'start' }));
   els.mute.addEventListener('click', () => setMuted(!muted));
   els.next.addEventListener('click', () => dispatch({ type: 'next' }));
+  els.block.addEventListener('click', () => dispatch({ type: 'blockAsk' }));
+  els.blockYes.addEventListener('click', () => dispatch({ type: 'block' }));
+  // Report and block, or Enter in the reason.
+  els.blockConfirm.addEventListener('submit', (event) => {
+    event.preventDefault();
+    dispatch({ type: 'block', reason: els.reportReason.value });
+  });
+  els.blockNo.addEventListener('click', () => dispatch({ type: 'blockCancel' }));
   els.createRoom.addEventListener('click', createRoom);
   els.copyLink.addEventListener('click', copyRoomLink);
   els.lobbyLink.addEventListener('click', (event) => {

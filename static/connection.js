@@ -1,11 +1,12 @@
 // The page's connection to the server, as a state machine: named states, and every transition in the
 // one table below (TRANSITIONS). Pure: no DOM, no link, no timers of its own, so node tests it.
 //
-// The page feeds it events, each with `now` (performance.now() ms): the person's (start, next, name, and
-// place: the room the page URL names), the microphone's (audioStarted, audioFailed), the link's (linkOpen,
-// text, linkClosed, linkFailed), the browser's (unsupported, notice, online, pageHidden, pageShown), the
-// timers' (pingDue, retryDue, autoNextDue, keyDue) and encryption's (keyOut, keyAgreed, keyFailed,
-// keyVerdict). dispatch() returns the effects for the page to perform, in order:
+// The page feeds it events, each with `now` (performance.now() ms): the person's (start, next, name,
+// place: the room the page URL names, and blockAsk, blockCancel, block {reason?}: Block with its confirm),
+// the microphone's (audioStarted, audioFailed), the link's (linkOpen, text, linkClosed, linkFailed), the
+// browser's (unsupported, notice, online, pageHidden, pageShown), the timers' (pingDue, retryDue,
+// autoNextDue, keyDue, noteDue) and encryption's (keyOut, keyAgreed, keyFailed, keyVerdict). dispatch()
+// returns the effects for the page to perform, in order:
 //
 //   {type: 'startAudio'}                       start the microphone; answer audioStarted or audioFailed
 //   {type: 'open', link, url[, webtransport]}  open link number `link` to url; its events carry `link`;
@@ -23,8 +24,8 @@
 //                                              call number `call`, hand it the partner's key message, send
 //                                              again what it sent (after a resume), forget it (the call ended)
 //
-// and then draws the page from the machine: status, error, startButton, linkOpen, inCall, room, group,
-// safetyCode.
+// and then draws the page from the machine: status, error, note, startButton, nextButton, blockButton,
+// linkOpen, inCall, room, group, safetyCode.
 //
 // Encryption (docs/design.md, End-to-end encryption): a private room's key comes with the page URL, so
 // the machine knows nothing of it but a wrong one (keyVerdict). A lobby call agrees a key first: the page
@@ -51,6 +52,11 @@ export const AUTO_NEXT_MS = 1500; // in the lobby, how long "Partner left" shows
 export const KEY_WAIT_MS = 5000;
 
 export const ROOM_FULL = 'This room is full: create a new private room, or go back to the lobby.';
+export const BLOCKED_NOTE = 'Blocked: you will not be paired with this person again. Looking for someone else…';
+export const REPORTED_NOTE =
+  'Reported and blocked: the operator has your report, and you will not be paired with this person again.';
+export const NOTE_MS = 10000; // how long the line saying a block worked stays
+export const REPORT_CHARS = 200; // of a report's reason, as the server keeps it
 export const NO_KEY_ANSWER = "Your partner's page did not answer the key exchange, so this call cannot be " +
   'encrypted: press Next to find someone else.';
 
@@ -61,6 +67,7 @@ const STATUS = {
   starting: () => ['Starting the microphone…', 'connecting'],
   connecting: (m) => [m.attempt === 0 ? 'Connecting…' : 'Reconnecting…', 'connecting'],
   waiting: (m) => [waitingText(m), 'waiting'],
+  coolingDown: (m) => [`You skipped many people in a row: your next partner comes in ${m.coolDownS} s`, 'waiting'],
   connected: (m) => CALL_KEY_STATUS[m.key?.state ?? 'ready'],
   partnerReconnecting: () => ['Partner reconnecting…', 'connecting'],
   partnerLeft: () => ['Partner left', 'left'],
@@ -119,6 +126,9 @@ export class Connection {
     this.roundTrips = new RoundTrips();
     this.partnerPathMs = null; // the partner's one-way delay to the server, from our latest pong
     this.lastHeard = 0; // when the current link last brought anything
+    this.confirmingBlock = false; // Block was pressed: the confirm (Block, Report, Cancel) shows
+    this.note = null; // a line saying what the person's last action did (a block), for a while
+    this.coolDownS = 0; // the cool-down the server imposed for skipping at speed
     this.callSeq = 0;
     this.call = 0; // the current lobby call's number, while it lasts; 0: none
     this.key = null; // the lobby call's key: {state: 'agreeing', 'ready' or 'failed', code: its safety code}
@@ -177,6 +187,17 @@ export class Connection {
     }
   }
 
+  /** Next, in the lobby while the link is open; not while a cool-down runs. */
+  get nextButton() {
+    return { disabled: !this.linkOpen || this.state === 'coolingDown' };
+  }
+
+  /** Block (with Report as its option) is for a stranger from the lobby: in a call, or just after it ended. */
+  get blockButton() {
+    const shown = strangerHere(this);
+    return { hidden: !shown, confirming: shown && this.confirmingBlock };
+  }
+
   emit(effect) {
     this.effects.push(effect);
   }
@@ -229,6 +250,8 @@ function serverEvent({ text, now, link }) {
     case 'session':
     case 'moved':
     case 'pong':
+    case 'blocked':
+    case 'cooldown':
       return { ...message, now, link };
     case 'key':
       return { type: 'key', message, now, link };
@@ -306,6 +329,7 @@ function openLink(m, url) {
 function forgetLink(m) {
   m.cancel('pingDue');
   m.cancel('autoNextDue');
+  m.confirmingBlock = false;
   m.link = 0;
   m.url = null;
   m.linkOpen = false;
@@ -385,6 +409,7 @@ function callStarts(m) {
   const back = m.state === 'resuming' && m.call !== 0; // our resume brought the same call back
   m.attempt = 0;
   m.partnerGone = false;
+  m.confirmingBlock = false; // a confirm was for the person before
   m.cancel('autoNextDue');
   m.state = 'connected';
   if (m.room !== null) return; // a private room's key is in its link
@@ -398,8 +423,9 @@ function partnerLeaves(m) {
     return;
   }
   m.state = 'partnerLeft';
-  // The server leaves us out of the lobby's queue after a partner leaves: ask again, after a moment.
-  if (m.room === null) m.schedule('autoNextDue', AUTO_NEXT_MS);
+  // The server leaves us out of the lobby's queue after a partner leaves: ask again, after a moment
+  // (unless the person is deciding whether to block them).
+  if (m.room === null && !m.confirmingBlock) m.schedule('autoNextDue', AUTO_NEXT_MS);
   else m.partnerGone = true; // in a room the server puts us back at once and says "waiting"
 }
 
@@ -434,6 +460,52 @@ function findSomeoneElse(m) {
   m.partnerGone = false;
   m.send({ type: 'next' });
   m.state = 'waiting';
+}
+
+/** A stranger from the lobby is here to block: in a call, or the one who just left it. */
+function strangerHere(m) {
+  return m.linkOpen && m.room === null && !m.group.group && (m.inCall || m.state === 'partnerLeft');
+}
+
+/** Block pressed: ask once more (Block, Report, Cancel); the lobby's automatic Next waits meanwhile. */
+function askBlock(m) {
+  if (!strangerHere(m)) return;
+  m.confirmingBlock = true;
+  m.cancel('autoNextDue');
+}
+
+function cancelBlock(m) {
+  if (!m.confirmingBlock) return;
+  m.confirmingBlock = false;
+  if (m.state === 'partnerLeft') m.schedule('autoNextDue', AUTO_NEXT_MS);
+}
+
+/** Confirmed: block the stranger, or report them ({reason}); the server ends the call, as Next does. */
+function blockStranger(m, e) {
+  if (!m.confirmingBlock || !strangerHere(m)) return;
+  m.confirmingBlock = false;
+  const reason = typeof e.reason === 'string' ? e.reason.trim().slice(0, REPORT_CHARS) : null;
+  m.send(reason === null ? { type: 'block' } : { type: 'report', reason });
+  if (m.state === 'partnerLeft') return; // the call is over already: once the server says it blocked, look again
+  m.partnerGone = false;
+  m.state = 'waiting';
+}
+
+/** The server blocked them: say so for a while; after a call that had ended, look for someone else now. */
+function noteBlocked(m, e) {
+  m.note = e.reported === true ? REPORTED_NOTE : BLOCKED_NOTE;
+  m.schedule('noteDue', NOTE_MS);
+  if (m.state === 'partnerLeft') findSomeoneElse(m);
+}
+
+function clearNote(m) {
+  m.note = null;
+}
+
+/** Skipping at speed: the server pairs us again only after a pause, and says how long. */
+function coolDown(m, e) {
+  m.coolDownS = typeof e.seconds === 'number' ? Math.ceil(e.seconds) : 0;
+  m.state = 'coolingDown';
 }
 
 /**
@@ -655,6 +727,12 @@ const LINKED = {
   name: rename,
   place: reconnectThere,
   pageHidden: leaveForNow,
+  blockAsk: askBlock,
+  blockCancel: cancelBlock,
+  block: blockStranger,
+  blocked: noteBlocked,
+  cooldown: coolDown,
+  noteDue: clearNote,
   key: takeKey,
   keyOut: giveKey,
   keyAgreed,
@@ -673,12 +751,14 @@ const TRANSITIONS = {
   connected: { ...LINKED, pingDue: pingOrAbandon },
   partnerReconnecting: { ...LINKED, pingDue: pingOrAbandon },
   partnerLeft: { ...LINKED, autoNextDue: findSomeoneElse },
+  // Skipped at speed: the server pairs us when the pause ends ("waiting" or "connected"); Next waits too.
+  coolingDown: { ...LINKED, next: null },
   // Next waits until the call is back (or is not).
   resuming: { ...LINKED, linkClosed: retryResume, retryDue: openResume, resumeRefused: startAnew, online: retryNow, next: null },
-  retrying: { place: reconnectThere, name: rename, retryDue: connectFresh, online: retryNow, pageHidden: leaveForNow },
-  roomFull: { place: reconnectThere, name: rename, start: tryRoomAgain }, // Start says "Try again"
-  away: { place: takePlace, name: rename, pageShown: startOver },
-  broken: { place: reconnectThere, name: rename },
+  retrying: { place: reconnectThere, name: rename, retryDue: connectFresh, online: retryNow, pageHidden: leaveForNow, noteDue: clearNote },
+  roomFull: { place: reconnectThere, name: rename, start: tryRoomAgain, noteDue: clearNote }, // Start says "Try again"
+  away: { place: takePlace, name: rename, pageShown: startOver, noteDue: clearNote },
+  broken: { place: reconnectThere, name: rename, noteDue: clearNote },
 };
 
 /** The names of the states, for tests and docs. */

@@ -340,6 +340,17 @@ def run_command(*args: str, **kwargs) -> subprocess.CompletedProcess:
     return subprocess.run(args, cwd=ROOT, capture_output=True, text=True, timeout=30, env=os.environ, **kwargs)
 
 
+@pytest.fixture
+def redis_server(tmp_path) -> Iterator:
+    """A redis-server of the test's own, on a free port, without persistence."""
+    from cluster import RedisServer
+
+    server = RedisServer(tmp_path)
+    server.start()
+    yield server
+    server.stop()
+
+
 @pytest.fixture(scope="session")
 def pulse_audio() -> Iterator:
     """A private PulseAudio server with a null sink for the whole session: Firefox's audio output."""

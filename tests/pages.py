@@ -153,6 +153,10 @@ class ChromiumPage(Page):
         """Load url; wait_until="commit" returns as soon as the page has begun to arrive, its scripts maybe not."""
         await self._page.goto(url, wait_until=wait_until)
 
+    async def cookies(self) -> dict[str, str]:
+        """The cookies the browser keeps for the page, HttpOnly ones included (which the page's scripts cannot read)."""
+        return {cookie["name"]: cookie["value"] for cookie in await self._page.context.cookies()}
+
     async def hold_requests(self, pattern: str) -> Callable[[], None]:
         """Hold back the page's requests for URLs matching the glob, as a slow link would, until the returned
         release() is called; then they go on to the server."""

@@ -8,6 +8,7 @@ import re
 import shlex
 import shutil
 import signal
+import socket
 import ssl
 import subprocess
 import sys
@@ -141,6 +142,28 @@ async def test_pages_arriving_at_the_shared_address_are_all_paired(proxied):
     assert all(heard[heard[index]] == index != heard[index] for index in heard)
     states = [await own_health(proxied, port) for port in proxied.ports]
     assert sum(state["pairs"] for state in states) == 10
+
+
+async def test_limits_count_the_address_nginx_forwards(proxied):
+    """Behind nginx (on the unix socket, with the unit's --trusted-proxy 127.0.0.1), past 16 connections from one client
+    address the next gets 429 with when to retry; a client at another address still enters, though every connection
+    comes from nginx."""
+    url = proxied.ws_url(f"/p/{proxied.ports[0]}/ws")
+
+    async def from_address(host: str):
+        sock = socket.socket()
+        sock.bind((host, 0))
+        sock.setblocking(False)
+        await asyncio.get_running_loop().sock_connect(sock, ("127.0.0.1", proxied.port))
+        return await connect(url, sock=sock, ssl=proxied.tls, server_hostname="127.0.0.1", origin=proxied.origin)
+
+    crowd = [await from_address("127.0.0.2") for _ in range(16)]
+    with pytest.raises(InvalidStatus) as refused:
+        await from_address("127.0.0.2")
+    assert refused.value.response.status_code == 429 and refused.value.response.headers["Retry-After"] == "60"
+    assert b"Too many open connections from your address (at most 16)" in refused.value.response.body
+    other = await from_address("127.0.0.3")
+    await asyncio.gather(other.close(), *(websocket.close() for websocket in crowd))
 
 
 async def own_health(proxied: Proxied, port: int) -> dict:

@@ -29,15 +29,6 @@ pytestmark = pytest.mark.timeout(90)
 
 
 @pytest.fixture
-def redis_server(tmp_path) -> Iterator[RedisServer]:
-    """A redis-server of the test's own, on a free port, without persistence."""
-    server = RedisServer(tmp_path)
-    server.start()
-    yield server
-    server.stop()
-
-
-@pytest.fixture
 def processes(tmp_path, redis_server) -> Iterator[list[Duoduel]]:
     """Two duoduel processes sharing the lobby."""
     started = [start_shared(tmp_path, redis_server.url, "--max-clients", "2000") for _ in range(2)]

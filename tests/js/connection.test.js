@@ -6,7 +6,17 @@ import { test } from 'node:test';
 import assert from 'node:assert/strict';
 
 import {
-  AUTO_NEXT_MS, Connection, KEY_WAIT_MS, NO_KEY_ANSWER, PING_INTERVAL_MS, ROOM_FULL, SILENT_LINK_MS, STATES,
+  AUTO_NEXT_MS,
+  BLOCKED_NOTE,
+  Connection,
+  KEY_WAIT_MS,
+  NO_KEY_ANSWER,
+  NOTE_MS,
+  PING_INTERVAL_MS,
+  REPORTED_NOTE,
+  ROOM_FULL,
+  SILENT_LINK_MS,
+  STATES,
 } from '../../static/connection.js';
 import { MESSAGES as KEY_MESSAGES } from '../../static/e2ee.js';
 
@@ -295,6 +305,100 @@ test('next_does_nothing_in_a_room_or_before_the_link_opens', () => {
   const page = connecting();
   assert.deepEqual(page.do('next'), []);
   assert.equal(page.m.state, 'connecting');
+});
+
+test('block_asks_once_more_then_blocks_ends_the_call_and_says_so', () => {
+  const page = inCall();
+  assert.deepEqual(page.m.blockButton, { hidden: false, confirming: false });
+  page.do('blockAsk');
+  assert.deepEqual(page.m.blockButton, { hidden: false, confirming: true });
+  assert.deepEqual(page.sent('block'), [], 'nothing is sent before the confirm');
+  page.do('block');
+  assert.deepEqual(page.sent('block'), [{ type: 'block' }]);
+  assert.equal(page.m.state, 'waiting');
+  assert.ok(page.has('resetPartner'), 'the blocked person is not heard any more');
+  page.hears({ type: 'blocked', reported: false });
+  assert.equal(page.m.note, BLOCKED_NOTE);
+  assert.equal(page.scheduled('noteDue'), NOTE_MS);
+  page.hears({ type: 'waiting' });
+  assert.deepEqual(page.m.blockButton, { hidden: true, confirming: false });
+  page.fires('noteDue');
+  assert.equal(page.m.note, null);
+});
+
+test('report_is_a_block_with_a_reason_cut_to_200_characters', () => {
+  const page = inCall();
+  page.do('blockAsk');
+  page.do('block', { reason: ` ${'x'.repeat(300)} ` });
+  assert.deepEqual(page.sent('report'), [{ type: 'report', reason: 'x'.repeat(200) }]);
+  page.hears({ type: 'blocked', reported: true });
+  assert.equal(page.m.note, REPORTED_NOTE);
+});
+
+test('cancel_closes_the_confirm_and_sends_nothing', () => {
+  const page = inCall();
+  page.do('blockAsk');
+  page.do('blockCancel');
+  assert.deepEqual(page.m.blockButton, { hidden: false, confirming: false });
+  assert.deepEqual(page.do('block'), [], 'a block without its confirm does nothing');
+  assert.equal(page.m.state, 'connected');
+});
+
+test('a_partner_who_left_can_be_blocked_and_the_automatic_next_waits_for_the_decision', () => {
+  const page = inCall();
+  page.hears({ type: 'disconnected' });
+  assert.deepEqual(page.m.blockButton, { hidden: false, confirming: false });
+  page.do('blockAsk');
+  assert.equal(page.timers.has('autoNextDue'), false, 'no Next while the person decides');
+  page.do('block');
+  assert.deepEqual(page.sent('block'), [{ type: 'block' }]);
+  assert.equal(page.m.state, 'partnerLeft');
+  page.hears({ type: 'blocked', reported: false });
+  assert.deepEqual(page.sent('next'), [{ type: 'next' }], 'then it looks for someone else');
+  assert.equal(page.m.state, 'waiting');
+});
+
+test('a_confirm_left_open_when_the_partner_leaves_still_blocks_them_and_cancel_restarts_the_automatic_next', () => {
+  const page = inCall();
+  page.do('blockAsk');
+  page.hears({ type: 'disconnected' });
+  assert.equal(page.timers.has('autoNextDue'), false);
+  assert.equal(page.m.blockButton.confirming, true);
+  page.do('blockCancel');
+  assert.equal(page.scheduled('autoNextDue'), AUTO_NEXT_MS);
+});
+
+test('block_is_not_offered_in_rooms_while_waiting_or_before_the_link_opens', () => {
+  assert.equal(inCall({ room: 'r1' }).m.blockButton.hidden, true);
+  assert.deepEqual(inCall({ room: 'r1' }).do('blockAsk'), []);
+  const waiting = started();
+  waiting.hears({ type: 'waiting' });
+  assert.equal(waiting.m.blockButton.hidden, true);
+  waiting.do('blockAsk');
+  assert.equal(waiting.m.blockButton.confirming, false);
+  assert.equal(connecting().m.blockButton.hidden, true);
+});
+
+test('a_new_call_closes_a_confirm_meant_for_the_person_before', () => {
+  const page = inCall();
+  page.hears({ type: 'disconnected' });
+  page.do('blockAsk');
+  page.hears({ type: 'connected' });
+  assert.equal(page.m.blockButton.confirming, false);
+  assert.deepEqual(page.do('block'), []);
+});
+
+test('skipping_at_speed_shows_the_cool_down_and_next_waits_until_the_server_pairs_again', () => {
+  const page = inCall();
+  page.do('next');
+  page.hears({ type: 'cooldown', seconds: 4 });
+  assert.equal(page.m.state, 'coolingDown');
+  assert.equal(page.status, 'You skipped many people in a row: your next partner comes in 4 s');
+  assert.equal(page.m.nextButton.disabled, true);
+  assert.deepEqual(page.do('next'), []);
+  page.hears({ type: 'connected' });
+  assert.equal(page.m.state, 'connected');
+  assert.equal(page.m.nextButton.disabled, false);
 });
 
 test('garbled_or_unknown_messages_are_warned_about_and_change_nothing', () => {

@@ -1,0 +1,84 @@
+"""Block and report on the real page, in Chromium and Firefox: the confirm, what each side sees, and that the two
+never meet again, reloads included (the id cookie set by the page's first load reaches every handshake).
+
+Skipped without the browsers unless DUODUEL_REQUIRE_BROWSER=1 (CI), which fails instead.
+"""
+
+from __future__ import annotations
+
+import json
+
+import duoduel
+import pytest
+from conftest import engines, health, until
+from pages import TONES, Page, wait_hearing, wait_status, wait_status_seen
+
+
+@pytest.fixture
+def config(tmp_path) -> duoduel.Config:
+    """Reports in a file of the test's own."""
+    return duoduel.Config(host="127.0.0.1", port=0, report_log=tmp_path / "reports.jsonl")
+
+
+async def start(open_page, person: str, engine: str) -> Page:
+    page = await open_page(person, engine)
+    await page.click("#start")
+    return page
+
+
+async def both_waiting_apart(server) -> None:
+    """Two pages wait, and the server has not paired them: each was looked at by the other's arrival."""
+    await until(lambda: _waiting_apart(server), "two clients waiting and no call")
+
+
+async def _waiting_apart(server) -> bool:
+    state = await health(server)
+    return state["waiting"] == 2 and state["pairs"] == 0
+
+
+@engines("chromium-firefox", "firefox-chromium")
+async def test_block_button_ends_the_call_and_the_two_never_meet_again(server, open_page, engines):
+    """Ann presses Block and confirms: Bob sees "Partner left", Ann reads that it worked; both wait without being
+    paired together, also after reloading their pages; Cyd, a newcomer, is paired."""
+    ann = await start(open_page, "ann", engines[0])
+    await wait_status(ann, "Waiting for a partner")
+    bob = await start(open_page, "bob", engines[1])
+    await wait_status(ann, "Connected")
+    await wait_hearing(ann, TONES["bob"])
+    assert await ann.is_hidden("#block-confirm") and not await ann.is_hidden("#block")
+    await ann.click("#block")
+    assert not await ann.is_hidden("#block-confirm")
+    await ann.click("#block-yes")
+    await wait_status_seen(bob, "Partner left")
+    assert (await ann.text("#note")).startswith("Blocked: you will not be paired with this person again.")
+    await wait_status(bob, "Waiting for a partner")
+    await wait_status(ann, "Waiting for a partner")
+    await both_waiting_apart(server)
+    assert await ann.is_hidden("#block")
+    for page in (ann, bob):  # same browsers, same cookie: still apart
+        await page.goto(f"{server.origin}/")
+        await page.click("#start")
+        await wait_status(page, "Waiting for a partner")
+    await both_waiting_apart(server)
+    cyd = await start(open_page, "cyd", "chromium")
+    await wait_status(cyd, "Connected")
+    await wait_status(ann, "Connected")  # the first in line: Ann waited before Bob
+    await wait_hearing(cyd, TONES["ann"])
+
+
+@engines("chromium-chromium")
+async def test_report_from_the_page_names_the_id_its_first_load_set(server, open_page, engines, config):
+    """The page's first load sets the id cookie; the report Ann sends names that id, from the handshake, and her reason."""
+    ann = await start(open_page, "ann", engines[0])
+    await wait_status(ann, "Waiting for a partner")
+    bob = await start(open_page, "bob", engines[1])
+    await wait_status(bob, "Connected")
+    await ann.click("#block")
+    await ann.evaluate("() => { document.getElementById('report-reason').value = 'shouted insults'; }")
+    await ann.click("#report-yes")
+    await wait_status_seen(bob, "Partner left")
+    assert (await ann.text("#note")).startswith("Reported and blocked")
+    report = json.loads(config.report_log.read_text())
+    assert report["reporter"]["id"] == (await ann.cookies())["duoduel_id"]
+    assert report["reported"]["id"] == (await bob.cookies())["duoduel_id"]
+    assert report["reason"] == "shouted insults"
