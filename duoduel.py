@@ -1,13 +1,15 @@
 #!/usr/bin/env python
 """duoduel: two people open the same page, press Start, and talk.
 
-One websockets server does everything: it serves the page from static/, pairs
-the clients that connect to /ws through a waiting slot guarded by a lock, and
-relays their binary audio frames to each other. A private room (/ws?room=NAME)
-holds up to --room-size people, each hearing all the others. Text frames are
-JSON control messages; see docs/protocol.md.
+One websockets server serves the page from static/, pairs the clients that
+connect to /ws through a waiting slot guarded by a lock, and relays their binary
+audio frames to each other. A private room (/ws?room=NAME) holds up to
+--room-size people, each hearing all the others. Text frames are JSON control
+messages; see docs/protocol.md. Beside it, on UDP, WebTransport sessions at /wt
+(core.webtransport) join the same lobby: control messages on a stream, audio as
+datagrams.
 
-This file is the command: the WebSocket handler, HTTP, start-up. The lobby, the
+This file is the command: the handlers, HTTP, start-up. The lobby, the
 relay and the links they serve are in the package core/, which never imports
 this file: run as __main__, it is loaded once.
 """
@@ -31,6 +33,7 @@ import ssl
 import sys
 import time
 import urllib.parse
+from collections import Counter
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from http import HTTPStatus
 from pathlib import Path
@@ -41,11 +44,13 @@ from websockets.exceptions import ConnectionClosed
 from websockets.http11 import Request, Response
 from websockets.version import version as websockets_version
 
+from core import webtransport
 from core.config import (
     BLOCK_DAYS, CONNECTIONS_PER_ADDRESS, HANDSHAKES_PER_MINUTE, MAX_CLIENTS, MAX_MESSAGE_BYTES, MAX_ROOM_SIZE,
-    RESUME_WINDOW, ROOM_SIZE, SKIPS_PER_MINUTE, STATIC_DIR, Config, StartupError,
+    MAX_WEBTRANSPORT_SESSIONS, RESUME_WINDOW, ROOM_SIZE, SKIPS_PER_MINUTE, STATIC_DIR, Config, StartupError,
 )
 from core.identity import Visitor, browser_in, identify, new_browser_id, plain, set_cookie
+from core.link import Link
 from core.lobby import Client, Lobby, expel_banned
 from core.relay import flooding, relay
 from core.resume import release_held
@@ -54,6 +59,7 @@ from core.session import (
     BAD_ROOM_NAME, ROOM_NAME, arrive, closed, control, depart, newcomer, opened, screen, screen_visitor, visit_of,
 )
 from core.shared import BANS_KEY, BANS_VERSION_KEY, SharedLobby, redact
+from core.webtransport import Endpoint, Refusal, WebTransportRequest, WebTransportSession
 from core.websocket import FastWebSocketLink, WebSocketLink, choose_route
 
 __all__ = ["Config", "handler", "main", "make_server", "run"]
@@ -78,37 +84,58 @@ CONTENT_TYPES = {
 }
 
 ROOM_PAGE = re.compile("/r/" + ROOM_NAME.pattern)
+# Where a page learns how to open a WebTransport session (static/transport.js asks it).
+OFFER_PATH = "/webtransport.json"
 # A Host header we are willing to echo into the Content-Security-Policy.
 SAFE_HOST = re.compile(r"[A-Za-z0-9.\-]+(:[0-9]{1,5})?|\[[0-9A-Fa-f:.]+\](:[0-9]{1,5})?")
 
 log = logging.getLogger("duoduel")
 
 
-# The WebSocket handler: a page's stay, as the protocol goes (core.session).
+# The handlers: a page's stay, as the protocol goes (core.session), on a WebSocket or a WebTransport session.
 
 
 async def handler(websocket: WebSocketLink, lobby: Lobby) -> None:
     """A page's WebSocket: it arrives (or resumes its place), talks until it leaves, and departs."""
-    visit = visit_of(urllib.parse.urlsplit(websocket.request.path).query)
-    visitor = websocket.visitor
-    client = newcomer(websocket, visit, websocket.id.hex[:8], visitor)
+    await stay(lobby, websocket, websocket.request.path, websocket.id.hex[:8], websocket.visitor)
+
+
+async def session_handler(session: WebTransportSession, lobby: Lobby) -> None:
+    """A page's WebTransport session, once its control stream opened: the same stay as a WebSocket's.
+
+    A session carries no cookie: its visitor is its address alone, screened (bans and limits by address) here.
+    """
+    config = lobby.config
+    visitor = identify(None, session.remote_address[0], None, config.trusted_proxies)
+    unwelcome = await screen_visitor(lobby, visitor)
+    if unwelcome is not None:
+        lobby.metrics.rejections[unwelcome.label] += 1
+        await session.close(1008, unwelcome.line)
+        return
+    await stay(lobby, session, session.path, session.id, visitor)
+
+
+async def stay(lobby: Lobby, link: Link, path: str, name: str, visitor: Visitor) -> None:
+    """A page's link: it arrives (or resumes its place), talks until it leaves, and departs."""
+    visit = visit_of(urllib.parse.urlsplit(path).query)
+    client = newcomer(link, visit, name, visitor)
     opened(lobby, visitor)
     try:
         if arrived := await arrive(lobby, client, visit):
             client = arrived  # itself, or the client whose place it resumed
-            await converse(lobby, client, websocket)
+            await converse(lobby, client, link)
     finally:
         closed(lobby, visitor)
-        await depart(lobby, client, websocket)
+        await depart(lobby, client, link)
 
 
-async def converse(lobby: Lobby, client: Client, websocket: WebSocketLink) -> None:
-    """Relay the client's audio and obey its control messages until its socket closes, or it resumes on another."""
-    websocket.start_relay(lobby, client)  # from now on, on the fast route, its audio frames go to relay() as read
+async def converse(lobby: Lobby, client: Client, link: Link) -> None:
+    """Relay the client's audio and obey its control messages until its link closes, or it resumes on another."""
+    link.start_relay(lobby, client)  # from now on, on the fast route and over WebTransport, its audio goes to relay() as read
     with contextlib.suppress(ConnectionClosed):
-        async for message in websocket:  # control messages; audio too on the public route, or if fragmented
-            if client.link is not websocket:
-                break  # the page resumed on another socket: this one has nothing more to say
+        async for message in link:  # control messages; audio too on the public route, or if fragmented
+            if client.link is not link:
+                break  # the page resumed on another link: this one has nothing more to say
             if flooding(lobby, client):
                 continue
             if isinstance(message, str):
@@ -117,7 +144,13 @@ async def converse(lobby: Lobby, client: Client, websocket: WebSocketLink) -> No
                 relay(lobby, client, message)
 
 
-# HTTP: the page, health, metrics, and the gate in front of /ws.
+def relay_datagram(lobby: Lobby, client: Client, frame: bytes) -> None:
+    """An audio datagram from a WebTransport page: relayed as a WebSocket's binary frame is, behind the same flood check."""
+    if not flooding(lobby, client):
+        relay(lobby, client, frame)
+
+
+# HTTP: the page, health, metrics, the WebTransport offer, and the gate in front of /ws.
 
 
 def resolve_static(static_dir: Path, url_path: str) -> Path | None:
@@ -151,8 +184,18 @@ def resolve_static(static_dir: Path, url_path: str) -> Path | None:
     return target
 
 
-def make_process_request(lobby: Lobby, config: Config) -> Callable[[ServerConnection, Request], Response | None]:
-    """Build the HTTP hook: serve pages, /healthz and /metrics, and guard /ws."""
+@dataclasses.dataclass
+class Transports:
+    """What the HTTP side tells pages of WebTransport: the endpoint, once it serves (None: off, or not yet)."""
+
+    webtransport: Endpoint | None = None
+
+
+def make_process_request(
+    lobby: Lobby, config: Config, transports: Transports | None = None
+) -> Callable[[ServerConnection, Request], Response | None]:
+    """Build the HTTP hook: serve pages, /healthz, /metrics and the WebTransport offer, and guard /ws."""
+    transports = transports or Transports()
 
     def process_request(connection: ServerConnection, request: Request) -> Response | None:
         """Answer an HTTP request, or return None to let /ws become a WebSocket."""
@@ -164,16 +207,26 @@ def make_process_request(lobby: Lobby, config: Config) -> Callable[[ServerConnec
         if url.path == "/healthz":
             return respond(request, HTTPStatus.OK, json.dumps(health_report(lobby)).encode(), "application/json")
         if url.path == "/metrics":
-            return respond(request, HTTPStatus.OK, metrics_text(lobby).encode(), "text/plain; version=0.0.4; charset=utf-8")
+            text = metrics_text(lobby, transports.webtransport)
+            return respond(request, HTTPStatus.OK, text.encode(), "text/plain; version=0.0.4; charset=utf-8")
+        if url.path == OFFER_PATH:
+            return offer(request)
         if url.path.startswith("/r/") and not ROOM_PAGE.fullmatch(url.path):
             return refuse(request, "bad_room", HTTPStatus.BAD_REQUEST, BAD_ROOM_NAME)
         file = resolve_static(config.static_dir, url.path)
         if file is None or file.suffix.lower() not in CONTENT_TYPES:
             return refuse(request, "not_found", HTTPStatus.NOT_FOUND, "Not found.")
-        response = static_file(request, file)
+        response = static_file(request, file, webtransport=transports.webtransport is not None)
         if file.suffix == ".html" and browser_in(request.headers.get("Cookie")) is None:
             response.headers["Set-Cookie"] = set_cookie(new_browser_id(), secure_cookies(config))  # the page's first load
         return response
+
+    def offer(request: Request) -> Response:
+        """Where and how a page opens a WebTransport session: the UDP port, the path, the certificate's hash."""
+        if transports.webtransport is None:
+            return refuse(request, "not_found", HTTPStatus.NOT_FOUND, "WebTransport is off here: use the WebSocket.")
+        body = json.dumps(transports.webtransport.offer()).encode()
+        return respond(request, HTTPStatus.OK, body, "application/json", [("Cache-Control", "no-store")])
 
     def gate(connection: ServerConnection, request: Request, query: str) -> Response | Awaitable[Response | None] | None:
         """Let a WebSocket handshake through, or say why not; then admit() its visitor."""
@@ -259,7 +312,7 @@ def origin_allowed(origin: str, host: str | None, config: Config) -> bool:
     return host is not None and origin.lower() == f"{scheme}://{host}".lower()
 
 
-def static_file(request: Request, file: Path) -> Response:
+def static_file(request: Request, file: Path, webtransport: bool = False) -> Response:
     """Send a file from static/, or 304 when the browser's copy is current."""
     stat = file.stat()
     etag = '"' + hashlib.blake2s(f"{stat.st_size}:{stat.st_mtime_ns}".encode(), digest_size=8).hexdigest() + '"'
@@ -267,17 +320,23 @@ def static_file(request: Request, file: Path) -> Response:
         ("ETag", etag),
         ("Last-Modified", email.utils.formatdate(stat.st_mtime, usegmt=True)),
         ("Cache-Control", "no-cache"),
-        *security_headers(request),
+        *security_headers(request, webtransport),
     ]
     if etag in request.headers.get("If-None-Match", ""):
         return respond(request, HTTPStatus.NOT_MODIFIED, b"", None, headers)
     return respond(request, HTTPStatus.OK, file.read_bytes(), CONTENT_TYPES[file.suffix.lower()], headers)
 
 
-def security_headers(request: Request) -> list[tuple[str, str]]:
-    """Headers that keep the page from running anything but its own scripts."""
+def security_headers(request: Request, webtransport: bool = False) -> list[tuple[str, str]]:
+    """Headers that keep the page from running anything but its own scripts, nor connect anywhere but here."""
     host = request.headers.get("Host", "")
-    sockets = f" ws://{host} wss://{host}" if SAFE_HOST.fullmatch(host) else ""
+    sockets = ""
+    if SAFE_HOST.fullmatch(host):
+        sockets = f" ws://{host} wss://{host}"
+        if webtransport:
+            # Any port of this host: behind a proxy the page and its offer may come from two processes, each with
+            # a UDP port of its own (docs/deploy.md).
+            sockets += f" https://{host_name(host)}:*"
     policy = (
         "default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data: blob:; "
         f"media-src 'self' blob:; connect-src 'self'{sockets}; base-uri 'none'; "
@@ -289,6 +348,13 @@ def security_headers(request: Request) -> list[tuple[str, str]]:
         ("Referrer-Policy", "no-referrer"),
         ("Permissions-Policy", "microphone=(self)"),
     ]
+
+
+def host_name(host: str) -> str:
+    """A Host header (or an :authority) without its port: "[::1]:8080" is "[::1]", "localhost:8080" "localhost"."""
+    if host.startswith("["):
+        return host[: host.find("]") + 1]
+    return host.rsplit(":", 1)[0]
 
 
 def respond(
@@ -311,7 +377,7 @@ def respond(
     return Response(status.value, status.phrase, headers, body)
 
 
-def metrics_text(lobby: Lobby) -> str:
+def metrics_text(lobby: Lobby, endpoint: Endpoint | None = None) -> str:
     """Render the counters in the Prometheus text format."""
     m = lobby.metrics
     now = census(lobby)
@@ -322,7 +388,12 @@ def metrics_text(lobby: Lobby) -> str:
         lines.append(f"# TYPE duoduel_{name} {kind}")
         lines.extend(f"duoduel_{name}{labels} {value}" for labels, value in samples)
 
-    metric("clients", "gauge", "Connected WebSocket clients.", [("", now["clients"])])
+    metric("clients", "gauge", "Connected clients, over both transports.", [("", now["clients"])])
+    kinds = Counter(getattr(client.link, "kind", "websocket") for client in lobby.clients if client not in lobby.held)
+    metric(
+        "clients_by_transport", "gauge", "Connected clients by the transport of their link (held ones not counted).",
+        [(f'{{transport="{kind}"}}', kinds[kind]) for kind in ("websocket", "webtransport")],
+    )
     metric("waiting", "gauge", "Clients waiting alone, in the lobby or in a room.", [("", now["waiting"])])
     metric("pairs", "gauge", "Two-person calls in progress.", [("", now["pairs"])])
     metric("rooms", "gauge", "Private rooms with someone in them.", [("", now["rooms"])])
@@ -341,6 +412,15 @@ def metrics_text(lobby: Lobby) -> str:
     metric("blocks_total", "counter", "Partners blocked (reports included).", [("", m.blocks)])
     metric("reports_total", "counter", "Partners reported.", [("", m.reports)])
     metric("cool_downs_total", "counter", "Nexts made to wait for skipping partners at speed.", [("", m.cool_downs)])
+    if endpoint is not None:
+        metric("webtransport_sessions", "gauge", "WebTransport sessions open (in the lobby or opening).", [("", len(endpoint.sessions))])
+        metric("webtransport_refused_total", "counter", "WebTransport sessions refused past --max-webtransport-sessions.", [("", endpoint.refused_busy)])
+        metric(
+            "webtransport_datagrams_total", "counter",
+            "Audio datagrams received from pages, sent to pages, and dropped (too big, or aioquic's queue full).",
+            [(f'{{direction="{direction}"}}', count) for direction, count in (
+                ("received", endpoint.datagrams_received), ("sent", endpoint.datagrams_sent), ("dropped", endpoint.datagrams_dropped))],
+        )
     if lobby.shared is not None:
         metric("redis_up", "gauge", "1 if the shared lobby's Redis answers, else 0 (pairing locally).", [("", int(bool(lobby.shared.up)))])
         metric("moved_total", "counter", "Clients sent to another process of the shared lobby.", [("", m.moved)])
@@ -362,15 +442,19 @@ def metrics_text(lobby: Lobby) -> str:
 
 @contextlib.asynccontextmanager
 async def make_server(config: Config) -> AsyncIterator[Server]:
-    """Serve while in the context, with a lobby of its own, on the relay route the self-check allows."""
+    """Serve while in the context, with a lobby of its own, on the relay route the self-check allows.
+
+    With config.webtransport, WebTransport too, on UDP; the server's `webtransport` is its Endpoint (else None).
+    """
     lobby = Lobby(config)
+    transports = Transports()
     connection, problem = await choose_route(config)
     listen = serve if config.unix_socket is None else unix_serve
     where = {"host": config.host, "port": config.port} if config.unix_socket is None else {"path": config.unix_socket}
     async with holds_released(lobby), shared_lobby(lobby), bans_watched(lobby), listen(
         lambda websocket: handler(websocket, lobby),
         **where,
-        process_request=make_process_request(lobby, config),
+        process_request=make_process_request(lobby, config, transports),
         process_response=make_process_response(config),
         compression=None,  # Opus does not compress; deflate would cost memory and CPU per frame
         max_size=MAX_MESSAGE_BYTES,
@@ -385,18 +469,83 @@ async def make_server(config: Config) -> AsyncIterator[Server]:
         if config.unix_socket is not None:
             # The proxy runs as a user of its own; any user of this machine reaches a loopback port as well.
             config.unix_socket.chmod(0o666)
-        # Said once listening: a server that cannot start says only why.
-        if problem is not None:
-            log.warning(
-                "websockets %s failed duoduel's self-check (%s): relaying through its public API instead, "
-                "slower but correct. Install the websockets version in requirements.txt for the fast route.",
-                websockets_version, problem,
-            )
-        elif not issubclass(connection, FastWebSocketLink):
-            log.info("relay route: websockets' public API (as configured)")
-        else:
-            log.info("relay route: frames cut from the byte stream (self-check passed)")
-        yield server
+        async with webtransport_endpoint(lobby, server) as endpoint:
+            server.webtransport = transports.webtransport = endpoint
+            if lobby.shared is not None and endpoint is not None:
+                lobby.shared.offer = endpoint.offer  # published at the next heartbeat, for moves to here
+            # Said once listening: a server that cannot start says only why.
+            if problem is not None:
+                log.warning(
+                    "websockets %s failed duoduel's self-check (%s): relaying through its public API instead, "
+                    "slower but correct. Install the websockets version in requirements.txt for the fast route.",
+                    websockets_version, problem,
+                )
+            elif not issubclass(connection, FastWebSocketLink):
+                log.info("relay route: websockets' public API (as configured)")
+            else:
+                log.info("relay route: frames cut from the byte stream (self-check passed)")
+            if endpoint is not None:
+                pinned = endpoint.certificate.hash
+                log.info("webtransport on udp port %d%s", endpoint.port, f", certificate sha-256 {pinned.hex()}" if pinned else "")
+            yield server
+
+
+@contextlib.asynccontextmanager
+async def webtransport_endpoint(lobby: Lobby, server: Server) -> AsyncIterator[Endpoint | None]:
+    """With config.webtransport, serve /wt on UDP (the HTTP port's number unless told otherwise); else yield None."""
+    config = lobby.config
+    if not config.webtransport:
+        yield None
+        return
+    # Behind a proxy on a unix socket there is no HTTP port: the UDP port must be named (start() sees to it).
+    http_port = None if config.unix_socket is not None else server.sockets[0].getsockname()[1]
+    port = http_port if config.webtransport_port is None else config.webtransport_port
+    if port is None:
+        raise StartupError("a unix socket has no port for WebTransport: give it one (--webtransport-port)")
+    host = config.webtransport_host or config.host
+    certificate = config.webtransport_certificate or webtransport.generate_certificate([host])
+    async with contextlib.AsyncExitStack() as stack:
+        try:
+            endpoint = await stack.enter_async_context(webtransport.serve(
+                host,
+                port,
+                certificate,
+                admit=make_admit(lobby, http_port),
+                on_session=lambda session: session_handler(session, lobby),
+                on_audio=relay_datagram,
+                names=[host] if certificate.hash is not None else None,  # made here: renew it before it expires
+                max_sessions=config.max_webtransport_sessions,
+            ))
+        except OSError as exc:
+            raise StartupError(
+                f"cannot serve WebTransport on UDP port {port} of {host} ({exc.strerror or exc}): "
+                "pick another with --webtransport-port, or add --no-webtransport"
+            ) from None
+        yield endpoint
+
+
+def make_admit(lobby: Lobby, http_port: int | None) -> Callable[[WebTransportRequest], Refusal | None]:
+    """Build the gate in front of /wt: the checks a WebSocket handshake gets, for an extended CONNECT."""
+    config = lobby.config
+
+    def admit(request: WebTransportRequest) -> Refusal | None:
+        """Let a session open, or say why not: the page's own origin only, then core.session.screen()."""
+        # The page's origin is the HTTP side's, on the :authority's host: the same name, another port perhaps.
+        # Behind a proxy (a unix socket) it is the public one, among the allowed origins.
+        page_host = None if http_port is None else host_name(request.authority)
+        if http_port is not None and http_port != (443 if config.tls is not None else 80):  # no default port in an origin
+            page_host += f":{http_port}"
+        if request.origin is not None and not origin_allowed(request.origin, page_host, config):
+            log.info("refused a webtransport session from origin %.100r", request.origin)
+            lobby.metrics.rejections["origin"] += 1
+            return Refusal(HTTPStatus.FORBIDDEN.value, "Cross-site WebTransport sessions are not allowed.")
+        unwelcome = screen(lobby, urllib.parse.urlsplit(request.path).query)
+        if unwelcome is not None:
+            lobby.metrics.rejections[unwelcome.label] += 1
+            return Refusal(int(unwelcome.status), unwelcome.line)
+        return None
+
+    return admit
 
 
 @contextlib.asynccontextmanager
@@ -469,11 +618,17 @@ def limit_kernel_buffers(listener: socket.socket, config: Config) -> None:
     listener.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, config.socket_receive_buffer)
 
 
-def tls_context(cert: Path, key: Path | None) -> ssl.SSLContext:
-    """Load the certificate and key; the key defaults to key.pem beside the certificate."""
+def key_path(cert: Path, key: Path | None) -> Path:
+    """The private key's file: --key, else key.pem beside the certificate, else the certificate's own file."""
     if key is None:
         beside = cert.with_name("key.pem")
         key = beside if beside.exists() else cert
+    return key
+
+
+def tls_context(cert: Path, key: Path | None) -> ssl.SSLContext:
+    """Load the certificate and key; the key defaults to key.pem beside the certificate."""
+    key = key_path(cert, key)
     context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
     for path in (cert, key):
         if not path.is_file():
@@ -486,6 +641,14 @@ def tls_context(cert: Path, key: Path | None) -> ssl.SSLContext:
             f"{getattr(exc, 'strerror', None) or exc}). Make a new pair with ./gen_cert.sh --force"
         ) from None
     return context
+
+
+def webtransport_certificate(args: argparse.Namespace) -> webtransport.ServerCertificate:
+    """With --https, QUIC serves the same certificate if a CA issued it; a self-signed one is replaced (load_certificate)."""
+    try:
+        return webtransport.load_certificate(args.cert, key_path(args.cert, args.key), [args.host])
+    except (OSError, ValueError) as exc:
+        raise StartupError(f"cannot use {args.cert} for WebTransport ({exc}): make a new pair with ./gen_cert.sh --force, or add --no-webtransport") from None
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -505,6 +668,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--redis", metavar="URL", help="share one lobby with the other duoduel processes using this Redis, e.g. redis://127.0.0.1:6379/0 (needs: pip install redis)")
     parser.add_argument("--public-url", metavar="URL", help="with --redis: how a browser reaches this process, e.g. https://example.org/p/a (where other processes send clients)")
     parser.add_argument("--relay-route", choices=["auto", "public"], default="auto", help="auto: cut audio frames from the byte stream when websockets passes the start-up self-check, else its public API; public: always websockets' public API (default: auto)")
+    parser.add_argument("--no-webtransport", dest="webtransport", action="store_false", help="serve no WebTransport: every page talks over the WebSocket")
+    parser.add_argument("--webtransport-port", type=port_number, default=None, metavar="PORT", help="UDP port of WebTransport (default: the HTTP port's number; open it in the firewall)")
+    parser.add_argument("--webtransport-host", default=None, metavar="HOST", help="address WebTransport listens on (default: --host's; behind a proxy that carries TCP only, a public one)")
+    parser.add_argument("--max-webtransport-sessions", type=int, default=MAX_WEBTRANSPORT_SESSIONS, metavar="N", help=f"past this many WebTransport sessions, pages use the WebSocket (default: {MAX_WEBTRANSPORT_SESSIONS})")
     parser.add_argument("--block-days", type=positive, default=BLOCK_DAYS, metavar="DAYS", help=f"keep two browsers that blocked each other apart this long (default: {BLOCK_DAYS:g})")
     parser.add_argument("--report-log", type=Path, metavar="FILE", help="append reports here, one JSON line each (default: the log)")
     parser.add_argument("--bans-file", type=Path, default=BANS_FILE, metavar="FILE", help=f"without --redis: the bans `duoduel.py ban` writes and the server watches (default: {BANS_FILE.name} beside duoduel.py)")
@@ -514,6 +681,17 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--skips-per-minute", type=whole, default=SKIPS_PER_MINUTE, metavar="N", help=f"Nexts a minute before each further one waits a growing cool-down (default: {SKIPS_PER_MINUTE}, at most 50)")
     parser.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"], help="default: info")
     return parser.parse_args(argv)
+
+
+def port_number(text: str) -> int:
+    """Read a port: a whole number from 0 (any free one) to 65535."""
+    try:
+        port = int(text)
+    except ValueError:
+        port = -1
+    if not 0 <= port <= 65535:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a port: give a whole number from 0 to 65535")
+    return port
 
 
 def positive(text: str) -> float:
@@ -695,6 +873,7 @@ def start(args: argparse.Namespace) -> None:
     logging.basicConfig(format="%(asctime)s %(levelname)s %(message)s", level=args.log_level.upper())
     # websockets logs every refused handshake and dropped socket at INFO.
     logging.getLogger("websockets").setLevel(logging.DEBUG if args.log_level == "debug" else logging.WARNING)
+    logging.getLogger("quic").setLevel(logging.DEBUG if args.log_level == "debug" else logging.WARNING)  # aioquic's, per connection
     if not args.static.is_dir():
         raise StartupError(f"{args.static} is not a folder: pass the page's folder with --static")
     if args.unix is not None and args.https:
@@ -705,6 +884,12 @@ def start(args: argparse.Namespace) -> None:
         port=args.port if args.port is not None else (8443 if args.https else 8080),
         static_dir=args.static,
         tls=tls_context(args.cert, args.key) if args.https else None,
+        # Behind a proxy on a unix socket there is no HTTP port to take the number of: only with --webtransport-port.
+        webtransport=args.webtransport and (args.unix is None or args.webtransport_port is not None),
+        webtransport_port=args.webtransport_port,
+        webtransport_host=args.webtransport_host,
+        max_webtransport_sessions=args.max_webtransport_sessions,
+        webtransport_certificate=webtransport_certificate(args) if args.https and args.webtransport else None,
         allowed_origins=frozenset(origin.rstrip("/") for origin in args.allow_origin),
         max_clients=args.max_clients,
         room_size=args.room_size,

@@ -5,7 +5,9 @@ from __future__ import annotations
 import ssl
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
+
+from core.webtransport import MAX_SESSIONS as MAX_WEBTRANSPORT_SESSIONS
 
 STATIC_DIR = Path(__file__).resolve().parent.parent / "static"
 
@@ -94,3 +96,11 @@ class Config:
     handshakes_per_minute: int = HANDSHAKES_PER_MINUTE
     trusted_proxies: frozenset[str] = frozenset()  # whose X-Forwarded-For names the address that counts
     skips_per_minute: int = SKIPS_PER_MINUTE
+    # WebTransport on UDP beside the WebSocket (the command line turns it on; --no-webtransport off):
+    # its UDP port (None: the HTTP port's number) and address, how many sessions at once, and its certificate
+    # (a core.webtransport.ServerCertificate; None: one made at start, named to the page by its hash).
+    webtransport: bool = False
+    webtransport_port: int | None = None
+    webtransport_host: str | None = None  # None: host's
+    max_webtransport_sessions: int = MAX_WEBTRANSPORT_SESSIONS
+    webtransport_certificate: Any = None

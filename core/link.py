@@ -20,6 +20,8 @@ class Link(Protocol):
     sender, and pairing sends under the lobby lock so that notices keep their order.
     """
 
+    kind: str  # "websocket" or "webtransport": what carries it, for /metrics
+
     @property
     def is_open(self) -> bool:
         """Open for relaying: neither closing nor closed."""

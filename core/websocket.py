@@ -75,6 +75,7 @@ class WebSocketLink(ServerConnection):
     drop, the stall close, the rate and size limits all hold.
     """
 
+    kind = "websocket"  # Link.kind
     wire: asyncio.Transport
     backlog: Callable[[], int]  # Link.backlog(): the transport's own method, with no call of ours around it per frame
     visitor: Visitor | None = None  # who the handshake came from, noted by the gate before the 101 (core.identity)

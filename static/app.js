@@ -12,10 +12,11 @@ import { Connection } from './connection.js';
 import { newRoomKey, roomKeyFromFragment } from './e2ee.js';
 import { Encryption } from './encryption.js';
 import { meterValue, mouthToEar } from './figures.js';
-import { LINK_NAMES, openLink } from './link.js';
-import { cleanLabel, MAX_LABEL_LENGTH, splitSlot } from './members.js';
+import { LINK_NAMES, openWebSocketLink } from './link.js';
+import { cleanLabel, MAX_LABEL_LENGTH, memberFrame } from './members.js';
 import { qrMatrix, svgElement } from './qr.js';
 import { newRoomName, roomFromLocation, roomUrl, wsUrl } from './room.js';
+import { fetchOffer, offerFor, openLink, parseOffer } from './transport.js';
 
 const STATS_INTERVAL_MS = 500;
 
@@ -72,6 +73,9 @@ let roomKey = null; // the private room's key as its link spells it (the fragmen
 const links = new Map(); // link number -> the link the machine opened, until it closes
 const timers = new Map(); // the machine's timers: event type -> setTimeout id
 let session = null; // the audio session, after Start
+// The server's WebTransport offer (transport.js), fetched once at load; null: none (or not yet): the WebSocket.
+let offer = null;
+fetchOffer().then((got) => { offer = got; });
 let muted = false;
 let talking = false; // push-to-talk: Space held while muted
 const rows = new Map(); // slot -> the member's row in the list: {li, name, meter, volume, mute, figures}
@@ -86,7 +90,7 @@ function dispatch(event) {
 function perform(effect) {
   switch (effect.type) {
     case 'open':
-      startLink(effect.link, effect.url);
+      startLink(effect.link, effect.url, effect.webtransport);
       break;
     case 'send':
       links.get(effect.link)?.sendText(JSON.stringify(effect.message));
@@ -132,10 +136,16 @@ function perform(effect) {
   }
 }
 
-/** Open the machine's link number `number`; its events go back to the machine with that number. */
-function startLink(number, url) {
+/**
+ * Open the machine's link number `number`; its events go back to the machine with that number. movedOffer: the
+ * WebTransport offer of url's process, when the server moved us there and named one (else the page's own serves
+ * the page's own /ws).
+ */
+function startLink(number, url, movedOffer) {
   try {
-    links.set(number, openLink(url, {
+    const codec = session ? session.codec : undefined; // PCM16 frames are too big for datagrams
+    const linkOffer = movedOffer !== undefined ? parseOffer(movedOffer) : offerFor(url, wsUrl(location), offer);
+    links.set(number, openLink({ webSocketUrl: url, offer: linkOffer, codec, openWebSocketLink }, {
       onOpen: () => dispatch({ type: 'linkOpen', link: number }),
       onText: (text) => dispatch({ type: 'text', link: number, text }),
       onAudio: (buffer) => play(number, buffer),
@@ -155,7 +165,7 @@ function play(number, buffer) {
   connection.heard(number, performance.now());
   if (number !== connection.link || !connection.inCall || !session) return;
   if (connection.group.group) {
-    const marked = splitSlot(buffer);
+    const marked = memberFrame(connection.group, buffer);
     if (marked) encryption.open(marked.slot, marked.frame);
   } else {
     encryption.open(PARTNER, buffer);
@@ -609,8 +619,11 @@ function init() {
   });
   window.addEventListener('online', () => dispatch({ type: 'online' }));
   // Into the back/forward cache: leave at once, so the partner hears "Partner left" now, not after a timeout.
+  // Unloaded: a WebSocket says goodbye (1001) by itself; a WebTransport session that just vanished would look like
+  // a dropped network, its place held for a resume and the partner told "reconnecting" for the window.
   window.addEventListener('pagehide', (event) => {
     if (event.persisted) dispatch({ type: 'pageHidden' });
+    else links.get(connection.link)?.close(1001, 'page closed');
   });
   window.addEventListener('pageshow', (event) => {
     if (event.persisted) dispatch({ type: 'pageShown' });

@@ -16,6 +16,7 @@ import sys
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import pytest
 from websockets.asyncio.client import ClientConnection, connect
@@ -33,6 +34,7 @@ class Running:
     host: str
     port: int
     scheme: str = "http"
+    webtransport: Any = None  # the server's core.webtransport.Endpoint when it serves /wt (config.webtransport)
 
     @property
     def origin(self) -> str:
@@ -54,7 +56,7 @@ async def running_server(config: duoduel.Config) -> AsyncIterator[Running]:
     """Run duoduel in this event loop on an ephemeral port."""
     async with duoduel.make_server(config) as ws_server:
         port = ws_server.sockets[0].getsockname()[1]
-        yield Running(config.host, port, "https" if config.tls is not None else "http")
+        yield Running(config.host, port, "https" if config.tls is not None else "http", ws_server.webtransport)
 
 
 @pytest.fixture

@@ -142,6 +142,26 @@ async def test_unix_socket_serves_the_page_and_calls_for_a_proxy(start_process, 
     await second.close()
 
 
+async def test_unix_socket_serves_webtransport_only_on_a_named_port(start_process, tmp_path):
+    """--unix has no HTTP port whose number WebTransport could take: it serves WebTransport with --webtransport-port
+    (the systemd unit's way), and not without."""
+    async def offer_status(path) -> int:
+        reader, writer = await asyncio.open_unix_connection(path)
+        writer.write(b"GET /webtransport.json HTTP/1.1\r\nHost: example.org\r\n\r\n")
+        status = int((await asyncio.wait_for(reader.readline(), 5)).split()[1])
+        writer.close()
+        return status
+
+    start_process("--unix", str(tmp_path / "plain.sock"))
+    assert await offer_status(tmp_path / "plain.sock") == 404
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    process = start_process("--unix", str(tmp_path / "wt.sock"), "--webtransport-port", str(port))
+    assert await offer_status(tmp_path / "wt.sock") == 200
+    assert any(f"webtransport on udp port {port}" in line for line in process.started)
+
+
 def test_unix_socket_with_https_is_one_line_and_exit_2(tmp_path):
     """TLS ends in the proxy in front of a unix socket: both at once is refused in one line."""
     result = run_command(sys.executable, "duoduel.py", "--unix", str(tmp_path / "s.sock"), "--https")
@@ -154,8 +174,9 @@ def test_unix_socket_with_https_is_one_line_and_exit_2(tmp_path):
 def test_help_lists_the_flags():
     result = run_command(sys.executable, "duoduel.py", "--help")
     assert result.returncode == 0
-    for flag in ("--host", "--port", "--unix", "--https", "--cert", "--key", "--static", "--allow-origin", "--max-clients",
-                 "--relay-route", "--log-level"):
+    for flag in ("--host", "--port", "--unix", "--https", "--cert", "--key", "--static", "--allow-origin",
+                 "--max-clients", "--relay-route", "--no-webtransport", "--webtransport-port", "--webtransport-host",
+                 "--max-webtransport-sessions", "--log-level"):
         assert flag in result.stdout
 
 
@@ -213,3 +234,54 @@ async def test_every_module_is_loaded_once(start_process):
     assert "duoduel" not in loaded, "a module imported duoduel: it ran twice, as __main__ and as duoduel"
     assert sum("relay route:" in line for line in process.started) == 1
     await relay_one_frame(process)
+
+
+async def test_webtransport_is_on_by_default_on_the_http_port_number(start_process):
+    """`python duoduel.py` serves WebTransport on the UDP port of the HTTP port's number, with a certificate it made,
+    and the page's offer says so."""
+    process = start_process()
+    offer = json.loads((await http_request(process.running, "/webtransport.json")).body)
+    assert offer["port"] == process.port and offer["path"] == "/wt"
+    assert len(offer["certificateHashes"]) == 1
+    said = f"webtransport on udp port {process.port}, certificate sha-256 {offer['certificateHashes'][0]}"
+    assert any(said in line for line in process.started)
+
+
+async def test_no_webtransport_serves_the_websocket_alone(start_process):
+    """--no-webtransport: no offer (404), nothing on UDP, and the page's policy names no https:// port."""
+    process = start_process("--no-webtransport")
+    assert (await http_request(process.running, "/webtransport.json")).status == 404
+    assert "https://" not in (await http_request(process.running, "/")).headers["content-security-policy"]
+    assert not any("webtransport" in line for line in process.started)
+
+
+async def test_webtransport_port_names_another_udp_port(start_process):
+    """--webtransport-port puts WebTransport on that UDP port, whatever the HTTP port."""
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    process = start_process("--webtransport-port", str(port))
+    offer = json.loads((await http_request(process.running, "/webtransport.json")).body)
+    assert offer["port"] == port
+
+
+def test_udp_port_in_use_is_one_line_and_exit_2():
+    """A busy UDP port for WebTransport is one line naming the way out, and exit 2."""
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as busy:
+        busy.bind(("127.0.0.1", 0))
+        port = busy.getsockname()[1]
+        result = run_command(sys.executable, "duoduel.py", "--host", "127.0.0.1", "--port", "0", "--webtransport-port", str(port))
+    assert result.returncode == 2
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith(f"duoduel: cannot serve WebTransport on UDP port {port} of 127.0.0.1")
+    assert lines[0].endswith("pick another with --webtransport-port, or add --no-webtransport")
+
+
+async def test_https_self_signed_certificate_is_named_by_hash_for_webtransport(start_process, tmp_path):
+    """With gen_cert.sh's self-signed certificate, WebTransport serves one it made (valid days, not a year) and the
+    offer names its hash: browsers take no self-signed certificate for WebTransport otherwise."""
+    assert gen_cert(tmp_path).returncode == 0
+    process = start_process("--https", "--cert", str(tmp_path / "cert.pem"))
+    trust = ssl.create_default_context(cafile=tmp_path / "cert.pem")
+    offer = json.loads((await http_request(process.running, "/webtransport.json", ssl=trust)).body)
+    assert offer["port"] == process.port and len(offer["certificateHashes"]) == 1
