@@ -12,6 +12,7 @@ import { meterValue, mouthToEar } from './figures.js';
 import { LINK_NAMES, openLink } from './link.js';
 import { cleanLabel, MAX_LABEL_LENGTH, splitSlot } from './members.js';
 import { qrMatrix, svgElement } from './qr.js';
+import { COPIES_ON, RedundantSender } from './redundancy.js';
 import { newRoomName, roomFromLocation, roomUrl, wsUrl } from './room.js';
 
 const STATS_INTERVAL_MS = 500;
@@ -145,8 +146,13 @@ function play(number, buffer) {
   }
 }
 
+/** Our frames' copies for a link that loses datagrams (redundancy.js): one sender for the page's one stream. */
+const redundancy = new RedundantSender(COPIES_ON.webtransport);
+
 function sendFrame(frame) {
-  if (connection.inCall) links.get(connection.link)?.sendAudio(frame);
+  if (!connection.inCall) return;
+  const link = links.get(connection.link);
+  if (link) link.sendAudio(COPIES_ON[link.kind] > 0 ? redundancy.pack(frame) : frame);
 }
 
 // Drawing the page from the machine.
