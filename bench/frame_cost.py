@@ -44,6 +44,7 @@ def masked_frame(payload: bytes, mask: bytes = b"\x37\xfa\x21\x3d") -> bytes:
 
 async def measure(args: argparse.Namespace) -> dict:
     """Pair two clients on an in-process server and time data_received on the sender's connection."""
+    sys.path.insert(0, str(args.server.resolve().parent))  # its core/ package, if it has one
     spec = importlib.util.spec_from_file_location("duoduel_under_test", args.server)
     duoduel = importlib.util.module_from_spec(spec)
     sys.modules[spec.name] = duoduel  # dataclasses look their module up
@@ -61,9 +62,12 @@ async def measure(args: argparse.Namespace) -> dict:
         await second.recv()
         await first.recv()
         sender = next(c for c in server.connections if getattr(c, "client", None) is not None)
-        receiver = sender.client.partner.websocket
-        saved = receiver.transport, getattr(receiver, "wire", None)
-        receiver.transport = receiver.wire = Discard()  # the name before issue 10, and after
+        partner = sender.client.partner
+        receiver = partner.link if hasattr(partner, "link") else partner.websocket  # Client.link since the Link
+        saved = receiver.transport, getattr(receiver, "wire", None), getattr(receiver, "backlog", None)
+        discard = Discard()
+        receiver.transport = receiver.wire = discard  # the name before issue 10, and after
+        receiver.backlog = discard.get_write_buffer_size
         frame = masked_frame(os.urandom(16 + args.frame_bytes))  # with frame.js's 16-byte header, as bench/relay.py
         rounds = []
         for _ in range(5):
@@ -71,7 +75,7 @@ async def measure(args: argparse.Namespace) -> dict:
             for _ in range(args.frames):
                 sender.data_received(frame)
             rounds.append((time.process_time() - start) / args.frames)
-        receiver.transport, receiver.wire = saved
+        receiver.transport, receiver.wire, receiver.backlog = saved
         await first.close()
         await second.close()
     return {"server": str(args.server), "message_bytes": 16 + args.frame_bytes,

@@ -33,6 +33,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "tests"))
 
 from browser import launch_args, write_tone  # noqa: E402
+from ports import free_port  # noqa: E402
 
 FRAME_S = 0.020
 RECORD_S = 3.0
@@ -49,12 +50,6 @@ RECORD_JS = """(seconds) => new Promise((resolve) => {
   window.duoduel.session.measure.sent = (frame) => frames.push(Array.from(new Uint8Array(frame)));
   setTimeout(() => { window.duoduel.session.measure.sent = null; resolve(frames); }, seconds * 1000);
 })"""
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def descendants(pid: int) -> list[int]:

@@ -46,6 +46,9 @@ from urllib.parse import urlsplit
 
 import nginx
 
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
+from ports import free_port  # noqa: E402
+
 
 HEADER = struct.Struct("<BBHId")  # frame.js: version, codec (0 = PCM16), seq u16, sample rate, capture time (ms)
 BENCH = struct.Struct("<IIQ")  # start of payload: client id, seq (0 = hello), send time (monotonic ns)
@@ -510,13 +513,6 @@ def wait_listening(port: int, proc: subprocess.Popen, name: str, output: Callabl
             time.sleep(0.05)
     proc.kill()
     sys.exit(f"relay.py: {name} did not listen within {timeout:g} s: {output()[-2000:]}")
-
-
-def free_port() -> int:
-    """A loopback port nothing listens on now."""
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def spawn_redis() -> tuple[subprocess.Popen, int]:

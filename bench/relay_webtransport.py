@@ -124,7 +124,10 @@ class Pairs:
 def serve_main(args: argparse.Namespace) -> None:
     """Serve the pairs lobby on a free UDP port of 127.0.0.1; print the port; stop on SIGTERM or stdin's end."""
     sys.path.insert(0, str(args.webtransport_dir))
-    import webtransport
+    if (args.webtransport_dir / "core" / "webtransport.py").exists():
+        from core import webtransport
+    else:  # a checkout from before the core/ package
+        import webtransport
 
     async def main() -> None:
         pairs = Pairs()

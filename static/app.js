@@ -9,11 +9,12 @@
 import { startAudio } from './audio.js';
 import { Connection } from './connection.js';
 import { meterValue, mouthToEar } from './figures.js';
-import { LINK_NAMES, openLink } from './link.js';
+import { LINK_NAMES, openWebSocketLink } from './link.js';
 import { cleanLabel, MAX_LABEL_LENGTH, splitSlot } from './members.js';
 import { qrMatrix, svgElement } from './qr.js';
 import { COPIES_ON, RedundantSender } from './redundancy.js';
 import { newRoomName, roomFromLocation, roomUrl, wsUrl } from './room.js';
+import { fetchOffer, offerFor, openLink } from './transport.js';
 
 const STATS_INTERVAL_MS = 500;
 
@@ -59,6 +60,9 @@ const connection = new Connection({ publicUrl: (room) => wsUrl(location, room) }
 const links = new Map(); // link number -> the link the machine opened, until it closes
 const timers = new Map(); // the machine's timers: event type -> setTimeout id
 let session = null; // the audio session, after Start
+// The server's WebTransport offer (transport.js), fetched once at load; null: none (or not yet): the WebSocket.
+let offer = null;
+fetchOffer().then((got) => { offer = got; });
 let muted = false;
 let talking = false; // push-to-talk: Space held while muted
 const rows = new Map(); // slot -> the member's row in the list: {li, name, meter, volume, mute, figures}
@@ -119,7 +123,9 @@ function perform(effect) {
 /** Open the machine's link number `number`; its events go back to the machine with that number. */
 function startLink(number, url) {
   try {
-    links.set(number, openLink(url, {
+    const codec = session ? session.codec : undefined; // PCM16 frames are too big for datagrams
+    const ownOffer = offerFor(url, wsUrl(location), offer);
+    links.set(number, openLink({ webSocketUrl: url, offer: ownOffer, codec, openWebSocketLink }, {
       onOpen: () => dispatch({ type: 'linkOpen', link: number }),
       onText: (text) => dispatch({ type: 'text', link: number, text }),
       onAudio: (buffer) => play(number, buffer),

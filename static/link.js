@@ -10,7 +10,8 @@
 // handlers: onOpen(), onText(text), onAudio(arrayBuffer), onClose({code, reason}); onClose comes once,
 // also for a link that never opened. Opening throws only for a URL the browser will not try at all.
 //
-// The page opens every link through openLink(), once per connect: that is where a kind is chosen.
+// The page opens every link through transport.js's openLink(), once per connect: that is where a kind is
+// chosen (WebTransport where the server offers it and the browser has it, else this WebSocket).
 
 /** Human names of the link kinds, as the figures line says them ("over WebSocket"). */
 export const LINK_NAMES = Object.freeze({ websocket: 'WebSocket', webtransport: 'WebTransport' });
@@ -41,9 +42,4 @@ export function openWebSocketLink(url, handlers) {
       socket.close(code, reason);
     },
   };
-}
-
-/** The link for one connect, to a /ws URL: a WebSocket, the one kind so far. */
-export function openLink(url, handlers) {
-  return openWebSocketLink(url, handlers);
 }

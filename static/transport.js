@@ -31,6 +31,18 @@ export function webTransportUrl(webSocketUrl, offer) {
 }
 
 /**
+ * The offer for a link to webSocketUrl: the page's own offer if the URL is the page's own /ws (any query),
+ * else null. A `moved` URL names another process, whose UDP port and certificate this offer does not give.
+ * @param {string} webSocketUrl the URL the link opens
+ * @param {string} ownWebSocketUrl the page's own /ws URL (room.js's wsUrl(location))
+ */
+export function offerFor(webSocketUrl, ownWebSocketUrl, offer) {
+  const url = new URL(webSocketUrl);
+  const own = new URL(ownWebSocketUrl);
+  return url.origin === own.origin && url.pathname === own.pathname ? offer : null;
+}
+
+/**
  * Whether the offer (JSON from OFFER_PATH) is one this page can use.
  * @returns {{port: number, path: string, certificateHashes: string[]} | null}
  */

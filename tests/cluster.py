@@ -6,7 +6,6 @@ import asyncio
 import json
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -16,28 +15,9 @@ from pathlib import Path
 from websockets.asyncio.client import ClientConnection, connect
 
 from conftest import ROOT, Running, receive_json
+from ports import free_port, wait_for_port
 
 CALL_UNKNOWN = {"type": "error", "reason": "call token unknown, already used or expired: looking for a partner here instead"}
-
-
-def free_port() -> int:
-    """A port nothing listens on right now (the kernel's pick)."""
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-def wait_for_port(port: int, popen: subprocess.Popen, log: Path, timeout: float = 10) -> None:
-    """Wait until something accepts connections on the port, or fail with the process's output."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if popen.poll() is not None:
-            raise AssertionError(f"{popen.args[0]} exited with {popen.returncode}: {log.read_text()[-2000:]}")
-        with socket.socket() as sock:
-            if sock.connect_ex(("127.0.0.1", port)) == 0:
-                return
-        time.sleep(0.02)
-    raise AssertionError(f"nothing listened on port {port} within {timeout} s: {log.read_text()[-2000:]}")
 
 
 @dataclass

@@ -1,4 +1,4 @@
-"""Fixtures: a real duoduel server on an ephemeral port, real clients, raw HTTP."""
+"""Fixtures and helpers: a real duoduel server on an ephemeral port, real clients, raw HTTP, real browsers."""
 
 from __future__ import annotations
 
@@ -8,11 +8,13 @@ import json
 import os
 import re
 import signal
+import socket
 import subprocess
 import sys
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import pytest
 from websockets.asyncio.client import ClientConnection, connect
@@ -30,6 +32,7 @@ class Running:
     host: str
     port: int
     scheme: str = "http"
+    webtransport: Any = None  # the server's core.webtransport.Endpoint when it serves /wt (config.webtransport)
 
     @property
     def origin(self) -> str:
@@ -51,7 +54,7 @@ async def running_server(config: duoduel.Config) -> AsyncIterator[Running]:
     """Run duoduel in this event loop on an ephemeral port."""
     async with duoduel.make_server(config) as ws_server:
         port = ws_server.sockets[0].getsockname()[1]
-        yield Running(config.host, port)
+        yield Running(config.host, port, webtransport=ws_server.webtransport)
 
 
 @pytest.fixture
@@ -133,6 +136,36 @@ async def health(running: Running) -> dict:
     return json.loads(reply.body)
 
 
+async def until(condition: Callable[[], Awaitable[object]], what: str, timeout: float = 5) -> object:
+    """Await condition() every 20 ms until it is true, and return it; fail at the deadline, saying what never happened."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout
+    while not (result := await condition()):
+        if loop.time() > deadline:
+            raise AssertionError(f"waited {timeout:g} s for {what}")
+        await asyncio.sleep(0.02)
+    return result
+
+
+async def metric(running: Running, name: str) -> float:
+    """Read one sample from /metrics."""
+    text = (await http_request(running, "/metrics")).body.decode()
+    match = re.search(rf"^duoduel_{re.escape(name)} (\S+)$", text, re.MULTILINE)
+    return float(match[1]) if match else 0.0
+
+
+FRAME = bytes(1920)  # 20 ms of PCM16 at 48 kHz
+
+
+async def frozen_client(running: Running, query: str = "") -> ClientConnection:
+    """A client that stops reading: tiny kernel receive buffer, and websockets stops after one queued message."""
+    sock = socket.socket()
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+    sock.connect((running.host, running.port))
+    sock.setblocking(False)
+    return await connect(running.ws_url(query), sock=sock, max_queue=1)
+
+
 async def settle(running: Running, **expected: int) -> dict:
     """Wait until /healthz shows the expected counts (the server notices a close asynchronously)."""
     for _ in range(200):
@@ -150,6 +183,7 @@ class Process:
     popen: subprocess.Popen
     port: int
     scheme: str
+    started: list[str]  # what it printed up to the line saying it listens
 
     @property
     def running(self) -> Running:
@@ -164,18 +198,20 @@ def start_process() -> Iterator:
     """Start duoduel.py as a subprocess on an ephemeral port; stop whatever is left at the end."""
     started: list[subprocess.Popen] = []
 
-    def start(*args: str) -> Process:
+    def start(*args: str, python: Sequence[str] = ()) -> Process:
         popen = subprocess.Popen(
-            [sys.executable, str(ROOT / "duoduel.py"), "--host", "127.0.0.1", "--port", "0", *args],
+            [sys.executable, *python, str(ROOT / "duoduel.py"), "--host", "127.0.0.1", "--port", "0", *args],
             stdout=subprocess.PIPE,
             stderr=subprocess.STDOUT,
             text=True,
             cwd=ROOT,
         )
         started.append(popen)
+        said = []
         for line in popen.stdout:
+            said.append(line)
             if match := LISTENING.search(line):
-                return Process(popen, int(match[2]), match[1])
+                return Process(popen, int(match[2]), match[1], said)
         raise AssertionError(f"duoduel did not start: exit {popen.wait()}")
 
     yield start
@@ -209,6 +245,64 @@ def xvfb_display() -> Iterator:
     display = Xvfb().start()
     yield display
     display.stop()
+
+
+# Real browsers (tests/pages.py): skipped where an engine is missing, unless CI requires them.
+
+REQUIRED = os.environ.get("DUODUEL_REQUIRE_BROWSER") == "1"
+
+
+def require(reason: str | None) -> None:
+    """Skip when an engine cannot run here, or fail when CI says the browser tests must run."""
+    if reason is None:
+        return
+    if REQUIRED:
+        pytest.fail(f"DUODUEL_REQUIRE_BROWSER=1 but {reason}")
+    pytest.skip(reason)
+
+
+def engines(*combinations: str):
+    """Parametrize a test by the engines of its people, e.g. engines("chromium-firefox", ...)."""
+    return pytest.mark.parametrize("engines", [tuple(c.split("-")) for c in combinations], ids=combinations)
+
+
+@pytest.fixture
+async def browsers(request, tmp_path) -> AsyncIterator:
+    """Opens browsers of any engine (a pages.Browsers); at the end closes them and checks no page threw."""
+    from browser import missing_browser
+    from pages import Browsers
+
+    require(missing_browser())
+    from playwright.async_api import async_playwright
+
+    def service(name: str):
+        return request.getfixturevalue(name)
+
+    async with async_playwright() as playwright:
+        opened = Browsers(playwright, service, tmp_path)
+        try:
+            yield opened
+        finally:
+            await opened.close()
+        assert not opened.errors, f"uncaught errors in the page: {opened.errors}"
+
+
+async def open_at(browsers, person: str, engine: str, url: str, hz: float | None = -1.0):
+    """A fresh browser of that engine at url, its microphone the person's tone (or hz; None: refused)."""
+    from pages import MISSING, TONES
+
+    require(MISSING[engine]())
+    return await browsers.open(person, engine, url, TONES[person] if hz == -1.0 else hz)
+
+
+@pytest.fixture
+def open_page(server, browsers):
+    """open_page(person, engine, path="/", hz=their tone): open_at() the server's page."""
+
+    async def open_(person: str, engine: str, path: str = "/", hz: float | None = -1.0):
+        return await open_at(browsers, person, engine, server.origin + path, hz)
+
+    return open_
 
 
 @pytest.fixture

@@ -1,5 +1,6 @@
 """One page interface over three engines: headless Chromium (Playwright), Firefox (WebDriver BiDi) and
-WebKit (WebKitGTK's MiniBrowser through WebKitWebDriver on Xvfb).
+WebKit (WebKitGTK's MiniBrowser through WebKitWebDriver on Xvfb); and, below it, what a person sees
+and hears on duoduel's page (its status line, its member list, the tones it plays).
 
 Tests talk to a Page and never to the engine, so a test written once runs in both:
 
@@ -19,11 +20,12 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from browser import launch_args, write_tone
-from firefox import DENIED_MICROPHONE, Firefox, PageStuck, PulseAudio, fake_microphone
-from webkit import WebKit, Xvfb
+from browser import PARTNER_RMS_JS, PARTNER_SAMPLES_JS, dominant_hz, launch_args, missing_browser, write_tone
+from firefox import DENIED_MICROPHONE, Firefox, PageStuck, PulseAudio, fake_microphone, missing_firefox
+from webkit import WebKit, Xvfb, missing_webkit
 
 ENGINES = ("chromium", "firefox", "webkit")
+MISSING = {"chromium": missing_browser, "firefox": missing_firefox, "webkit": missing_webkit}  # why one cannot run here
 EVALUATE_TIMEOUT_S = 15  # one call into a page; a live page answers in milliseconds
 WAIT_TIMEOUT_S = 15  # how long a condition may take to come true (two or three browsers, 2 loaded cores)
 POLL_S = 0.05
@@ -243,12 +245,13 @@ class Browsers:
         self._service = service
         self._folder = folder
         self.pages: list[Page] = []
+        self.chromium_flags: list[str] = []  # given to every Chromium launched from then on
 
     async def launch(self, name: str, engine: str, hz: float | None) -> Page:
         """A browser of that engine whose microphone plays a sine at hz (None: microphone refused)."""
         if engine == "chromium":
             wav = write_tone(self._folder / f"{name}-{hz:g}.wav", hz) if hz is not None else None
-            page = await ChromiumPage.launch(self._playwright, name, wav)
+            page = await ChromiumPage.launch(self._playwright, name, wav, flags=self.chromium_flags)
         elif engine == "firefox":
             page = await FirefoxPage.launch(self._service("pulse_audio"), name, hz)
         elif engine == "webkit":
@@ -258,9 +261,134 @@ class Browsers:
         self.pages.append(page)
         return page
 
+    async def open(self, name: str, engine: str, url: str, hz: float | None) -> Page:
+        """launch(), then go to url and record every text #status shows from then on (see wait_status_seen)."""
+        page = await self.launch(name, engine, hz)
+        await page.goto(url)
+        await page.evaluate(RECORD_STATUS_JS)
+        return page
+
     async def close(self) -> None:
         await asyncio.gather(*(page.close() for page in self.pages))
 
     @property
     def errors(self) -> list[str]:
         return [f"{page}: {error}" for page in self.pages for error in page.errors]
+
+
+# What a person sees and hears on duoduel's page. Every wait fails at its deadline (WaitTimeout), saying what the
+# page shows or plays instead.
+
+TONES = {"ann": 440.0, "bob": 660.0, "cyd": 880.0}  # each person's microphone
+HEARD = 0.005  # partner RMS above this: a tone comes through (it arrives near 0.04 after AGC)
+SILENT = 0.001  # partner RMS below this: nothing comes through
+HZ_TOLERANCE = 5.0  # analyser window of 32768 samples: bins of 1.5 Hz at 48 kHz
+TIMEOUT_S = 15  # generous: two or three browsers share a loaded 2-core machine
+# A tone counts as heard when its band stands within 26 dB of the strongest tone's: the ones played are
+# 10^4..10^5 above the spectrum's median, a page's own tone (Opus artefacts, never sent back) below 10^3.
+LOUDEST_RATIO = 0.05
+SPECTRUM_POLL_S = 0.2  # a look at the spectrum carries the analyser's 32768 samples out of the page: not too often
+
+# Records every text #status shows, so a short-lived one ("Partner left") cannot be missed.
+RECORD_STATUS_JS = """() => {
+  window.__statusLog = [document.getElementById('status').textContent];
+  new MutationObserver(() => window.__statusLog.push(document.getElementById('status').textContent))
+    .observe(document.getElementById('status'), {childList: true, characterData: true, subtree: true});
+}"""
+
+
+async def status(page: Page) -> str:
+    return await page.text("#status")
+
+
+async def wait_status(page: Page, text: str) -> None:
+    """Wait until #status shows text now."""
+    try:
+        await page.wait_for("text => document.getElementById('status').textContent.includes(text)", text)
+    except WaitTimeout:
+        raise WaitTimeout(f'{page}: the status never showed "{text}"; it shows "{await status(page)}"') from None
+
+
+async def forget_status(page: Page) -> None:
+    """Start the page's record of what #status showed afresh, from what it shows now."""
+    await page.evaluate("() => { window.__statusLog = [document.getElementById('status').textContent]; }")
+
+
+async def wait_status_seen(page: Page, text: str) -> None:
+    """Wait until #status has shown text at some point since the page loaded (or since its record was reset)."""
+    await page.wait_for("text => window.__statusLog.some(t => t.includes(text))", text,
+                        what=f'status "{text}" at some point')
+
+
+async def wait_rms(page: Page, above: float | None = None, below: float | None = None) -> None:
+    """Wait until what the page plays from its partner is louder than above / quieter than below."""
+    check = f"""([above, below]) => {{
+      const rms = ({PARTNER_RMS_JS})();
+      return above !== null ? rms > above : rms < below;
+    }}"""
+    await page.wait_for(check, [above, below], what=f"partner RMS {'>' if above else '<'} {above or below}")
+
+
+async def heard_hz(page: Page) -> float:
+    """The dominant frequency of what the page plays from its partner."""
+    window = await page.evaluate(PARTNER_SAMPLES_JS)
+    return dominant_hz(window["samples"], window["rate"])
+
+
+async def wait_hearing(page: Page, hz: float, timeout: float = TIMEOUT_S) -> None:
+    """Wait until the page plays a tone of hz, alone (the analyser window has forgotten anyone before)."""
+    await wait_rms(page, above=HEARD)
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout
+    while abs((heard := await heard_hz(page)) - hz) > HZ_TOLERANCE:
+        if loop.time() > deadline:
+            raise WaitTimeout(f"{page}: plays {heard:.1f} Hz, not {hz:g} Hz, after {timeout:g} s")
+        await asyncio.sleep(SPECTRUM_POLL_S)
+
+
+def tone_peaks(samples, rate: float) -> dict[float, float]:
+    """For each test tone, how far its band (±5 Hz) stands above the median of the spectrum."""
+    import numpy as np
+
+    x = np.asarray(samples, dtype=np.float64)
+    x = x - x.mean()
+    spectrum = np.abs(np.fft.rfft(x * np.hanning(len(x))))
+    floor = float(np.median(spectrum[1:])) + 1e-12
+    hz = np.fft.rfftfreq(len(x), 1 / rate)
+    return {tone: float(spectrum[(hz > tone - 5) & (hz < tone + 5)].max()) / floor for tone in TONES.values()}
+
+
+async def tones_heard(page: Page) -> set[float]:
+    """The test tones that stand out in what the page plays now."""
+    if await page.evaluate(PARTNER_RMS_JS) < HEARD:
+        return set()
+    window = await page.evaluate(PARTNER_SAMPLES_JS)
+    peaks = tone_peaks(window["samples"], window["rate"])
+    loudest = max(peaks.values())
+    return {tone for tone, ratio in peaks.items() if ratio > LOUDEST_RATIO * loudest}
+
+
+async def wait_tones(page: Page, *names: str) -> None:
+    """Wait until the page plays exactly these people's tones (and nobody else's)."""
+    wanted = {TONES[name] for name in names}
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + TIMEOUT_S
+    while (heard := await tones_heard(page)) != wanted:
+        if loop.time() > deadline:
+            raise WaitTimeout(f"{page}: plays tones {sorted(heard)} Hz, not {sorted(wanted)} Hz ({' and '.join(names)})")
+        await asyncio.sleep(SPECTRUM_POLL_S)
+
+
+async def member_names(page: Page) -> list[str]:
+    return await page.evaluate(
+        "() => [...document.querySelectorAll('#members .member-name')].map((el) => el.textContent)")
+
+
+async def wait_members(page: Page, names: list[str]) -> None:
+    """Wait until the page's member list shows exactly these labels, in slot order."""
+    try:
+        await page.wait_for(
+            "(names) => JSON.stringify([...document.querySelectorAll('#members .member-name')]"
+            ".map((el) => el.textContent)) === JSON.stringify(names)", names, timeout=TIMEOUT_S)
+    except WaitTimeout:
+        raise WaitTimeout(f"{page}: the member list shows {await member_names(page)}, not {names}") from None

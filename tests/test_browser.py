@@ -16,24 +16,13 @@ DUODUEL_REQUIRE_BROWSER=1 (CI), which fails instead.
 from __future__ import annotations
 
 import asyncio
-import os
-from collections.abc import AsyncIterator
 
 import pytest
 
 import duoduel
-from browser import PARTNER_RMS_JS, PARTNER_SAMPLES_JS, dominant_hz, missing_browser
-from firefox import PageStuck, missing_firefox
-from pages import Browsers, Page, WaitTimeout
-from webkit import missing_webkit
-
-TONES = {"ann": 440.0, "bob": 660.0, "cyd": 880.0}
-HEARD = 0.005  # partner RMS above this: a tone comes through (it arrives near 0.04 after AGC)
-SILENT = 0.001  # partner RMS below this: nothing comes through
-HZ_TOLERANCE = 5.0  # analyser window of 32768 samples: bins of 1.5 Hz at 48 kHz
-TIMEOUT_S = 15  # generous: two or three browsers share a loaded 2-core machine
-REQUIRED = os.environ.get("DUODUEL_REQUIRE_BROWSER") == "1"
-MISSING = {"chromium": missing_browser, "firefox": missing_firefox, "webkit": missing_webkit}
+from conftest import engines
+from firefox import PageStuck
+from pages import SILENT, TONES, Page, status, wait_hearing, wait_rms, wait_status, wait_status_seen
 
 
 @pytest.fixture
@@ -42,111 +31,11 @@ def config() -> duoduel.Config:
     return duoduel.Config(host="127.0.0.1", port=0, room_size=2)
 
 
-def require(reason: str | None) -> None:
-    """Skip when an engine cannot run here, or fail when CI says the browser tests must run."""
-    if reason is None:
-        return
-    if REQUIRED:
-        pytest.fail(f"DUODUEL_REQUIRE_BROWSER=1 but {reason}")
-    pytest.skip(reason)
-
-
-def engines(*combinations: str):
-    """Parametrize a test by the engines of its people, e.g. engines("chromium-firefox", ...)."""
-    return pytest.mark.parametrize("engines", [tuple(c.split("-")) for c in combinations], ids=combinations)
-
-
-# Records every text #status shows, so a short-lived one ("Partner left") cannot be missed.
-RECORD_STATUS_JS = """() => {
-  window.__statusLog = [document.getElementById('status').textContent];
-  new MutationObserver(() => window.__statusLog.push(document.getElementById('status').textContent))
-    .observe(document.getElementById('status'), {childList: true, characterData: true, subtree: true});
-}"""
-
-
-@pytest.fixture
-async def browsers(request, tmp_path) -> AsyncIterator[Browsers]:
-    """Opens browsers of either engine; at the end closes them and checks no page threw."""
-    require(missing_browser())
-    from playwright.async_api import async_playwright
-
-    def service(name: str):
-        return request.getfixturevalue(name)
-
-    async with async_playwright() as playwright:
-        opened = Browsers(playwright, service, tmp_path)
-        try:
-            yield opened
-        finally:
-            await opened.close()
-        assert not opened.errors, f"uncaught errors in the page: {opened.errors}"
-
-
-@pytest.fixture
-def open_page(server, browsers):
-    """open_page(person, engine, path="/", hz=their tone): a fresh browser with that microphone, at the page."""
-
-    async def open_(person: str, engine: str, path: str = "/", hz: float | None = -1.0) -> Page:
-        require(MISSING[engine]())
-        page = await browsers.launch(person, engine, TONES[person] if hz == -1.0 else hz)
-        await page.goto(server.origin + path)
-        await page.evaluate(RECORD_STATUS_JS)
-        return page
-
-    return open_
-
-
 async def start(open_page, person: str, engine: str, path: str = "/") -> Page:
     """Open the page as this person and press Start."""
     page = await open_page(person, engine, path)
     await page.click("#start")
     return page
-
-
-async def wait_status(page: Page, text: str) -> None:
-    """Wait until #status shows text now."""
-    try:
-        await page.wait_for("text => document.getElementById('status').textContent.includes(text)", text)
-    except WaitTimeout:
-        raise WaitTimeout(f'{page}: the status never showed "{text}"; it shows "{await status(page)}"') from None
-
-
-async def wait_status_seen(page: Page, text: str) -> None:
-    """Wait until #status has shown text at some point since the page loaded."""
-    await page.wait_for("text => window.__statusLog.some(t => t.includes(text))", text,
-                        what=f'status "{text}" at some point')
-
-
-async def status(page: Page) -> str:
-    return await page.text("#status")
-
-
-async def wait_rms(page: Page, above: float | None = None, below: float | None = None) -> None:
-    """Wait until what the page plays from its partner is louder than above / quieter than below."""
-    check = f"""([above, below]) => {{
-      const rms = ({PARTNER_RMS_JS})();
-      return above !== null ? rms > above : rms < below;
-    }}"""
-    await page.wait_for(check, [above, below], what=f"partner RMS {'>' if above else '<'} {above or below}")
-
-
-async def heard_hz(page: Page) -> float:
-    """The dominant frequency of what the page plays from its partner."""
-    window = await page.evaluate(PARTNER_SAMPLES_JS)
-    return dominant_hz(window["samples"], window["rate"])
-
-
-async def wait_hearing(page: Page, hz: float) -> float:
-    """Wait until the page plays a tone of hz, alone (the analyser window has forgotten anyone before);
-    return the frequency heard."""
-    await wait_rms(page, above=HEARD)
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + TIMEOUT_S
-    while True:
-        heard = await heard_hz(page)
-        if abs(heard - hz) <= HZ_TOLERANCE or loop.time() > deadline:
-            return heard
-        await asyncio.sleep(0.2)
 
 
 async def start_call(open_page, first: tuple[str, str], second: tuple[str, str], path: str = "/"):
@@ -164,8 +53,8 @@ async def test_call_each_page_hears_the_other_tone_over_opus(open_page, engines)
     """Both press Start: both show Connected, each hears the other's voice (not its own), sent as Opus over
     a WebSocket, as the figures line says."""
     ann, bob = await start_call(open_page, ("ann", engines[0]), ("bob", engines[1]))
-    assert await wait_hearing(ann, TONES["bob"]) == pytest.approx(TONES["bob"], abs=HZ_TOLERANCE)
-    assert await wait_hearing(bob, TONES["ann"]) == pytest.approx(TONES["ann"], abs=HZ_TOLERANCE)
+    await wait_hearing(ann, TONES["bob"])
+    await wait_hearing(bob, TONES["ann"])
     for page in (ann, bob):
         stats = await page.evaluate("() => window.duoduel.session.stats()")
         assert (stats["codec"], stats["partnerCodec"]) == ("opus", "opus"), stats
@@ -187,10 +76,10 @@ async def test_mute_silences_this_page_for_the_partner_only(open_page, engines):
     # The analyser holds 0.74 s (32768 samples at 44.1 kHz), concealment fades within 60 ms.
     assert loop.time() - muted_at < 3
     # Ann still hears Bob (polled: one window may hold the jitter buffer skipping a few ms, which shifts the peak).
-    assert await wait_hearing(ann, TONES["bob"]) == pytest.approx(TONES["bob"], abs=HZ_TOLERANCE)
+    await wait_hearing(ann, TONES["bob"])
     await ann.click("#mute")
     assert await ann.attribute("#mute", "aria-pressed") == "false"
-    assert await wait_hearing(bob, TONES["ann"]) == pytest.approx(TONES["ann"], abs=HZ_TOLERANCE)
+    await wait_hearing(bob, TONES["ann"])
     assert await status(ann) == await status(bob) == "Connected"
 
 
@@ -205,8 +94,8 @@ async def test_next_pairs_with_the_person_waiting(open_page, engines):
     await wait_status_seen(bob, "Partner left")
     await wait_status(cyd, "Connected")
     await wait_status(ann, "Connected")
-    assert await wait_hearing(ann, TONES["cyd"]) == pytest.approx(TONES["cyd"], abs=HZ_TOLERANCE)
-    assert await wait_hearing(cyd, TONES["ann"]) == pytest.approx(TONES["ann"], abs=HZ_TOLERANCE)
+    await wait_hearing(ann, TONES["cyd"])
+    await wait_hearing(cyd, TONES["ann"])
     # Alone in the lobby, Bob looks for someone new by himself.
     await wait_status(bob, "Waiting for a partner")
 
@@ -230,8 +119,8 @@ async def test_private_room_call_hears_each_other(open_page, engines):
         assert await page.evaluate("() => window.duoduel.room") == "test-room-1"
         assert (await page.text("#room-link")).endswith("/r/test-room-1")
         assert await page.is_hidden("#next"), "a room has nobody else to find"
-    assert await wait_hearing(ann, TONES["bob"]) == pytest.approx(TONES["bob"], abs=HZ_TOLERANCE)
-    assert await wait_hearing(bob, TONES["ann"]) == pytest.approx(TONES["ann"], abs=HZ_TOLERANCE)
+    await wait_hearing(ann, TONES["bob"])
+    await wait_hearing(bob, TONES["ann"])
 
 
 @engines("chromium", "firefox")
@@ -279,8 +168,8 @@ async def test_firefox_starts_every_time_in_a_row(open_page):
         await ann.click("#start")
         await wait_status(ann, "Connected")
         await wait_status(bob, "Connected")
-        assert await wait_hearing(bob, hz) == pytest.approx(hz, abs=HZ_TOLERANCE), f"Firefox start at {hz:g} Hz"
-        assert await wait_hearing(ann, TONES["bob"]) == pytest.approx(TONES["bob"], abs=HZ_TOLERANCE)
+        await wait_hearing(bob, hz)  # this start's tone
+        await wait_hearing(ann, TONES["bob"])
         await ann.close()
         await wait_status(bob, "Waiting for a partner")
 

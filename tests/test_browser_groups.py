@@ -15,67 +15,10 @@ import struct
 import numpy as np
 import pytest
 
-from browser import PARTNER_RMS_JS, PARTNER_SAMPLES_JS, dominant_hz
-from conftest import join as join_raw
+from browser import dominant_hz
+from conftest import engines, join as join_raw
 from opus import OpusDecoder, OpusError
-from pages import Page, WaitTimeout
-from test_browser import (HEARD, SILENT, TIMEOUT_S, TONES, browsers, engines, open_page,  # noqa: F401 (fixtures)
-                          start, status, wait_rms, wait_status)
-
-# A tone counts as heard when its band stands within 26 dB of the strongest tone's: the ones played are
-# 10^4..10^5 above the spectrum's median, a page's own tone (Opus artefacts, never sent back) below 10^3.
-LOUDEST_RATIO = 0.05
-
-
-def tone_peaks(samples, rate: float) -> dict[float, float]:
-    """For each test tone, how far its band (±5 Hz) stands above the median of the spectrum."""
-    import numpy as np
-
-    x = np.asarray(samples, dtype=np.float64)
-    x = x - x.mean()
-    spectrum = np.abs(np.fft.rfft(x * np.hanning(len(x))))
-    floor = float(np.median(spectrum[1:])) + 1e-12
-    hz = np.fft.rfftfreq(len(x), 1 / rate)
-    return {tone: float(spectrum[(hz > tone - 5) & (hz < tone + 5)].max()) / floor for tone in TONES.values()}
-
-
-async def tones_heard(page: Page) -> set[float]:
-    """The test tones that stand out in what the page plays now."""
-    if await page.evaluate(PARTNER_RMS_JS) < HEARD:
-        return set()
-    window = await page.evaluate(PARTNER_SAMPLES_JS)
-    peaks = tone_peaks(window["samples"], window["rate"])
-    loudest = max(peaks.values())
-    return {tone for tone, ratio in peaks.items() if ratio > LOUDEST_RATIO * loudest}
-
-
-async def wait_tones(page: Page, *names: str) -> None:
-    """Wait until the page plays exactly these people's tones (and nobody else's)."""
-    wanted = {TONES[name] for name in names}
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + TIMEOUT_S
-    heard: set[float] = set()
-    while loop.time() < deadline:
-        heard = await tones_heard(page)
-        if heard == wanted:
-            return
-        await asyncio.sleep(0.25)
-    raise WaitTimeout(f"{page}: plays tones {sorted(heard)} Hz, not {sorted(wanted)} Hz ({' and '.join(names)})")
-
-
-async def member_names(page: Page) -> list[str]:
-    return await page.evaluate(
-        "() => [...document.querySelectorAll('#members .member-name')].map((el) => el.textContent)")
-
-
-async def wait_members(page: Page, names: list[str]) -> None:
-    """Wait until the page's member list shows exactly these labels, in slot order."""
-    try:
-        await page.wait_for(
-            "(names) => JSON.stringify([...document.querySelectorAll('#members .member-name')]"
-            ".map((el) => el.textContent)) === JSON.stringify(names)", names, timeout=TIMEOUT_S)
-    except WaitTimeout:
-        raise WaitTimeout(f"{page}: the member list shows {await member_names(page)}, not {names}") from None
+from pages import SILENT, TIMEOUT_S, TONES, Page, status, wait_members, wait_rms, wait_status, wait_tones
 
 
 async def join(open_page, person: str, engine: str, room: str, name: str | None = None) -> Page:

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import os
 import re
 import shlex
 import shutil
@@ -12,18 +11,19 @@ import signal
 import ssl
 import subprocess
 import sys
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass
 
 import pytest
 from websockets.asyncio.client import connect
 from websockets.exceptions import InvalidStatus
 
-import duoduel
 from bench import nginx
-from browser import PARTNER_RMS_JS, PARTNER_SAMPLES_JS, dominant_hz, launch_args, missing_browser, write_tone
-from cluster import Duoduel, RedisServer, arrive, free_port, until_connected, wait_for_port
-from conftest import ROOT, Running, http_request
+from cluster import Duoduel, RedisServer, arrive, until_connected
+from conftest import ROOT, Running, http_request, open_at
+from core.config import RESUME_WINDOW
+from pages import TONES, Page, forget_status, wait_hearing, wait_status
+from ports import free_port, wait_for_port
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -151,62 +151,32 @@ async def test_page_through_the_proxy_allows_its_websockets(proxied):
     assert refused.value.response.status_code == 403
 
 
-TONES = {"ann": 440.0, "bob": 660.0}
 # After a SIGKILL, a page whose home is the dead process tries it for the resume window, then once more
 # after at most a resume delay (1 s), then goes to the public address after the first backoff (0.5 s at
 # most): static/connection.js. The rest is handshakes through nginx, the pairing, and this test's polling
 # of two pages on a shared 2-core machine.
-PAIRED_AGAIN_S = duoduel.RESUME_WINDOW + 1.0 + 0.5 + 5.0
+PAIRED_AGAIN_S = RESUME_WINDOW + 1.0 + 0.5 + 5.0
 
 
-@pytest.fixture
-async def chromium(tmp_path) -> AsyncIterator:
-    """chromium(person, origin): a Chromium with that person's tone as its microphone, at the page; Start pressed."""
-    missing = missing_browser()
-    if missing is not None:
-        if os.environ.get("DUODUEL_REQUIRE_BROWSER") == "1":
-            pytest.fail(f"DUODUEL_REQUIRE_BROWSER=1 but {missing}")
-        pytest.skip(missing)
-    from playwright.async_api import async_playwright
-
-    async with async_playwright() as playwright:
-        browsers = []
-
-        async def open_(person: str, origin: str):
-            options = launch_args(write_tone(tmp_path / f"{person}.wav", TONES[person]))
-            options["args"].append("--ignore-certificate-errors")  # gen_cert.sh's certificate is self-signed
-            browser = await playwright.chromium.launch(**options)
-            browsers.append(browser)
-            page = await browser.new_page()
-            page.set_default_timeout(15_000)
-            await page.goto(origin + "/")
-            await page.evaluate(RECORD_STATUS_JS)
-            await page.click("#start")
-            return page
-
-        try:
-            yield open_
-        finally:
-            for browser in browsers:
-                await browser.close()
-
-
-async def call_through_the_proxy(proxied: Proxied, chromium):
-    """Ann and Bob open the public address and press Start, one after the other: they are in a call."""
-    ann = await chromium("ann", proxied.origin)
-    await page_status(ann, "Waiting for a partner")
-    bob = await chromium("bob", proxied.origin)
-    await page_status(bob, "Connected")
-    await page_status(ann, "Connected")
+async def call_through_the_proxy(proxied: Proxied, browsers) -> tuple[Page, Page]:
+    """Ann and Bob open the public address in Chromium and press Start, one after the other: they are in a call."""
+    browsers.chromium_flags.append("--ignore-certificate-errors")  # gen_cert.sh's certificate is self-signed
+    ann = await open_at(browsers, "ann", "chromium", proxied.origin + "/")
+    await ann.click("#start")
+    await wait_status(ann, "Waiting for a partner")
+    bob = await open_at(browsers, "bob", "chromium", proxied.origin + "/")
+    await bob.click("#start")
+    await wait_status(bob, "Connected")
+    await wait_status(ann, "Connected")
     return ann, bob
 
 
-async def test_pages_in_chromium_talk_after_a_move_through_the_proxy(proxied, chromium):
+async def test_pages_in_chromium_talk_after_a_move_through_the_proxy(proxied, browsers):
     """Two Chromium pages at the public address: nginx puts them on different processes, the second page is
     moved to the first's process at once, and each hears the other's tone."""
-    ann, bob = await call_through_the_proxy(proxied, chromium)
-    assert abs(await page_hears(ann, TONES["bob"]) - TONES["bob"]) <= 5
-    assert abs(await page_hears(bob, TONES["ann"]) - TONES["ann"]) <= 5
+    ann, bob = await call_through_the_proxy(proxied, browsers)
+    await wait_hearing(ann, TONES["bob"])
+    await wait_hearing(bob, TONES["ann"])
     shown = await bob.evaluate("() => window.__statusLog")
     assert not any("left" in text for text in shown), shown
     moved = 0
@@ -217,59 +187,29 @@ async def test_pages_in_chromium_talk_after_a_move_through_the_proxy(proxied, ch
     assert moved == 1, "nginx put both pages on one process: nothing was moved"
 
 
-async def test_pages_pair_again_through_the_public_address_after_the_process_holding_their_call_is_killed(proxied, chromium):
+async def test_pages_pair_again_through_the_public_address_after_the_process_holding_their_call_is_killed(proxied, browsers):
     """Ann and Bob talk on one process (one of them moved there, so that page's home is its /p/PORT/ws); that
     process is killed (SIGKILL): within the resume window plus a resume delay and a backoff, both pages are
     in a call again, with each other, through the public address, on the surviving process, and hear each other."""
-    ann, bob = await call_through_the_proxy(proxied, chromium)
+    ann, bob = await call_through_the_proxy(proxied, browsers)
     holder = [process for process in proxied.processes if (await own_health(proxied, process.port))["pairs"] == 1]
     assert len(holder) == 1, "the call is on one process"
     survivor = next(process for process in proxied.processes if process is not holder[0])
     for page in (ann, bob):
-        await page.evaluate(FORGET_STATUS_JS)
+        await forget_status(page)
     loop = asyncio.get_running_loop()
     holder[0].kill()
     deadline = loop.time() + PAIRED_AGAIN_S
     for page in (ann, bob):
-        await page.wait_for_function(IN_A_NEW_CALL_AT_JS, arg=proxied.ws_url("/ws?"), polling=100,
-                                     timeout=max(1.0, deadline - loop.time()) * 1000)
+        await page.wait_for(IN_A_NEW_CALL_AT_JS, proxied.ws_url("/ws?"), timeout=max(1.0, deadline - loop.time()),
+                            what="a new call through the public address")
     assert (await own_health(proxied, survivor.port))["pairs"] == 1
-    assert abs(await page_hears(ann, TONES["bob"]) - TONES["bob"]) <= 5
-    assert abs(await page_hears(bob, TONES["ann"]) - TONES["ann"]) <= 5
+    await wait_hearing(ann, TONES["bob"])
+    await wait_hearing(bob, TONES["ann"])
 
-
-# Records every text #status shows, so a short-lived one ("Partner left") cannot be missed.
-RECORD_STATUS_JS = """() => {
-  window.__statusLog = [document.getElementById('status').textContent];
-  new MutationObserver(() => window.__statusLog.push(document.getElementById('status').textContent))
-    .observe(document.getElementById('status'), {childList: true, characterData: true, subtree: true});
-}"""
-
-
-FORGET_STATUS_JS = "() => { window.__statusLog = [document.getElementById('status').textContent]; }"
 
 # Since the status log was started afresh, the page lost its call, and now it is in a call again, over a link
 # to this address.
 IN_A_NEW_CALL_AT_JS = """(address) => window.__statusLog.some((text) => text.startsWith('Reconnecting'))
   && window.duoduel.connection === 'connected' && window.duoduel.link !== null
   && window.duoduel.link.url.startsWith(address)"""
-
-
-async def page_status(page, text: str) -> None:
-    """Wait until the page's #status shows text."""
-    await page.wait_for_function("text => document.getElementById('status').textContent.includes(text)",
-                                 arg=text, polling=50)
-
-
-async def page_hears(page, hz: float) -> float:
-    """Wait until the page plays its partner's audio at hz (the analyser's window may still hold the call's
-    first moments); return the dominant frequency of what it plays at the end."""
-    await page.wait_for_function(f"() => ({PARTNER_RMS_JS})() > 0.005", polling=100)
-    heard = 0.0
-    for _ in range(50):
-        window = await page.evaluate(PARTNER_SAMPLES_JS)
-        heard = dominant_hz(window["samples"], window["rate"])
-        if abs(heard - hz) <= 5:
-            return heard
-        await asyncio.sleep(0.2)
-    return heard

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from duoduel import MAX_MESSAGE_BYTES, Refusal, read_header
+from core.config import MAX_MESSAGE_BYTES
+from core.websocket import Refusal, read_header
 
 pytestmark = pytest.mark.relay
 

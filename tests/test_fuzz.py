@@ -21,6 +21,7 @@ from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed
 
 import duoduel
+from core.config import MAX_MESSAGE_BYTES
 from conftest import Running, health, running_server, settle
 
 ROOMS = ["", "?room=r", "?room=s"]
@@ -31,9 +32,9 @@ GARBAGE = {
     "unknown": '{"type": "launch"}',
     "list": "[]",
     "bad ping": '{"type": "ping", "t": "x"}',
-    "huge text": "x" * (duoduel.MAX_MESSAGE_BYTES + 10),
+    "huge text": "x" * (MAX_MESSAGE_BYTES + 10),
     "bad utf-8": b"\xff\xfe\xfd",
-    "huge binary": bytes(duoduel.MAX_MESSAGE_BYTES + 10),
+    "huge binary": bytes(MAX_MESSAGE_BYTES + 10),
 }
 
 

@@ -18,8 +18,8 @@ from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed
 
 import duoduel
-from conftest import health, join, join_pair, receive_json, round_trip, run_command, settle
-from test_hardening import FRAME, frozen_client, metric
+from core.config import MAX_LABEL, MAX_MESSAGES_PER_SECOND, MAX_MESSAGE_BYTES
+from conftest import FRAME, frozen_client, health, join, join_pair, metric, receive_json, round_trip, run_command, settle
 
 ROOM_SIZE = 8
 
@@ -186,7 +186,7 @@ async def test_forged_sender_mark_is_ignored(server):
 async def test_largest_allowed_message_is_relayed_with_its_mark(server):
     """A 64 KiB frame plus the slot needs the 8-byte length form: it arrives whole."""
     first, second = await fill(server, "g", 2)
-    payload = os.urandom(duoduel.MAX_MESSAGE_BYTES)
+    payload = os.urandom(MAX_MESSAGE_BYTES)
     await first.websocket.send(payload)
     assert await second.websocket.recv() == b"\x00" + payload
     await close_all([first, second])
@@ -203,19 +203,19 @@ async def test_fragmented_frame_is_relayed_whole_with_its_mark(server):
 async def test_label_is_shown_to_the_whole_room_as_sent(server):
     """A label is any text up to 32 characters: everyone, the member included, gets it verbatim, and newcomers see it."""
     first, second, third = await fill(server, "g", 3)
-    for label in ("Zoë <b>&amp;</b>", "🎧" * duoduel.MAX_LABEL):
+    for label in ("Zoë <b>&amp;</b>", "🎧" * MAX_LABEL):
         await second.websocket.send(json.dumps({"type": "label", "label": label}))
         for member in (first, second, third):
             assert await receive_json(member.websocket) == {"type": "label", "slot": 1, "label": label}
     newcomer = await enter(server, "g")
-    assert {"slot": 1, "label": "🎧" * duoduel.MAX_LABEL} in newcomer.told["members"]
+    assert {"slot": 1, "label": "🎧" * MAX_LABEL} in newcomer.told["members"]
     await close_all([first, second, third, newcomer])
 
 
 @pytest.mark.parametrize(
     "message",
     [
-        {"type": "label", "label": "x" * (duoduel.MAX_LABEL + 1)},
+        {"type": "label", "label": "x" * (MAX_LABEL + 1)},
         {"type": "label", "label": ""},
         {"type": "label", "label": 42},
         {"type": "label", "label": None},
@@ -269,7 +269,7 @@ async def test_frozen_member_costs_the_others_nothing(server):
     listening = asyncio.create_task(listen())
     for seq in range(200):  # 4 s of audio at four times its pace
         await talker.websocket.send(seq.to_bytes(4, "big") + FRAME)
-        await asyncio.sleep(0.005)
+        await asyncio.sleep(0.005)  # paces the talker (four times a page's rate) so the listener keeps up
     assert await round_trip(talker.websocket) == [], "the talker was not answered while a member froze"
     assert await listening == [b"\x00" + seq.to_bytes(4, "big") + FRAME for seq in range(200)]
     assert await metric(server, "frames_dropped_total") >= 150
@@ -294,7 +294,7 @@ async def test_member_stalled_for_the_stall_timeout_is_closed_and_the_others_tol
         for seq in range(10_000):
             # Opus-sized frames, so the frozen member's kernel buffers fill in seconds, as in a call
             await talker.websocket.send(seq.to_bytes(4, "big") + bytes(116))
-            await asyncio.sleep(0.02)
+            await asyncio.sleep(0.02)  # paces the talker as a page does
 
     talking = asyncio.create_task(talk())
     heard = []
@@ -322,7 +322,7 @@ async def test_flooding_member_is_closed_and_the_rest_talk_on(server):
 
     reading = asyncio.create_task(read_everything())
     with contextlib.suppress(ConnectionClosed):
-        for _ in range(5 * duoduel.MAX_MESSAGES_PER_SECOND):
+        for _ in range(5 * MAX_MESSAGES_PER_SECOND):
             await flooder.websocket.send(b"flood")
     await asyncio.wait_for(reading, 5)
     assert flooder.websocket.close_code == 1008 and flooder.websocket.close_reason == "too many messages"

@@ -6,8 +6,6 @@ import asyncio
 import contextlib
 import dataclasses
 import json
-import re
-import socket
 import time
 
 import pytest
@@ -16,33 +14,17 @@ from websockets.exceptions import ConnectionClosed, InvalidStatus
 from websockets.sync.client import connect as sync_connect
 
 import duoduel
-from conftest import health, http_request, join, join_pair, receive_json, round_trip, running_server, settle
+from core.config import MAX_MESSAGE_BYTES
+from conftest import (
+    FRAME, frozen_client, health, http_request, join, join_pair, metric, receive_json, round_trip, running_server, settle,
+)
 
 pytestmark = pytest.mark.relay
-
-FRAME = bytes(1920)  # 20 ms of PCM16 at 48 kHz
-
 
 @pytest.fixture(params=["auto", "public"])
 def config(request) -> duoduel.Config:
     """Both relay routes: "auto" cuts frames itself (its self-check passes here), "public" leaves them to websockets."""
     return duoduel.Config(host="127.0.0.1", port=0, relay_route=request.param)
-
-
-async def metric(running, name: str) -> float:
-    """Read one sample from /metrics."""
-    text = (await http_request(running, "/metrics")).body.decode()
-    match = re.search(rf"^duoduel_{re.escape(name)} (\S+)$", text, re.MULTILINE)
-    return float(match[1]) if match else 0.0
-
-
-async def frozen_client(running, query: str = ""):
-    """A client that stops reading: tiny kernel receive buffer, and websockets stops after one queued message."""
-    sock = socket.socket()
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
-    sock.connect((running.host, running.port))
-    sock.setblocking(False)
-    return await connect(running.ws_url(query), sock=sock, max_queue=1)
 
 
 async def frozen_pair(running):
@@ -67,7 +49,7 @@ async def test_frozen_receiver_neither_stalls_its_sender_nor_piles_up_audio(serv
     async def send_fresh_until_heard():
         while True:
             await sender.send(b"fresh" + FRAME)
-            await asyncio.sleep(0.02)
+            await asyncio.sleep(0.02)  # paces the sender as a page does: a frame every 20 ms
 
     fresh = asyncio.create_task(send_fresh_until_heard())
     old = 0
@@ -95,7 +77,7 @@ async def stalled_receiver_is_closed(server) -> None:
     async def talk():
         while True:
             await sender.send(FRAME)
-            await asyncio.sleep(0.02)
+            await asyncio.sleep(0.02)  # paces the sender as a page does
 
     talking = asyncio.create_task(talk())
     try:
@@ -129,7 +111,7 @@ async def test_sender_can_leave_a_frozen_partner_with_next(server):
 async def test_oversize_message_closes_with_1009_and_the_partner_is_told(server):
     """A 64 KiB + 1 message is no audio frame: that client is closed with 1009, the partner just told."""
     first, second = await join_pair(server)
-    await first.send(bytes(duoduel.MAX_MESSAGE_BYTES + 1))
+    await first.send(bytes(MAX_MESSAGE_BYTES + 1))
     with pytest.raises(ConnectionClosed):
         await first.recv()
     assert first.close_code == 1009
@@ -140,8 +122,8 @@ async def test_oversize_message_closes_with_1009_and_the_partner_is_told(server)
 
 async def test_largest_allowed_message_is_relayed(server):
     first, second = await join_pair(server)
-    await first.send(bytes(duoduel.MAX_MESSAGE_BYTES))
-    assert len(await second.recv()) == duoduel.MAX_MESSAGE_BYTES
+    await first.send(bytes(MAX_MESSAGE_BYTES))
+    assert len(await second.recv()) == MAX_MESSAGE_BYTES
     await first.close()
     await second.close()
 
@@ -173,7 +155,7 @@ async def test_audio_rate_is_well_within_the_limit(server):
         await first.send(FRAME)
         if index % 25 == 0:
             await first.send(json.dumps({"type": "ping", "t": index}))
-        await asyncio.sleep(0.02)
+        await asyncio.sleep(0.02)  # paces the sender at the audio rate: what this test is about
     assert len([m for m in await round_trip(second) if isinstance(m, bytes)]) <= 100
     assert first.state.name == "OPEN"
     await first.close()

@@ -8,6 +8,7 @@ are about what a client observes (order, content, a gap and then a burst, a thro
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import signal
 import sys
@@ -18,7 +19,7 @@ from websockets.asyncio.client import ClientConnection
 from websockets.exceptions import ConnectionClosedError
 
 from bench.impair import Impairment, Link
-from conftest import ROOT, Running, http_request, join, receive_json, round_trip
+from conftest import ROOT, Running, http_request, join, receive_json, round_trip, until
 
 BIG_FILE = "/vendor/qrcode-generator.js"  # about 50 KB
 
@@ -59,7 +60,7 @@ async def send_frames(websocket: ClientConnection, count: int, period: float, du
         if during is not None:
             during(i)
         await websocket.send(frame(i))
-        await asyncio.sleep(max(0.0, start + (i + 1) * period - loop.time()))
+        await asyncio.sleep(max(0.0, start + (i + 1) * period - loop.time()))  # paces the sender on purpose
 
 
 async def receive_frames(websocket: ClientConnection, count: int) -> list[tuple[float, bytes]]:
@@ -151,7 +152,7 @@ async def test_the_proxy_holds_at_most_its_bound_then_pushes_back(server):
         most = 0
         while not fetch.done():
             most = max(most, proxy.held_bytes())
-            await asyncio.sleep(0.01)
+            await asyncio.sleep(0.01)  # samples what the proxy holds while the reply is under way
         reply = await fetch
     assert 0 < most <= 8192, f"held up to {most} bytes"
     assert reply.body == (ROOT / "static" / BIG_FILE.lstrip("/")).read_bytes()
@@ -168,7 +169,13 @@ async def test_cut_resets_both_sides_and_the_partner_is_told_disconnected(proxy,
     assert closed.value.rcvd is None, "a reset, not a close frame"
     with pytest.raises(OSError):
         await http_request(via(proxy), "/healthz")
-    await asyncio.sleep(0.6)
+
+    async def accepts() -> bool:
+        with contextlib.suppress(OSError):
+            return (await http_request(via(proxy), "/healthz")).status == 200
+        return False
+
+    await until(accepts, "the proxy to let connections through once refuse_for (0.5 s) is over")
     carl, told = await join(via(proxy))
     assert told["type"] in ("waiting", "connected")
     await carl.close()

@@ -7,6 +7,7 @@ import logging
 
 import pytest
 
+import core.websocket
 import duoduel
 from conftest import join_pair, running_server
 
@@ -15,7 +16,7 @@ pytestmark = pytest.mark.relay
 
 async def test_self_check_passes_on_this_websockets():
     """The internals the fast route uses exist and behave here; a release that changes them fails this test."""
-    assert await duoduel.check_fast_route() is None
+    assert await core.websocket.check_fast_route() is None
 
 
 async def test_server_relays_on_the_fast_route_when_the_self_check_passes(caplog):
@@ -39,7 +40,7 @@ def mask_that_does_nothing(data: bytes, mask: bytes) -> bytes:
 @pytest.mark.parametrize("apply_mask", [None, mask_that_does_nothing], ids=["missing", "misbehaving"])
 async def test_internals_that_fail_the_self_check_mean_one_warning_and_the_public_route(monkeypatch, caplog, apply_mask):
     """A websockets without what the fast route needs: one warning at start-up, and audio still arrives intact."""
-    monkeypatch.setattr(duoduel, "apply_mask", apply_mask)
+    monkeypatch.setattr(core.websocket, "apply_mask", apply_mask)
     with caplog.at_level(logging.INFO, "duoduel"):
         async with running_server(duoduel.Config(host="127.0.0.1", port=0)) as running:
             first, second = await join_pair(running)

@@ -22,8 +22,7 @@ from websockets.exceptions import ConnectionClosed
 
 import duoduel
 from bench.impair import Impairment
-from conftest import Running, health, receive_json, round_trip, run_command, running_server, settle
-from test_hardening import metric
+from conftest import Running, health, metric, receive_json, round_trip, run_command, running_server, settle
 
 REFUSED = {"type": "error", "reason": "resume token unknown or expired: starting a new session"}
 SHORT_WINDOW = 0.3

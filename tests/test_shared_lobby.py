@@ -20,7 +20,8 @@ from cluster import (
     CALL_UNKNOWN, Arrival, Duoduel, RedisServer, arrive, arrive_like_page, health_of, start_duoduel, start_shared,
     until_connected,
 )
-from conftest import ROOT, http_request, receive_json, round_trip, run_command
+from conftest import ROOT, http_request, receive_json, round_trip, run_command, until
+from core.shared import ALIVE_KEY, CALL_KEY, CALL_MS, ROOM_KEY
 
 pytestmark = pytest.mark.timeout(90)
 
@@ -45,6 +46,11 @@ def processes(tmp_path, redis_server) -> Iterator[list[Duoduel]]:
 
 def port_of(arrival: Arrival) -> int:
     return urllib.parse.urlsplit(arrival.url).port
+
+
+async def redis_is(process: Duoduel, state: str) -> bool:
+    """Whether the process's /healthz says Redis is "up" or "down"."""
+    return (await health_of(process.running)).get("redis") == state
 
 
 async def talk(first: Arrival, second: Arrival, payload: bytes = b"hello") -> None:
@@ -128,14 +134,21 @@ async def test_forged_call_token_is_refused_and_its_holder_paired_normally(proce
     assert b"bad call token" in refused.value.response.body
 
 
-async def test_expired_call_token_is_refused(processes):
-    """A moved client that comes after the token expired is told so, and paired normally."""
+async def test_expired_call_token_is_refused(redis_server, processes):
+    """A moved client that comes after the token expired (CALL_MS) is told so, and paired normally."""
     a, b = processes
     await arrive(a.running.ws_url())
     late = await connect(b.running.ws_url())
     moved = await receive_json(late)
     await late.close()
-    await asyncio.sleep(3.2)  # CALL_MS
+    token = urllib.parse.parse_qs(urllib.parse.urlsplit(moved["url"]).query)["call"][0]
+    inspect = redis_server.client()
+    assert inspect.exists(CALL_KEY + token)
+
+    async def expired() -> bool:
+        return not inspect.exists(CALL_KEY + token)
+
+    await until(expired, "the call token to expire", timeout=CALL_MS / 1000 + 1)
     arrival = await arrive(moved["url"])
     assert arrival.errors == [CALL_UNKNOWN]
     assert arrival.told["type"] in ("waiting", "connected")
@@ -154,9 +167,11 @@ async def test_waiter_of_a_killed_process_is_never_paired_with(tmp_path, redis_s
     await talk(first, second)
     assert time.monotonic() - killed < 5
     inspect = redis_server.client()
-    while inspect.exists(f"duoduel:alive:{process_id(a)}"):
-        assert time.monotonic() - killed < 5
-        await asyncio.sleep(0.1)
+
+    async def forgotten() -> bool:
+        return not inspect.exists(ALIVE_KEY + process_id(a))
+
+    await until(forgotten, "Redis to forget the killed process", timeout=killed + 5 - time.monotonic())
     loner = await arrive(b.running.ws_url())
     assert loner.told == {"type": "waiting"} and loner.moves == 0
 
@@ -189,7 +204,7 @@ async def test_redis_restart_loses_no_frame_and_pairs_locally_meanwhile(redis_se
         while not stop.is_set():
             await arrival.websocket.send(count.to_bytes(4, "big") + bytes(196))
             count += 1
-            await asyncio.sleep(0.02)
+            await asyncio.sleep(0.02)  # paces the sender as a page does
         sent[id(arrival)] = count
         await arrival.websocket.send(end)
 
@@ -203,11 +218,14 @@ async def test_redis_restart_loses_no_frame_and_pairs_locally_meanwhile(redis_se
 
     speakers = [asyncio.create_task(speak(arrival)) for call in calls for arrival in call]
     listeners = [asyncio.create_task(listen(arrival)) for call in calls for arrival in call]
-    await asyncio.sleep(0.3)
+
+    async def every_call_talks() -> bool:
+        return len(heard) == len(listeners) and all(len(numbers) >= 10 for numbers in heard.values())
+
+    await until(every_call_talks, "audio in every call before Redis stops")
     redis_server.stop()
     for process in processes:
-        while (await health_of(process.running))["redis"] != "down":
-            await asyncio.sleep(0.05)
+        await until(lambda: redis_is(process, "down"), f"{process.public_url} to see Redis down")
     local_waiter = await arrive(a.running.ws_url())
     local_partner = await arrive(a.running.ws_url())
     assert local_waiter.told == {"type": "waiting"} and local_partner.told == {"type": "connected"}
@@ -233,7 +251,7 @@ async def test_redis_restart_loses_no_frame_and_pairs_locally_meanwhile(redis_se
     assert [(await health_of(p.running))["redis"] for p in processes] == ["up", "up"]
 
 
-async def test_private_room_lives_on_the_process_its_first_member_reached(processes):
+async def test_private_room_lives_on_the_process_its_first_member_reached(redis_server, processes):
     """Later members of a room are moved to the first member's process; an emptied room may live anywhere next."""
     a, b = processes
     first = await arrive(b.running.ws_url("?room=team"))
@@ -245,12 +263,13 @@ async def test_private_room_lives_on_the_process_its_first_member_reached(proces
     assert third.moves == 1 and len(third.told["members"]) == 2
     for member in (first, second, third):
         await member.websocket.close()
-    for _ in range(100):  # the room's key goes when its last member leaves
-        again = await arrive(a.running.ws_url("?room=team"))
-        if again.moves == 0:
-            break
-        await again.websocket.close()
-        await asyncio.sleep(0.05)
+    inspect = redis_server.client()
+
+    async def released() -> bool:
+        return not inspect.keys(ROOM_KEY + "*")
+
+    await until(released, "the room's key to go with its last member")
+    again = await arrive(a.running.ws_url("?room=team"))
     assert again.moves == 0 and port_of(again) == a.port
 
 
@@ -296,8 +315,7 @@ async def test_health_and_metrics_show_the_shared_lobby(processes, redis_server)
     assert "duoduel_redis_up 1" in metrics and "duoduel_moved_total 1" in metrics
     assert "duoduel_answered_total 1" in (await http_request(a.running, "/metrics")).body.decode()
     redis_server.stop()
-    while (await health_of(a.running))["redis"] != "down":
-        await asyncio.sleep(0.05)
+    await until(lambda: redis_is(a, "down"), "A to see Redis down")
     metrics = (await http_request(a.running, "/metrics")).body.decode()
     assert "duoduel_redis_up 0" in metrics
     warnings = [line for line in a.log.read_text().splitlines() if "WARNING" in line and "Redis" in line]
@@ -314,10 +332,7 @@ async def test_process_starts_without_redis_and_joins_when_it_appears(tmp_path):
         second = await arrive(process.running.ws_url())
         assert second.told == {"type": "connected"}
         redis.start()
-        deadline = time.monotonic() + 5
-        while (await health_of(process.running))["redis"] != "up":
-            assert time.monotonic() < deadline
-            await asyncio.sleep(0.05)
+        await until(lambda: redis_is(process, "up"), "the process to join the shared lobby")
         await talk(first, second)
     finally:
         process.kill()
@@ -409,8 +424,12 @@ async def test_private_room_keeps_its_process_across_a_redis_restart(redis_serve
     redis_server.stop()
     redis_server.start()
     for process in processes:
-        while (await health_of(process.running)).get("redis") != "up" or process is b and not redis_server.client().keys("duoduel:room:*"):
-            await asyncio.sleep(0.05)
+        await until(lambda: redis_is(process, "up"), f"{process.public_url} to see Redis back")
+
+    async def room_pinned() -> bool:
+        return bool(redis_server.client().keys(ROOM_KEY + "*"))
+
+    await until(room_pinned, "B to pin its room again")
     second = await arrive(a.running.ws_url("?room=kept"))
     assert second.moves == 1 and port_of(second) == b.port
     assert second.told["members"] == [{"slot": 0, "label": "Guest 1"}]
@@ -429,10 +448,7 @@ async def test_frozen_redis_times_out_into_local_pairing(redis_server, processes
         assert (await health_of(a.running))["redis"] == "down"
     finally:
         redis_server.popen.send_signal(signal.SIGCONT)
-    deadline = time.monotonic() + 5
-    while (await health_of(a.running))["redis"] != "up":
-        assert time.monotonic() < deadline
-        await asyncio.sleep(0.05)
+    await until(lambda: redis_is(a, "up"), "A to rejoin the shared lobby")
     waiter = await arrive(a.running.ws_url())
     newcomer = await arrive(b.running.ws_url())
     assert waiter.told == {"type": "waiting"} and newcomer.moves == 1 and newcomer.told == {"type": "connected"}

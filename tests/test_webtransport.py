@@ -1,4 +1,4 @@
-"""The WebTransport endpoint (webtransport.py) on real UDP with a raw aioquic client: sessions, the control
+"""The WebTransport endpoint (core/webtransport.py) on real UDP with a raw aioquic client: sessions, the control
 stream's lines, datagrams, closes, refusals, bad input, certificates.
 
 The lobby is not here: a small echo handler stands in for it, answering each control line and returning each
@@ -20,7 +20,7 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
-import webtransport
+from core import webtransport
 from wt_client import connection, open_session, request
 from wt_harness import Echo
 
@@ -348,3 +348,80 @@ async def test_localhost_is_served_on_both_loopback_addresses():
     finally:
         for sock in sockets:
             sock.close()
+
+
+async def test_largest_frame_fits_a_datagram_and_a_larger_one_is_refused_once(served):
+    """A frame of MAX_DATAGRAM_PAYLOAD bytes reaches the page in one datagram; a larger one is dropped, the page
+    told once why, and the frames after it still arrive."""
+    async with open_session(served.port, "/wt", served.certificate) as session:
+        session.send_line('{"type": "ping", "t": 1}')
+        await session.line()
+        server_side = served.echo.sessions[0]
+        largest = bytes(range(256)) * 4 + bytes(webtransport.MAX_DATAGRAM_PAYLOAD - 1024)
+        assert server_side.send_frame(largest)
+        assert await session.datagram() == largest
+        for _ in range(2):
+            assert server_side.send_frame(bytes(1920))  # a PCM16 frame: dropped, not a closed link
+        assert server_side.send_frame(b"opus")
+        assert await session.datagram() == b"opus"
+        error = json.loads(await session.line())
+        assert error["type"] == "error" and "do not fit in a WebTransport datagram" in error["reason"]
+        session.send_line('{"type": "ping", "t": 2}')
+        assert json.loads(await session.line())["got"]["t"] == 2  # the next line is the answer: told once
+    assert served.endpoint.datagrams_dropped == 2
+
+
+async def test_control_messages_for_a_page_that_stopped_reading_close_it(served):
+    """A page that acknowledges nothing more is closed once MAX_CONTROL_BACKLOG bytes of messages wait for it."""
+    async with open_session(served.port, "/wt", served.certificate) as session:
+        session.send_line('{"type": "ping", "t": 1}')
+        await session.line()
+        server_side = served.echo.sessions[0]
+        session.drop()
+        line = json.dumps({"type": "joined", "label": "x" * 1000})
+        for _ in range(webtransport.MAX_CONTROL_BACKLOG // len(line) + 2):
+            server_side.send_text(line)
+        assert (server_side.close_code, server_side.close_reason) == (1011, "control messages not read")
+
+
+async def test_connections_without_a_session_are_capped(certificate):
+    """Past max_connections_without_session QUIC connections still without a session, a new one is refused in its
+    first packet; once one of them opens its session, a new connection is taken again."""
+    echo = Echo()
+    async with webtransport.serve(
+        "127.0.0.1", 0, certificate, admit=echo.admit, on_session=echo.on_session, on_audio=echo.on_audio,
+        max_connections_without_session=2,
+    ) as endpoint, connection(endpoint.port, certificate) as first, connection(endpoint.port, certificate):
+        with pytest.raises(ConnectionError):
+            async with connection(endpoint.port, certificate):
+                pass
+        session = request(first, endpoint.port, "/wt")
+        assert await asyncio.wait_for(asyncio.shield(session.response), 5) == 200
+        async with connection(endpoint.port, certificate) as another:
+            assert another._quic._state.name == "CONNECTED"
+
+
+async def test_connection_that_opens_no_session_is_closed(certificate, monkeypatch):
+    """A QUIC connection that asks for no session within CONTROL_STREAM_TIMEOUT is closed: it holds no place for long."""
+    monkeypatch.setattr(webtransport, "CONTROL_STREAM_TIMEOUT", 0.3)
+    echo = Echo()
+    async with webtransport.serve(
+        "127.0.0.1", 0, certificate, admit=echo.admit, on_session=echo.on_session, on_audio=echo.on_audio,
+    ) as endpoint, connection(endpoint.port, certificate) as idle:
+        await asyncio.wait_for(idle.wait_closed(), 5)
+        assert not endpoint.unsessioned
+
+
+async def test_sessions_past_max_sessions_are_refused_busy(certificate):
+    """Past max_sessions open sessions, a CONNECT is answered 503 with a line that names the WebSocket."""
+    echo = Echo()
+    async with webtransport.serve(
+        "127.0.0.1", 0, certificate, admit=echo.admit, on_session=echo.on_session, on_audio=echo.on_audio,
+        max_sessions=1,
+    ) as endpoint, open_session(endpoint.port, "/wt", certificate):
+        async with connection(endpoint.port, certificate) as client:
+            session = request(client, endpoint.port, "/wt")
+            assert await asyncio.wait_for(asyncio.shield(session.response), 5) == 503
+            await session.wait_closed()
+        assert session.body.decode() == webtransport.BUSY + "\n"
+        assert endpoint.refused_busy == 1

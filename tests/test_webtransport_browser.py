@@ -8,19 +8,12 @@ Skipped without the browsers, unless DUODUEL_REQUIRE_BROWSER=1 (CI), which fails
 
 from __future__ import annotations
 
-import os
-from collections.abc import AsyncIterator
-
 import pytest
 
-from browser import missing_browser
-from firefox import missing_firefox
-from pages import Browsers, Page
-from webkit import missing_webkit
+from conftest import require
+from pages import MISSING, Browsers, Page
 from wt_harness import echo_server
 
-REQUIRED = os.environ.get("DUODUEL_REQUIRE_BROWSER") == "1"
-MISSING = {"chromium": missing_browser, "firefox": missing_firefox, "webkit": missing_webkit}
 WITH_WEBTRANSPORT = ["chromium", "firefox"]
 FRAMES = 50
 
@@ -72,29 +65,6 @@ SETUP_JS = """async () => {
   };
   return typeof WebTransport === 'function';
 }"""
-
-
-def require(reason: str | None) -> None:
-    if reason is None:
-        return
-    if REQUIRED:
-        pytest.fail(f"DUODUEL_REQUIRE_BROWSER=1 but {reason}")
-    pytest.skip(reason)
-
-
-@pytest.fixture
-async def browsers(request, tmp_path) -> AsyncIterator[Browsers]:
-    """Opens browsers of any engine; at the end closes them and checks no page threw."""
-    require(missing_browser())
-    from playwright.async_api import async_playwright
-
-    async with async_playwright() as playwright:
-        opened = Browsers(playwright, request.getfixturevalue, tmp_path)
-        try:
-            yield opened
-        finally:
-            await opened.close()
-        assert not opened.errors, f"uncaught errors in the page: {opened.errors}"
 
 
 async def open_at(browsers: Browsers, engine: str, origin: str) -> tuple[Page, bool]:

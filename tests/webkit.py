@@ -29,6 +29,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from firefox import PageStuck, ScriptError
+from ports import free_port
 
 DRIVER = "WebKitWebDriver"
 MINIBROWSER_GLOB = "/usr/lib/*/webkit2gtk-4.*/MiniBrowser"
@@ -81,12 +82,6 @@ ASYNC_WRAPPER = """const done = arguments[arguments.length - 1];
 Promise.resolve().then(() => (%s)(JSON.parse(arguments[0])))
   .then((value) => done(JSON.stringify({value: value === undefined ? null : value})),
         (error) => done(JSON.stringify({error: String(error && error.stack || error)})));"""
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
 
 
 @dataclass

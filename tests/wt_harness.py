@@ -26,7 +26,7 @@ from websockets.datastructures import Headers
 from websockets.http11 import Request, Response
 
 import duoduel
-import webtransport
+from core import webtransport
 
 BLANK_PAGE = b"<!doctype html><meta charset=utf-8><title>links</title><p>links under test\n"
 

@@ -4,7 +4,7 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 
-import { openLink, parseOffer, TransportChoice, webTransportUrl } from '../../static/transport.js';
+import { offerFor, openLink, parseOffer, TransportChoice, webTransportUrl } from '../../static/transport.js';
 import { hexBytes, LineSplitter, MAX_LINE } from '../../static/webtransport-link.js';
 
 const HASH = 'ab'.repeat(32);
@@ -195,4 +195,11 @@ test('line_splitter_refuses_long_lines_and_bad_utf8', () => {
 test('hexBytes_reads_a_certificate_hash', () => {
   assert.deepEqual([...hexBytes('00ff10')], [0, 255, 16]);
   assert.equal(hexBytes(HASH).byteLength, 32);
+});
+
+test('offerFor_serves_the_page_own_ws_whatever_the_query_and_no_other_process', () => {
+  const own = 'ws://localhost:8080/ws';
+  assert.equal(offerFor('ws://localhost:8080/ws?room=abc&resume=x', own, OFFER), OFFER);
+  assert.equal(offerFor('wss://example.org/p/b/ws?call=abc', 'wss://example.org/ws', OFFER), null);
+  assert.equal(offerFor('ws://localhost:8081/ws?call=abc', own, OFFER), null);
 });

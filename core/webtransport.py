@@ -49,6 +49,7 @@ import datetime
 import functools
 import hashlib
 import ipaddress
+import json
 import logging
 import secrets
 import socket
@@ -66,6 +67,7 @@ from aioquic.h3.connection import H3_ALPN, H3Connection
 from aioquic.h3.events import DatagramReceived, DataReceived, H3Event, HeadersReceived, WebTransportStreamDataReceived
 from aioquic.quic.configuration import QuicConfiguration
 from aioquic.quic.events import ConnectionTerminated, ProtocolNegotiated, QuicEvent
+from aioquic.quic.packet import QuicErrorCode
 from cryptography import x509
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import hashes, serialization
@@ -85,7 +87,30 @@ MAX_LINE = 4096
 # Control lines read and not yet handled; a page that sends this many before the handler catches up floods.
 MAX_PENDING_LINES = 64
 # Audio datagrams queued in aioquic and not yet sent: beyond these, a new frame is dropped (about 100 ms).
-MAX_PENDING_DATAGRAMS = 5
+# The relay's own bound (core.relay.deliver(), through backlog()) usually drops first, and counts the stall.
+MAX_PENDING_DATAGRAMS = 8
+# The largest audio frame sent as a datagram. A datagram must fit in one QUIC packet of 1,200 bytes (what
+# aioquic sends, and the least any path carries), after a short header with a 20-byte connection ID, the
+# packet number, the AEAD tag and the frame's own header: 1,154 bytes at worst. aioquic keeps one that
+# does not fit at the head of its queue forever, so no larger frame is ever handed to it. Opus frames are a
+# few hundred bytes at most; PCM16's 1,920 (a browser without an Opus encoder) never fit.
+MAX_DATAGRAM_PAYLOAD = 1100
+TOO_BIG = (
+    "audio frames of {size} bytes do not fit in a WebTransport datagram (at most {limit}): your partner sends "
+    "uncompressed audio. Reload the page to talk over the WebSocket."
+)
+# Control messages sent and not yet acknowledged by the page: a page this far behind has stopped reading
+# (the largest message, a group room's notice, is under 1 KB), and is closed rather than buffered for.
+MAX_CONTROL_BACKLOG = 64 * 1024
+# QUIC connections open at once without a WebTransport session (in their handshake, or before the CONNECT):
+# past these a new connection is refused, so that handshakes cannot fill the memory. Retry (serve()) has
+# already checked each one's address.
+MAX_CONNECTIONS_WITHOUT_SESSION = 256
+# Sessions open at once (--max-webtransport-sessions): aioquic costs about four times a wss:// frame per
+# datagram (docs/performance.md: about 44 calls per core), so past these a page is refused (503) and its
+# page falls back to the WebSocket, which costs less.
+MAX_SESSIONS = 80
+BUSY = "WebTransport is busy here: the page uses the WebSocket instead."
 # How long an ACK may wait to ride on an audio datagram before it goes alone: the max_ack_delay aioquic
 # announces to the page (25 ms), which a page sending a frame every 20 ms nearly always beats.
 ACK_DELAY = 0.025
@@ -94,7 +119,8 @@ ACK_DELAY = 0.025
 MAX_DATAGRAM_FRAME = 1500
 # A connection silent this long is gone: the page pings every 2 s, in a call or waiting.
 IDLE_TIMEOUT = 15.0
-# A session accepted but whose page opens no control stream within this is closed.
+# A session accepted but whose page opens no control stream within this is closed; so is a connection that
+# asks for no session within it.
 CONTROL_STREAM_TIMEOUT = 10.0
 # After the server closes a session, how long the page has to read the close before the connection goes.
 CLOSE_GRACE = 1.0
@@ -253,6 +279,7 @@ class WebTransportSession:
         self._waiter: asyncio.Future[None] | None = None
         self._closed = asyncio.Event()
         self.datagrams_dropped = 0
+        self.too_big = False  # told the page once that its partner's frames do not fit
 
     def __repr__(self) -> str:
         return f"<WebTransportSession {self.id} {self.request.path!r}>"
@@ -275,7 +302,11 @@ class WebTransportSession:
         """Queue a control message (a line) on the control stream now; nothing if the session is closing."""
         if self.close_code is not None or self.control_stream is None:
             return
-        self.connection._quic.send_stream_data(self.control_stream, message.encode() + b"\n")
+        quic = self.connection._quic
+        sender = quic._streams[self.control_stream].sender
+        if sender._buffer_stop - sender._buffer_start > MAX_CONTROL_BACKLOG:
+            return self.refuse(1011, "control messages not read")
+        quic.send_stream_data(self.control_stream, message.encode() + b"\n")
         self.connection.transmit()
 
     def send_frame(self, frame: bytes) -> bool:
@@ -283,16 +314,26 @@ class WebTransportSession:
 
         A frame is dropped (and counted) rather than queued when aioquic still
         holds MAX_PENDING_DATAGRAMS unsent, which happens only when congestion
-        control holds them back: late audio is worth less than none.
+        control holds them back: late audio is worth less than none. A frame
+        too big for a datagram is dropped too, and the page told once why.
         """
         if self.close_code is not None:
             return False
+        endpoint = self.connection.endpoint
+        if len(frame) > MAX_DATAGRAM_PAYLOAD:
+            endpoint.datagrams_dropped += 1
+            if not self.too_big:
+                self.too_big = True
+                self.send_text(json.dumps({"type": "error", "reason": TOO_BIG.format(size=len(frame), limit=MAX_DATAGRAM_PAYLOAD)}))
+            return True
         quic = self.connection._quic
         if len(quic._datagrams_pending) >= MAX_PENDING_DATAGRAMS:
             self.datagrams_dropped += 1
+            endpoint.datagrams_dropped += 1
             return True
         self.connection.h3.send_datagram(self.session_id, frame)
         self.connection.transmit()
+        endpoint.datagrams_sent += 1
         return True
 
     def backlog(self) -> int:
@@ -355,8 +396,10 @@ class WebTransportSession:
     def datagram_received(self, data: bytes) -> None:
         """An audio frame from the page: to on_audio if its relay was started and the session is open."""
         client = self.client
+        endpoint = self.connection.endpoint
+        endpoint.datagrams_received += 1
         if client is not None and self.close_code is None:
-            self.connection.endpoint.on_audio(self.lobby, client, data)
+            endpoint.on_audio(self.lobby, client, data)
 
     def control_received(self, data: bytes, ended: bool) -> None:
         """Bytes on the control stream: cut them into lines, refuse what no page sends."""
@@ -445,7 +488,21 @@ class Connection(QuicConnectionProtocol):
         self.session: WebTransportSession | None = None
         self.handler: asyncio.Task[None] | None = None  # on_session(), once the control stream opens
         self.deadline: asyncio.TimerHandle | None = None  # until then: when the session is given up
+        self.refused = len(endpoint.unsessioned) >= endpoint.max_connections_without_session
+        if not self.refused:
+            endpoint.unsessioned.add(self)
         quic._ack_delay = ACK_DELAY
+
+    def connection_made(self, transport: Any) -> None:
+        super().connection_made(transport)
+        if not self.refused:
+            self.deadline = self._loop.call_later(CONTROL_STREAM_TIMEOUT, self.close)
+
+    def settled(self) -> None:
+        """The connection has its session, or has ended: it counts no more among those without one."""
+        self.endpoint.unsessioned.discard(self)
+        if self.deadline is not None:
+            self.deadline.cancel()
 
     # Acknowledgements (the server's cost per datagram: docs/performance.md). aioquic acknowledges a
     # packet 1 ms after it arrives, and puts an ACK only in a packet that leaves once the ACK is due: in a
@@ -466,6 +523,9 @@ class Connection(QuicConnectionProtocol):
         """
         quic = self._quic
         quic.receive_datagram(data, addr, now=self._loop.time())
+        if self.refused:  # too many connections without a session: close this one in its first packet
+            self.refused = False
+            quic.close(error_code=QuicErrorCode.CONNECTION_REFUSED, reason_phrase="busy: too many handshakes")
         self._process_events()
         session = self.session
         if session is None or session.control_stream is None or quic._datagrams_pending:
@@ -498,8 +558,7 @@ class Connection(QuicConnectionProtocol):
         elif isinstance(event, ConnectionTerminated):
             if self.session is not None:
                 self.session.connection_lost()
-            if self.deadline is not None:
-                self.deadline.cancel()
+            self.settled()
         if self.h3 is not None:
             for http_event in self.h3.handle_event(event):
                 self.http_event_received(http_event)
@@ -527,6 +586,9 @@ class Connection(QuicConnectionProtocol):
             return self.answer(event.stream_id, 404, f"Only WebTransport sessions at {PATH} are served here.")
         if self.session is not None:
             return self.answer(event.stream_id, 429, "One WebTransport session per connection.")
+        if len(self.endpoint.sessions) >= self.endpoint.max_sessions:
+            self.endpoint.refused_busy += 1
+            return self.answer(event.stream_id, 503, BUSY)
         origin = headers.get(b"origin")
         request = WebTransportRequest(
             path=path,
@@ -538,6 +600,7 @@ class Connection(QuicConnectionProtocol):
             return self.answer(event.stream_id, refusal.status, refusal.line)
         self.session = WebTransportSession(self, event.stream_id, request)
         self.endpoint.sessions.add(self.session)
+        self.settled()
         self.h3.send_headers(event.stream_id, [(b":status", b"200"), (b"sec-webtransport-http3-draft", b"draft02")])
         self.transmit()
         self.deadline = self._loop.call_later(
@@ -579,6 +642,14 @@ class Endpoint:
     servers: list[QuicServer] = field(default_factory=list)
     port: int = 0
     configuration: QuicConfiguration | None = None
+    max_sessions: int = MAX_SESSIONS
+    max_connections_without_session: int = MAX_CONNECTIONS_WITHOUT_SESSION
+    unsessioned: set[Connection] = field(default_factory=set)
+    # Counters for /metrics: plain integers, bumped per datagram.
+    datagrams_received: int = 0
+    datagrams_sent: int = 0
+    datagrams_dropped: int = 0  # too big, or aioquic's queue full (the relay's own drops are the lobby's)
+    refused_busy: int = 0  # sessions refused past max_sessions
 
     def offer(self) -> dict[str, object]:
         """What a page needs to open a session: the UDP port, and the certificate's hash if it must name it."""
@@ -671,6 +742,8 @@ async def serve(
     names: Sequence[str] | None = None,
     idle_timeout: float = IDLE_TIMEOUT,
     retry: bool = True,
+    max_sessions: int = MAX_SESSIONS,
+    max_connections_without_session: int = MAX_CONNECTIONS_WITHOUT_SESSION,
 ) -> AsyncIterator[Endpoint]:
     """Serve WebTransport on UDP while in the context; on exit, close every connection.
 
@@ -680,8 +753,13 @@ async def serve(
     retry: validate every client's address with a Retry packet before keeping
     any state for it (RFC 9000 section 8.1), so that a spoofed address cannot
     make the server hold connections, nor send more than a Retry to a victim.
+
+    max_sessions: sessions open at once, past which a CONNECT is answered 503;
+    max_connections_without_session: QUIC connections still without a
+    session, past which a new connection is refused in its first packet.
     """
-    endpoint = Endpoint(admit, on_session, on_audio, certificate, names)
+    endpoint = Endpoint(admit, on_session, on_audio, certificate, names, max_sessions=max_sessions,
+                        max_connections_without_session=max_connections_without_session)
     endpoint.configuration = quic_configuration(certificate, idle_timeout)
     loop = asyncio.get_running_loop()
     factory = functools.partial(Connection, endpoint=endpoint)
