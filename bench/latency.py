@@ -3,7 +3,7 @@
 
 usage: python bench/latency.py [--browsers chromium,firefox] [--link good|jitter|stalls|cut] [--seconds 20]
                                [--warmup 3] [--period 0.5] [--runs 1] [--room-members 3]
-                               [--call duoduel,webrtc] [--path "delay=25,jitter=5,loss=2"]
+                               [--call webtransport,websocket,webrtc] [--path "delay=25,jitter=5,loss=2"]
 
 --link puts page a (the page and its /ws) behind bench/impair.py; page b talks to the server directly:
   good    no proxy: loopback.
@@ -47,7 +47,10 @@ measures per direction and prints one JSON object (with --runs N: every run, the
   kbit_s            binary frame bytes (16-byte header + payload) received per second; WebSocket and
                     TCP/IP framing excluded.
 
---call duoduel,webrtc alternates a duoduel call and a plain WebRTC call (bench/webrtc.html, signalled by
+--call names the calls to measure, alternating in each run: duoduel (over whichever transport the page picks),
+webtransport (duoduel, the bench waiting until both pages say "over WebTransport"), websocket (duoduel.py
+--no-webtransport: both pages over the WebSocket), webrtc. --call duoduel,webrtc alternates a duoduel call and a
+plain WebRTC call (bench/webrtc.html, signalled by
 bench/webrtc.py: getUserMedia -> RTCPeerConnection, Opus with the browser's defaults, its own jitter buffer
 and concealment, the audio over UDP between the browsers) between the same two engines, in each of --runs;
 the last object gives each call's medians, and `comparison` pools every direction of every run (medians of
@@ -116,7 +119,11 @@ LISTENING = re.compile(r"listening on (https?)://[^ ]*:(\d+)/")
 FRAME_MS = 20
 TARGETS = {"mouth_to_ear_p50_ms": 40, "dropouts": 0.005, "kbit_s": 40}
 LINKS = ("good", "jitter", "stalls", "cut")
-CALL_SERVERS = {"duoduel": "duoduel.py", "webrtc": "bench/webrtc.py"}  # what serves each call's pages
+# What serves each call's pages: duoduel as it comes (WebTransport where the browser has it), duoduel with the
+# transport named (the call fails if the page is on another), and the plain WebRTC call.
+CALL_SERVERS = {"duoduel": ("duoduel.py",), "webtransport": ("duoduel.py",),
+                "websocket": ("duoduel.py", "--no-webtransport"), "webrtc": ("bench/webrtc.py",)}
+TRANSPORT_NAMES = {"webtransport": "WebTransport", "websocket": "WebSocket"}  # as the figures line says it
 CUT_AFTER_S = 2.0
 CUT_REFUSE_S = 3.0
 STALL_EVERY_S = 5.0
@@ -333,10 +340,10 @@ INSTRUMENT_WEBRTC_JS = (
 )
 
 
-def start_server(script: str = "duoduel.py", host: str = "127.0.0.1") -> tuple[subprocess.Popen, int]:
+def start_server(script: str = "duoduel.py", host: str = "127.0.0.1", *options: str) -> tuple[subprocess.Popen, int]:
     """Run duoduel.py (or bench/webrtc.py) on a free port; keep draining its log so it never blocks."""
     popen = subprocess.Popen(
-        [sys.executable, str(ROOT / script), "--host", host, "--port", "0"],
+        [sys.executable, str(ROOT / script), "--host", host, "--port", "0", *options],
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
         text=True,
@@ -683,7 +690,8 @@ async def run(args: argparse.Namespace, call: str = "duoduel", netpath: NetPath 
     from playwright.async_api import async_playwright
 
     host = netpath.server_address if netpath is not None else "127.0.0.1"
-    popen, port = start_server(CALL_SERVERS[call], host)
+    script, *options = CALL_SERVERS[call]
+    popen, port = start_server(script, host, *options)
     origin = f"http://{host}:{port}"
     link = impaired_link(args.link, port)
     if link is not None:
@@ -715,6 +723,10 @@ async def run(args: argparse.Namespace, call: str = "duoduel", netpath: NetPath 
                 for page in pages:
                     await page.wait_for("() => document.getElementById('status').textContent.includes('Connected')",
                                         what="Connected")
+                if call in TRANSPORT_NAMES:
+                    for page in pages:
+                        await page.wait_for("(name) => document.getElementById('stats').textContent.includes(name)",
+                                            f"over {TRANSPORT_NAMES[call]}", what=f"the call over {TRANSPORT_NAMES[call]}")
                 if args.room_members > 2:
                     pulse_latency = pulse_output_latency(pulse) if pulse else []
                     windows = await speak_in_turn(pages, args)
@@ -864,7 +876,7 @@ def main() -> None:
     args = parser.parse_args()
     calls = [name.strip() for name in args.call.split(",")]
     if not set(calls) <= set(CALL_SERVERS):
-        raise SystemExit(f"latency bench: --call takes {' or '.join(CALL_SERVERS)}, or both: duoduel,webrtc")
+        raise SystemExit(f"latency bench: --call takes {', '.join(CALL_SERVERS)}, or several: webtransport,websocket,webrtc")
     if ("webrtc" in calls or args.path is not None) and (args.link != "good" or args.room_members > 2):
         raise SystemExit("latency bench: --call webrtc and --path are for a call of two; leave out --link and --room-members")
     if args.path is not None and (reason := missing_netpath()):
