@@ -159,8 +159,7 @@ export class PartnerPlayback {
   /**
    * This partner's figures: codec, kbpsIn, rms (0..1, what we play of them), and the jitter buffer's
    * (jitterMs: how much later than over the fastest path the audio plays, measured; lostFrames: frames never
-   * played for want of them, lost on the way or late; of which lateFrames; recoveredFrames: frames that came
-   * only as a copy (redundancy) and played; concealedFrames, droppedFrames, targetMs, underruns,
+   * played for want of them, lost on the way or late; concealedFrames, droppedFrames, targetMs, underruns,
    * arrivalJitterMs), and
    * decoderDrops (frames dropped before decoding because the decoder fell behind: they count as lost);
    * `playback` is the worklet's raw counters (see Playout.stats()).
@@ -173,8 +172,6 @@ export class PartnerPlayback {
       rms: playback.rms || 0,
       jitterMs: this._playoutMs,
       lostFrames: (playback.lost || 0) + (playback.late || 0),
-      lateFrames: playback.late || 0,
-      recoveredFrames: playback.recovered || 0,
       concealedFrames: playback.concealed || 0,
       droppedFrames: playback.droppedFrames || 0,
       targetMs: playback.targetMs || 0,
