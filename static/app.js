@@ -59,6 +59,7 @@ const els = {
 const connection = new Connection({ publicUrl: (room) => wsUrl(location, room) });
 const links = new Map(); // link number -> the link the machine opened, until it closes
 const timers = new Map(); // the machine's timers: event type -> setTimeout id
+const redundancy = new RedundantSender(COPIES_ON.webtransport); // copies of our frames, for a link that loses datagrams
 let session = null; // the audio session, after Start
 // The server's WebTransport offer (transport.js), fetched once at load; null: none (or not yet): the WebSocket.
 let offer = null;
@@ -102,6 +103,7 @@ function perform(effect) {
       break;
     case 'resetPartner':
       if (session) session.resetPartner();
+      redundancy.reset(); // no copy of the last call's last frame rides into the next
       break;
     case 'addMember':
       if (session) session.addMember(effect.slot);
@@ -151,9 +153,6 @@ function play(number, buffer) {
     session.receive(buffer);
   }
 }
-
-/** Our frames' copies for a link that loses datagrams (redundancy.js): one sender for the page's one stream. */
-const redundancy = new RedundantSender(COPIES_ON.webtransport);
 
 function sendFrame(frame) {
   if (!connection.inCall) return;
