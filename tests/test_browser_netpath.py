@@ -26,7 +26,7 @@ import pytest
 import duoduel
 from bench.netpath import NetPath, Shape
 from browser import PARTNER_SAMPLES_JS, dominant_hz, find_chromium, missing_browser, write_tone
-from conftest import ROOT
+from conftest import ROOT, running_server
 from pages import ChromiumPage, Page
 
 TONES = {"ann": 440.0, "bob": 660.0}
@@ -153,16 +153,18 @@ async def test_plain_webrtc_call_across_the_path_is_heard_both_ways(path, signal
     assert await ann.evaluate(SELECTED_PAIR_JS) == [path.client_address, path.server_address]
 
 
-async def test_call_over_webtransport_recovers_lost_datagrams_from_the_next_ones_copies(server, path, call):
+async def test_call_over_webtransport_recovers_lost_datagrams_from_the_next_ones_copies(path, call):
     """Over WebTransport across the lossy path, each page recovers frames whose datagram was lost from the copy
     in the next one: its playback counts recovered frames, and fewer frames it never played than it recovered."""
-    ann, bob = await call(server.origin)
-    for page in (ann, bob):
-        await page.wait_for("() => document.getElementById('stats').textContent.includes('over WebTransport')",
-                            timeout=TIMEOUT_S, what="the call over WebTransport")
-    await asyncio.sleep(10)  # about 500 frames each way: some ten lost datagrams
-    for page in (ann, bob):
-        counts = await page.evaluate("() => window.duoduel.session.stats().playback")
-        assert counts["recovered"] > 0 and counts["lost"] + counts["late"] < counts["recovered"], (page, counts)
-    crossed = path.stats()
-    assert crossed["up"]["lost"] > 0 and crossed["down"]["lost"] > 0, crossed
+    config = duoduel.Config(host=path.server_address, port=0, room_size=2, webtransport=True, webtransport_port=0)
+    async with running_server(config) as server:
+        ann, bob = await call(server.origin)
+        for page in (ann, bob):
+            await page.wait_for("() => document.getElementById('stats').textContent.includes('over WebTransport')",
+                                timeout=TIMEOUT_S, what="the call over WebTransport")
+        await asyncio.sleep(10)  # about 500 frames each way: some ten lost datagrams
+        for page in (ann, bob):
+            counts = await page.evaluate("() => window.duoduel.session.stats().playback")
+            assert counts["recovered"] > 0 and counts["lost"] + counts["late"] < counts["recovered"], (page, counts)
+        crossed = path.stats()
+        assert crossed["up"]["lost"] > 0 and crossed["down"]["lost"] > 0, crossed
