@@ -9,7 +9,7 @@ messages; see docs/protocol.md. Beside it, on UDP, WebTransport sessions at /wt
 (core.webtransport) join the same lobby: control messages on a stream, audio as
 datagrams.
 
-This file is the command: the WebSocket handler, HTTP, start-up. The lobby, the
+This file is the command: the handlers, HTTP, start-up. The lobby, the
 relay and the links they serve are in the package core/, which never imports
 this file: run as __main__, it is loaded once.
 """
@@ -130,7 +130,7 @@ def relay_datagram(lobby: Lobby, client: Client, frame: bytes) -> None:
         relay(lobby, client, frame)
 
 
-# HTTP: the page, health, metrics, and the gate in front of /ws.
+# HTTP: the page, health, metrics, the WebTransport offer, and the gate in front of /ws.
 
 
 def resolve_static(static_dir: Path, url_path: str) -> Path | None:
@@ -170,10 +170,6 @@ class Transports:
 
     webtransport: Endpoint | None = None
 
-    @property
-    def webtransport_port(self) -> int | None:
-        return None if self.webtransport is None else self.webtransport.port
-
 
 def make_process_request(
     lobby: Lobby, config: Config, transports: Transports | None = None
@@ -200,7 +196,7 @@ def make_process_request(
         file = resolve_static(config.static_dir, url.path)
         if file is None or file.suffix.lower() not in CONTENT_TYPES:
             return refuse(request, "not_found", HTTPStatus.NOT_FOUND, "Not found.")
-        return static_file(request, file, transports.webtransport_port)
+        return static_file(request, file, webtransport=transports.webtransport is not None)
 
     def offer(request: Request) -> Response:
         """Where and how a page opens a WebTransport session: the UDP port, the path, the certificate's hash."""
@@ -269,7 +265,7 @@ def origin_allowed(origin: str, host: str | None, config: Config) -> bool:
     return host is not None and origin.lower() == f"{scheme}://{host}".lower()
 
 
-def static_file(request: Request, file: Path, webtransport_port: int | None = None) -> Response:
+def static_file(request: Request, file: Path, webtransport: bool = False) -> Response:
     """Send a file from static/, or 304 when the browser's copy is current."""
     stat = file.stat()
     etag = '"' + hashlib.blake2s(f"{stat.st_size}:{stat.st_mtime_ns}".encode(), digest_size=8).hexdigest() + '"'
@@ -277,21 +273,23 @@ def static_file(request: Request, file: Path, webtransport_port: int | None = No
         ("ETag", etag),
         ("Last-Modified", email.utils.formatdate(stat.st_mtime, usegmt=True)),
         ("Cache-Control", "no-cache"),
-        *security_headers(request, webtransport_port),
+        *security_headers(request, webtransport),
     ]
     if etag in request.headers.get("If-None-Match", ""):
         return respond(request, HTTPStatus.NOT_MODIFIED, b"", None, headers)
     return respond(request, HTTPStatus.OK, file.read_bytes(), CONTENT_TYPES[file.suffix.lower()], headers)
 
 
-def security_headers(request: Request, webtransport_port: int | None = None) -> list[tuple[str, str]]:
+def security_headers(request: Request, webtransport: bool = False) -> list[tuple[str, str]]:
     """Headers that keep the page from running anything but its own scripts, nor connect anywhere but here."""
     host = request.headers.get("Host", "")
     sockets = ""
     if SAFE_HOST.fullmatch(host):
         sockets = f" ws://{host} wss://{host}"
-        if webtransport_port is not None:
-            sockets += f" https://{host_name(host)}:{webtransport_port}"
+        if webtransport:
+            # Any port of this host: behind a proxy the page and its offer may come from two processes, each with
+            # a UDP port of its own (docs/deploy.md).
+            sockets += f" https://{host_name(host)}:*"
     policy = (
         "default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data: blob:; "
         f"media-src 'self' blob:; connect-src 'self'{sockets}; base-uri 'none'; "
@@ -419,6 +417,8 @@ async def make_server(config: Config) -> AsyncIterator[Server]:
             limit_kernel_buffers(listener, config)
         async with webtransport_endpoint(lobby, server) as endpoint:
             server.webtransport = transports.webtransport = endpoint
+            if lobby.shared is not None and endpoint is not None:
+                lobby.shared.offer = endpoint.offer  # published at the next heartbeat, for moves to here
             # Said once listening: a server that cannot start says only why.
             if problem is not None:
                 log.warning(
@@ -431,8 +431,8 @@ async def make_server(config: Config) -> AsyncIterator[Server]:
             else:
                 log.info("relay route: frames cut from the byte stream (self-check passed)")
             if endpoint is not None:
-                hashes = "" if endpoint.certificate.hash is None else f", certificate sha-256 {endpoint.certificate.hash.hex()}"
-                log.info("webtransport on udp port %d%s", endpoint.port, hashes)
+                pinned = endpoint.certificate.hash
+                log.info("webtransport on udp port %d%s", endpoint.port, f", certificate sha-256 {pinned.hex()}" if pinned else "")
             yield server
 
 
@@ -445,22 +445,23 @@ async def webtransport_endpoint(lobby: Lobby, server: Server) -> AsyncIterator[E
         return
     http_port = server.sockets[0].getsockname()[1]
     port = http_port if config.webtransport_port is None else config.webtransport_port
-    certificate = config.webtransport_certificate or webtransport.generate_certificate([config.host])
+    host = config.webtransport_host or config.host
+    certificate = config.webtransport_certificate or webtransport.generate_certificate([host])
     async with contextlib.AsyncExitStack() as stack:
         try:
             endpoint = await stack.enter_async_context(webtransport.serve(
-                config.host,
+                host,
                 port,
                 certificate,
                 admit=make_admit(lobby, http_port),
                 on_session=lambda session: session_handler(session, lobby),
                 on_audio=relay_datagram,
-                names=[config.host] if certificate.hash is not None else None,  # made here: renew it before it expires
+                names=[host] if certificate.hash is not None else None,  # made here: renew it before it expires
                 max_sessions=config.max_webtransport_sessions,
             ))
         except OSError as exc:
             raise StartupError(
-                f"cannot serve WebTransport on UDP port {port} of {config.host} ({exc.strerror or exc}): "
+                f"cannot serve WebTransport on UDP port {port} of {host} ({exc.strerror or exc}): "
                 "pick another with --webtransport-port, or add --no-webtransport"
             ) from None
         yield endpoint
@@ -590,6 +591,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--relay-route", choices=["auto", "public"], default="auto", help="auto: cut audio frames from the byte stream when websockets passes the start-up self-check, else its public API; public: always websockets' public API (default: auto)")
     parser.add_argument("--no-webtransport", dest="webtransport", action="store_false", help="serve no WebTransport: every page talks over the WebSocket")
     parser.add_argument("--webtransport-port", type=port_number, default=None, metavar="PORT", help="UDP port of WebTransport (default: the HTTP port's number; open it in the firewall)")
+    parser.add_argument("--webtransport-host", default=None, metavar="HOST", help="address WebTransport listens on (default: --host's; behind a proxy that carries TCP only, a public one)")
     parser.add_argument("--max-webtransport-sessions", type=int, default=MAX_WEBTRANSPORT_SESSIONS, metavar="N", help=f"past this many WebTransport sessions, pages use the WebSocket (default: {MAX_WEBTRANSPORT_SESSIONS})")
     parser.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"], help="default: info")
     return parser.parse_args(argv)
@@ -669,6 +671,7 @@ def start(args: argparse.Namespace) -> None:
     logging.basicConfig(format="%(asctime)s %(levelname)s %(message)s", level=args.log_level.upper())
     # websockets logs every refused handshake and dropped socket at INFO.
     logging.getLogger("websockets").setLevel(logging.DEBUG if args.log_level == "debug" else logging.WARNING)
+    logging.getLogger("quic").setLevel(logging.DEBUG if args.log_level == "debug" else logging.WARNING)  # aioquic's, per connection
     if not args.static.is_dir():
         raise StartupError(f"{args.static} is not a folder: pass the page's folder with --static")
     config = Config(
@@ -678,6 +681,7 @@ def start(args: argparse.Namespace) -> None:
         tls=tls_context(args.cert, args.key) if args.https else None,
         webtransport=args.webtransport,
         webtransport_port=args.webtransport_port,
+        webtransport_host=args.webtransport_host,
         max_webtransport_sessions=args.max_webtransport_sessions,
         webtransport_certificate=webtransport_certificate(args) if args.https and args.webtransport else None,
         allowed_origins=frozenset(origin.rstrip("/") for origin in args.allow_origin),

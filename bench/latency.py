@@ -4,6 +4,7 @@
 usage: python bench/latency.py [--browsers chromium,firefox] [--link good|jitter|stalls|cut] [--seconds 20]
                                [--warmup 3] [--period 0.5] [--runs 1] [--room-members 3]
                                [--call webtransport,websocket,webrtc] [--path "delay=25,jitter=5,loss=2"]
+                               [--record-arrivals DIR] [--compare-static OLD_DIR]
 
 --link puts page a (the page and its /ws) behind bench/impair.py; page b talks to the server directly:
   good    no proxy: loopback.
@@ -74,6 +75,17 @@ packets: headers, retransmissions, pings, acks and RTCP included). Firefox runs 
 is made in the namespace); its pref dom.securecontext.allowlist, and Chromium's
 --unsafely-treat-insecure-origin-as-secure, make http://10.9.K.1 a secure context for the microphone.
 
+--record-arrivals DIR writes, per run and direction, what the receiving page's playback worklet was handed,
+through `session.measure.arrivals`: each frame's sequence number, the audio clock (in samples) when the worklet
+took it, and its length, with the link, the engines and the load average in a header line. tests/js/traces/
+keeps such recordings; `node bench/replay-traces.js` plays them through the jitter buffer.
+
+--compare-static OLD_DIR measures two builds of the page side by side: in each run a call on a server whose page
+is OLD_DIR (duoduel.py --static; e.g. `git archive main static | tar -x -C /tmp/old`, then /tmp/old/static;
+"call": "duoduel-old") and one on this one ("duoduel"), the old first in odd runs and the new first in even ones
+(of two calls in a row, the second measured 2 to 3 ms later on loopback with the same page twice), so that both
+see the same machine. The last object gives each build's medians and pooled figures, as for --call.
+
 --room-members K (K >= 3): K pages (a, b, c, ...; --browsers may name K engines, missing ones are
 chromium) join one group room. All are muted but one speaker at a time, in turn: each speaks for --seconds
 after --warmup s, so every onset a page plays is that speaker's, and the figures above come out for every
@@ -117,12 +129,15 @@ from bench.netpath import NetPath, missing_netpath, shape_option  # noqa: E402
 
 LISTENING = re.compile(r"listening on (https?)://[^ ]*:(\d+)/")
 FRAME_MS = 20
+QUANTUM = 128  # samples per render quantum
 TARGETS = {"mouth_to_ear_p50_ms": 40, "dropouts": 0.005, "kbit_s": 40}
 LINKS = ("good", "jitter", "stalls", "cut")
 # What serves each call's pages: duoduel as it comes (WebTransport where the browser has it), duoduel with the
-# transport named (the call fails if the page is on another), and the plain WebRTC call.
+# transport named (the call fails if the page is on another), the plain WebRTC call, and "duoduel-old":
+# duoduel.py serving --compare-static's page.
 CALL_SERVERS = {"duoduel": ("duoduel.py",), "webtransport": ("duoduel.py",),
-                "websocket": ("duoduel.py", "--no-webtransport"), "webrtc": ("bench/webrtc.py",)}
+                "websocket": ("duoduel.py", "--no-webtransport"), "webrtc": ("bench/webrtc.py",),
+                "duoduel-old": ("duoduel.py",)}
 TRANSPORT_NAMES = {"webtransport": "WebTransport", "websocket": "WebSocket"}  # as the figures line says it
 CUT_AFTER_S = 2.0
 CUT_REFUSE_S = 3.0
@@ -340,8 +355,20 @@ INSTRUMENT_WEBRTC_JS = (
 )
 
 
+# With --record-arrivals: what each page's playback worklets take, through the session's measuring hook.
+RECORD_ARRIVALS_JS = """() => {
+  const b = window.__bench;
+  b.arrivals = [];
+  window.duoduel.session.measure.arrivals = (slot, rows, rate, playback) => {
+    b.arrivalRate = rate;
+    for (let i = 0; i < rows.length; i += 3) b.arrivals.push([playback, rows[i], rows[i + 1], rows[i + 2]]);
+  };
+}"""
+
+
 def start_server(script: str = "duoduel.py", host: str = "127.0.0.1", *options: str) -> tuple[subprocess.Popen, int]:
-    """Run duoduel.py (or bench/webrtc.py) on a free port; keep draining its log so it never blocks."""
+    """Run duoduel.py (or bench/webrtc.py) on a free port with these options; keep draining its log so it never
+    blocks."""
     popen = subprocess.Popen(
         [sys.executable, str(ROOT / script), "--host", host, "--port", "0", *options],
         stdout=subprocess.PIPE,
@@ -354,6 +381,19 @@ def start_server(script: str = "duoduel.py", host: str = "127.0.0.1", *options: 
             threading.Thread(target=popen.stdout.read, daemon=True).start()
             return popen, int(match[2])
     raise SystemExit(f"{script} did not start: exit {popen.wait()}")
+
+
+def write_arrivals(path: Path, receiver: dict, meta: dict) -> None:
+    """One receiver's arrivals as a trace (tests/js/traces/README.md): a JSON header, then one CSV row per frame
+    with the audio clock counted from the render quantum of the first arrival."""
+    rows = receiver.get("arrivals") or []
+    if not rows:
+        return
+    base = int(rows[0][2]) // QUANTUM * QUANTUM
+    lines = ["# " + json.dumps({**meta, "sampleRate": receiver["arrivalRate"], "quantum": QUANTUM, "frameMs": FRAME_MS}),
+             "playback,seq,clock,samples"]
+    lines += [f"{int(playback)},{int(seq)},{int(clock) - base},{int(samples)}" for playback, seq, clock, samples in rows]
+    path.write_text("\n".join(lines) + "\n")
 
 
 def percentile(values: list[float], p: float) -> float | None:
@@ -686,11 +726,13 @@ async def speak_in_turn(pages, args: argparse.Namespace) -> list[tuple[float, fl
     return windows
 
 
-async def run(args: argparse.Namespace, call: str = "duoduel", netpath: NetPath | None = None) -> dict:
+async def run(args: argparse.Namespace, call: str = "duoduel", netpath: NetPath | None = None, number: int = 1) -> dict:
     from playwright.async_api import async_playwright
 
     host = netpath.server_address if netpath is not None else "127.0.0.1"
     script, *options = CALL_SERVERS[call]
+    if call == "duoduel-old":
+        options.extend(["--static", str(args.compare_static)])
     popen, port = start_server(script, host, *options)
     origin = f"http://{host}:{port}"
     link = impaired_link(args.link, port)
@@ -720,6 +762,8 @@ async def run(args: argparse.Namespace, call: str = "duoduel", netpath: NetPath 
                         continue
                     await page.wait_for("() => window.duoduel.session !== null", what="the session")
                     info.append(await page.evaluate(INSTRUMENT_JS))
+                    if args.record_arrivals:
+                        await page.evaluate(RECORD_ARRIVALS_JS)
                 for page in pages:
                     await page.wait_for("() => document.getElementById('status').textContent.includes('Connected')",
                                         what="Connected")
@@ -772,6 +816,8 @@ async def run(args: argparse.Namespace, call: str = "duoduel", netpath: NetPath 
                 if j != i:
                     result[f"{names[i]}->{names[j]}"] = direction(data[i], data[j], start, end, period_ms)
         return result
+    if args.record_arrivals and call != "webrtc":
+        record_arrivals(args, call, number, data)
     if call == "webrtc":
         figures = {"a->b": webrtc_direction(data[0], data[1], start, end, period_ms),
                    "b->a": webrtc_direction(data[1], data[0], start, end, period_ms)}
@@ -800,6 +846,18 @@ async def run(args: argparse.Namespace, call: str = "duoduel", netpath: NetPath 
     }
 
 
+def record_arrivals(args: argparse.Namespace, call: str, number: int, data: list[dict]) -> None:
+    """--record-arrivals: each direction's trace, named by link, engines, direction and run."""
+    args.record_arrivals.mkdir(parents=True, exist_ok=True)
+    engines = dict(zip("ab", args.browsers))
+    for key, sender, receiver in (("a->b", "a", "b"), ("b->a", "b", "a")):
+        meta = {"link": args.link, "direction": key, "sender": engines[sender], "receiver": engines[receiver],
+                "seconds": args.seconds, "warmup_s": args.warmup, "run": number, "recorded": time.strftime("%Y-%m-%d"),
+                "load_average": [round(x, 2) for x in os.getloadavg()]}
+        name = f"{'old-' if call == 'duoduel-old' else ''}{args.link}-{engines[sender]}-{engines[receiver]}-{sender}{receiver}-{number}.csv"
+        write_arrivals(args.record_arrivals / name, data["ab".index(receiver)], meta)
+
+
 def headline(result: dict) -> dict:
     """The figures of docs/performance.md's table, per direction."""
     rows = {}
@@ -813,7 +871,8 @@ def headline(result: dict) -> dict:
             "output_latency": d["output_latency_ms"],
             "mouth_to_ear_p50": ear.get("p50"), "mouth_to_ear_p95": ear.get("p95"),
             "page_estimate_p50": d["page_estimate_ms"]["p50"],
-            "dropouts": d["dropouts"], "lost": d["frames"]["lost"], "kbit_s": d["kbit_s"],
+            "dropouts": d["dropouts"], "lost": d["frames"]["lost"], "concealed": d["frames"].get("concealed"),
+            "underruns": d["frames"].get("underruns"), "kbit_s": d["kbit_s"],
             "wire_kbit_s": d.get("wire_kbit_s"),
             "stall_recovered_after_s": [(row["measured"] or {}).get("recovered_after_s") for row in d["stall_recovery"]],
             "page_stall_recovered_after_s": [(row["page"] or {}).get("recovered_after_s") for row in d["stall_recovery"]],
@@ -823,7 +882,7 @@ def headline(result: dict) -> dict:
 
 def pooled(runs: list[dict]) -> dict:
     """One call's figures over every direction of every run: the medians of the p50s, p95s and kbit/s, the
-    mean and the worst of the dropouts (the comparison table's columns)."""
+    mean and the worst of the dropouts, the concealed frames and underruns in all (the comparison table's columns)."""
     rows = [row for run in runs for row in headline(run).values()]
 
     def column(name: str) -> list[float]:
@@ -836,6 +895,8 @@ def pooled(runs: list[dict]) -> dict:
             "mouth_to_ear_p95": median("mouth_to_ear_p95"), "to_output_node_p50": median("to_output_node_p50"),
             "dropouts_mean": round(statistics.mean(column("dropouts")), 4) if column("dropouts") else None,
             "dropouts_worst": max(column("dropouts"), default=None),
+            "concealed": sum(column("concealed")) if column("concealed") else None,
+            "underruns": sum(column("underruns")) if column("underruns") else None,
             "kbit_s": median("kbit_s"), "wire_kbit_s": median("wire_kbit_s")}
 
 
@@ -873,10 +934,20 @@ def main() -> None:
                         help="duoduel, webrtc (bench/webrtc.html), or both, e.g. duoduel,webrtc: alternating in each run")
     parser.add_argument("--path", type=shape_option, default=None,
                         help='page a behind bench/netpath.py, the same both ways, e.g. "delay=25,jitter=5,loss=2" (root)')
+    parser.add_argument("--record-arrivals", type=Path, metavar="DIR",
+                        help="write, per run and direction, the frames the receiver's playback worklet took (seq, "
+                             "audio clock, length) to DIR as a trace for tests/js/traces (a call of two only)")
+    parser.add_argument("--compare-static", type=Path, metavar="OLD_DIR",
+                        help="in each run, also a call whose page is OLD_DIR (duoduel.py --static), the order "
+                             "alternating: the old build of the page against this one (e.g. an export of main's static/)")
     args = parser.parse_args()
     calls = [name.strip() for name in args.call.split(",")]
-    if not set(calls) <= set(CALL_SERVERS):
-        raise SystemExit(f"latency bench: --call takes {', '.join(CALL_SERVERS)}, or several: webtransport,websocket,webrtc")
+    if not set(calls) <= set(CALL_SERVERS) - {"duoduel-old"}:
+        raise SystemExit("latency bench: --call takes webtransport, websocket, duoduel or webrtc, or several: webtransport,websocket,webrtc")
+    if args.compare_static is not None:
+        if calls != ["duoduel"]:
+            raise SystemExit("latency bench: --compare-static compares two duoduel pages; leave out --call")
+        calls = ["duoduel-old", "duoduel"]
     if ("webrtc" in calls or args.path is not None) and (args.link != "good" or args.room_members > 2):
         raise SystemExit("latency bench: --call webrtc and --path are for a call of two; leave out --link and --room-members")
     if args.path is not None and (reason := missing_netpath()):
@@ -895,9 +966,10 @@ def main() -> None:
     netpath = NetPath(args.path, seed=1).start() if args.path is not None else None
     runs = []
     try:
-        for _ in range(args.runs):
-            for call in calls:
-                runs.append(asyncio.run(run(args, call, netpath)))
+        for number in range(1, args.runs + 1):
+            # The old page first in odd runs, second in even ones (the second call of a pair is measured later).
+            for call in calls if number % 2 or args.compare_static is None else calls[::-1]:
+                runs.append(asyncio.run(run(args, call, netpath, number)))
                 print(json.dumps(runs[-1], indent=2), flush=True)
     finally:
         if netpath is not None:

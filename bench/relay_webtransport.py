@@ -9,8 +9,8 @@ Each call is two raw WebTransport clients that send a datagram every 1/--rate s 
 frame.js header, then client id, sequence and send time) and hear each other's: the server relays each datagram to
 the sender's partner, as duoduel relays a WebSocket frame. The server is this file's own minimal lobby (`serve`:
 sessions with the same room= are a call, on_audio hands a frame to the partner's send_frame after the backlog check,
-as duoduel's deliver() does) around webtransport.py's Endpoint; it runs pinned to core 0, the clients on core 1.
-Once duoduel.py serves /wt itself, its lobby can take this one's place.
+as duoduel's deliver() does) around webtransport.py's Endpoint, or (--variant NAME=duoduel) duoduel.py itself, its
+lobby and relay behind /wt, with rooms of two; it runs pinned to core 0, the clients on core 1.
 
 The clients open their sessions with aioquic (tests/wt_client.py), then take over their UDP socket: each packet is
 built, encrypted and parsed here, with aioquic's packet protection, and nothing else, so that the load costs a
@@ -43,6 +43,7 @@ import contextlib
 import json
 import os
 import random
+import re
 import shutil
 import signal
 import statistics
@@ -50,6 +51,7 @@ import struct
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from array import array
 from dataclasses import dataclass, field
@@ -380,8 +382,9 @@ async def open_call_member(port: int, room: str, gate: asyncio.Semaphore, manage
         status = await asyncio.wait_for(asyncio.shield(session.response), CONNECT_TIMEOUT)
         if status != 200:
             raise ConnectionError(f"HTTP {status}")
-        session.send_line('{"type": "hello"}')
-    await session.line(CONNECT_TIMEOUT)  # connected: the partner is there
+        session.send_line('{"type": "ping", "t": 0}')  # opens the control stream, as a page's first ping does
+    while '"connected"' not in await session.line(CONNECT_TIMEOUT):
+        pass  # duoduel says "waiting" (and answers the ping) first: the partner is there once it says "connected"
     return client, session
 
 
@@ -488,16 +491,19 @@ class Variant:
     name: str
     directory: Path
     loop: str = "uvloop"
+    duoduel: bool = False  # serve with the checkout's duoduel.py itself (its lobby, /wt), not the bench's pairs
 
 
 def parse_variant(text: str) -> Variant:
-    """NAME=DIR[:asyncio] or NAME=qh3[:asyncio] (--variant)."""
+    """NAME=DIR[:asyncio], NAME=qh3[:asyncio] or NAME=duoduel (--variant)."""
     name, _, where = text.partition("=")
     where, _, loop = where.partition(":")
     if where == "qh3":
-        return Variant(name, port_to_qh3(ROOT / "webtransport.py"), loop or "uvloop")
+        return Variant(name, port_to_qh3(ROOT / "core" / "webtransport.py"), loop or "uvloop")
+    if where == "duoduel":
+        return Variant(name, ROOT, "uvloop", duoduel=True)
     directory = Path(where or ROOT).resolve()
-    if not (directory / "webtransport.py").is_file():
+    if not (directory / "webtransport.py").is_file() and not (directory / "core" / "webtransport.py").is_file():
         raise argparse.ArgumentTypeError(f"{directory} holds no webtransport.py")
     return Variant(name, directory, loop or "uvloop")
 
@@ -559,13 +565,18 @@ def measure_webtransport(args: argparse.Namespace, variant: Variant, pairs: int)
         callgrind_out = directory / "callgrind.out"
         valgrind = (["valgrind", "--tool=callgrind", f"--callgrind-out-file={callgrind_out}"]
                     if args.callgrind else [])
+        if variant.duoduel:  # rooms of two are calls, as the bench's pairs; its limits raised past the load
+            command = [str(variant.directory / "duoduel.py"), "--host", "127.0.0.1", "--port", "0",
+                       "--webtransport-port", "0", "--room-size", "2", "--max-clients", "100000",
+                       "--max-webtransport-sessions", "100000"]
+        else:
+            command = [__file__, "serve", "--webtransport-dir", str(variant.directory), "--loop", variant.loop]
         server = subprocess.Popen(
-            ["taskset", "-c", str(SERVER_CORE), *valgrind, sys.executable, __file__, "serve",
-             "--webtransport-dir", str(variant.directory), "--loop", variant.loop],
+            ["taskset", "-c", str(SERVER_CORE), *valgrind, sys.executable, *command],
             stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True)
         stack.callback(stop, server)
         prioritise(server.pid, args.nice)
-        port = int(server.stdout.readline().split()[0])
+        port = duoduel_udp_port(server) if variant.duoduel else int(server.stdout.readline().split()[0])
         client = subprocess.Popen(
             ["taskset", "-c", str(CLIENT_CORE), sys.executable, __file__, "generate", "--port", str(port),
              "--pairs", str(pairs), "--seconds", str(args.seconds), "--rate", str(args.rate),
@@ -595,7 +606,9 @@ def measure_webtransport(args: argparse.Namespace, variant: Variant, pairs: int)
         client.stdin.write("done\n")
         client.stdin.flush()
         client.wait(timeout=10)
-        server.stdin.close()
+        server.stdin.close()  # the bench's server prints its figures and exits; duoduel.py stops on SIGTERM
+        if variant.duoduel:
+            stop(server)
         served = json.loads(server.stdout.readline() or "{}")
         server.wait(timeout=30)
         received = result["received"]
@@ -630,6 +643,16 @@ def measure_webtransport(args: argparse.Namespace, variant: Variant, pairs: int)
         if args.callgrind:
             report["instructions_per_relayed_frame"] = round(instructions / received) if instructions and received else None
         return report
+
+
+def duoduel_udp_port(server: subprocess.Popen) -> int:
+    """The UDP port duoduel.py says it serves WebTransport on (its log, on stderr); then its log goes to a thread
+    that reads it, so that a full pipe never blocks the server."""
+    for line in server.stderr:
+        if match := re.search(r"webtransport on udp port (\d+)", line):
+            threading.Thread(target=server.stderr.read, daemon=True).start()
+            return int(match[1])
+    raise RuntimeError(f"duoduel.py did not start: exit {server.wait()}")
 
 
 def prioritise(pid: int, nice: int) -> None:
@@ -778,7 +801,8 @@ def main() -> None:
                         help="loads to measure, in calls (comma-separated)")
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--variant", dest="variants", type=parse_variant, action="append",
-                        help="NAME=DIR[:asyncio]: serve DIR/webtransport.py (repeatable; default this checkout's on uvloop)")
+                        help="NAME=DIR[:asyncio]: serve DIR/webtransport.py; NAME=qh3: ported to qh3; NAME=duoduel: this "
+                             "checkout's duoduel.py (repeatable; default this checkout's webtransport.py on uvloop)")
     parser.add_argument("--websocket", type=lambda text: [x for x in text.split(",") if x], default=["plain", "tls"],
                         help="bench/relay.py routes to measure beside (default plain,tls; '' for none)")
     parser.add_argument("--relay", type=Path, default=ROOT / "bench" / "relay.py", metavar="PATH",

@@ -6,6 +6,7 @@ as a frame goes:
 
 - link: Link, what the lobby asks of a client's connection.
 - websocket: the WebSocket as a Link, on the fast route or websockets' public API.
+- webtransport: a WebTransport session (aioquic, UDP) as a Link: control lines, audio datagrams.
 - relay: an audio frame from its sender to its partner or its group room.
 - lobby: who is connected, who waits, who talks: pairing, group rooms, labels.
 - session: a client's stay: screened, arrives, control messages, departs.

@@ -75,9 +75,10 @@ class Config:
     redis_url: str | None = None
     public_url: str | None = None
     # WebTransport on UDP beside the WebSocket (the command line turns it on; --no-webtransport off):
-    # its UDP port (None: the HTTP port's number), how many sessions at once, and its certificate
+    # its UDP port (None: the HTTP port's number) and address, how many sessions at once, and its certificate
     # (a core.webtransport.ServerCertificate; None: one made at start, named to the page by its hash).
     webtransport: bool = False
     webtransport_port: int | None = None
+    webtransport_host: str | None = None  # None: host's
     max_webtransport_sessions: int = MAX_WEBTRANSPORT_SESSIONS
     webtransport_certificate: Any = None

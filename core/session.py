@@ -1,7 +1,8 @@
 """A client's stay, as the protocol goes: it is screened, arrives, talks, and departs.
 
-Every kind of link (core.link.Link) goes through the same steps; duoduel.handler
-is the WebSocket's, and a WebTransport session takes the same ones:
+Every kind of link (core.link.Link) goes through the same steps; duoduel.stay
+takes a WebSocket (duoduel.handler) and a WebTransport session
+(duoduel.session_handler) through them:
 
 1. Before accepting the handshake: screen(lobby, query) is None, or says why not
    (an HTTP status, one line for the person, the label /metrics counts).

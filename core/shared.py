@@ -30,6 +30,7 @@ import logging
 import re
 import secrets
 import urllib.parse
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from core.config import Config, StartupError
@@ -148,6 +149,9 @@ class SharedLobby:
         self.release = self.redis.register_script(RELEASE_ROOM)
         self.pid = secrets.token_hex(8)  # this run of this process: a restart is a new process
         self.url = websocket_base(config.public_url)
+        # This process's WebTransport offer (core.webtransport.Endpoint.offer), once it serves /wt: published
+        # beside its URL, so that a WebTransport client moved here is told where to open its session.
+        self.offer: Callable[[], dict[str, object]] | None = None
         self.where = redact(config.redis_url or "")
         self.up: bool | None = None  # None until Redis first answers or fails
         self.waiters: dict[str, Client] = {}  # ticket -> local client parked in (or taken from) the slot
@@ -183,7 +187,7 @@ class SharedLobby:
     async def beat(self, lobby: Lobby) -> None:
         """Renew this process's liveness key, put lost waiters back in line, notice Redis leaving or returning."""
         try:
-            before = await self.redis.set(ALIVE_KEY + self.pid, self.url, px=ALIVE_MS, get=True)
+            before = await self.redis.set(ALIVE_KEY + self.pid, self.address(), px=ALIVE_MS, get=True)
             lost = await self.sweep(keys=[SLOT_KEY], args=[self.pid, CLAIMED_KEY, *self.waiters]) if self.waiters else []
         except self.errors as exc:
             return await self.went_down(lobby, exc)
@@ -296,10 +300,11 @@ class SharedLobby:
             self.waiters[ticket] = client
             client.link.send_text(WAITING)
             return True
-        pid, their_ticket, url = found
+        pid, their_ticket, address = found
         if pid != self.pid:
             client.seeking = None
-            self.move(lobby, client, f"{url}/ws?call={call}")
+            url, offer = parse_address(address)
+            self.move(lobby, client, f"{url}/ws?call={call}", offer)
             return True
         waiter = self.waiters.pop(their_ticket, None)
         if waiter is None or not waiting_alone(lobby, waiter) or waiter is client:
@@ -341,10 +346,21 @@ class SharedLobby:
                 return True
         return False
 
-    def move(self, lobby: Lobby, client: Client, url: str) -> None:
-        """Send the client to another process, where its call or room is; then close its socket here."""
+    def address(self) -> str:
+        """What the liveness key holds: the URL /ws hangs under, and the WebTransport offer after a space if any."""
+        return self.url if self.offer is None else f"{self.url} {json.dumps(self.offer(), separators=(',', ':'))}"
+
+    def move(self, lobby: Lobby, client: Client, url: str, offer: dict | None = None) -> None:
+        """Send the client to another process, where its call or room is; then close its link here.
+
+        A WebTransport client is also given that process's offer (its UDP port and certificate hash), if it has
+        one, so that it opens its session there over WebTransport too.
+        """
         lobby.metrics.moved += 1
-        client.link.send_text(json.dumps({"type": "moved", "url": url}))
+        moved: dict[str, object] = {"type": "moved", "url": url}
+        if offer is not None and getattr(client.link, "kind", None) == "webtransport":
+            moved["webtransport"] = offer
+        client.link.send_text(json.dumps(moved))
         close_soon(lobby, client, 1000, "moved to another process", "moved")
 
     async def owner_elsewhere(self, lobby: Lobby, client: Client) -> bool:
@@ -358,7 +374,8 @@ class SharedLobby:
             return False
         if owner == self.pid:
             return False
-        self.move(lobby, client, f"{url}/ws?room={client.room}")
+        url, offer = parse_address(url)
+        self.move(lobby, client, f"{url}/ws?room={client.room}", offer)
         return True
 
     def release_room(self, name: str) -> None:
@@ -392,6 +409,15 @@ def websocket_base(public_url: str) -> str:
     url = urllib.parse.urlsplit(public_url)
     scheme = {"http": "ws", "https": "wss"}.get(url.scheme, url.scheme)
     return urllib.parse.urlunsplit((scheme, url.netloc, url.path.rstrip("/"), "", ""))
+
+
+def parse_address(address: str) -> tuple[str, dict | None]:
+    """A process's URL and WebTransport offer, from what its liveness key holds (SharedLobby.address)."""
+    url, _, offer = address.partition(" ")
+    try:
+        return url, json.loads(offer) if offer else None
+    except ValueError:
+        return url, None
 
 
 def redact(url: str) -> str:

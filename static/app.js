@@ -10,11 +10,11 @@ import { startAudio } from './audio.js';
 import { Connection } from './connection.js';
 import { meterValue, mouthToEar } from './figures.js';
 import { LINK_NAMES, openWebSocketLink } from './link.js';
-import { cleanLabel, MAX_LABEL_LENGTH, splitSlot } from './members.js';
+import { cleanLabel, MAX_LABEL_LENGTH, memberFrame } from './members.js';
 import { qrMatrix, svgElement } from './qr.js';
 import { COPIES_ON, RedundantSender } from './redundancy.js';
 import { newRoomName, roomFromLocation, roomUrl, wsUrl } from './room.js';
-import { fetchOffer, offerFor, openLink } from './transport.js';
+import { fetchOffer, offerFor, openLink, parseOffer } from './transport.js';
 
 const STATS_INTERVAL_MS = 500;
 
@@ -78,7 +78,7 @@ function dispatch(event) {
 function perform(effect) {
   switch (effect.type) {
     case 'open':
-      startLink(effect.link, effect.url);
+      startLink(effect.link, effect.url, effect.webtransport);
       break;
     case 'send':
       links.get(effect.link)?.sendText(JSON.stringify(effect.message));
@@ -122,12 +122,16 @@ function perform(effect) {
   }
 }
 
-/** Open the machine's link number `number`; its events go back to the machine with that number. */
-function startLink(number, url) {
+/**
+ * Open the machine's link number `number`; its events go back to the machine with that number. movedOffer: the
+ * WebTransport offer of url's process, when the server moved us there and named one (else the page's own serves
+ * the page's own /ws).
+ */
+function startLink(number, url, movedOffer) {
   try {
     const codec = session ? session.codec : undefined; // PCM16 frames are too big for datagrams
-    const ownOffer = offerFor(url, wsUrl(location), offer);
-    links.set(number, openLink({ webSocketUrl: url, offer: ownOffer, codec, openWebSocketLink }, {
+    const linkOffer = movedOffer !== undefined ? parseOffer(movedOffer) : offerFor(url, wsUrl(location), offer);
+    links.set(number, openLink({ webSocketUrl: url, offer: linkOffer, codec, openWebSocketLink }, {
       onOpen: () => dispatch({ type: 'linkOpen', link: number }),
       onText: (text) => dispatch({ type: 'text', link: number, text }),
       onAudio: (buffer) => play(number, buffer),
@@ -147,7 +151,7 @@ function play(number, buffer) {
   connection.heard(number, performance.now());
   if (number !== connection.link || !connection.inCall || !session) return;
   if (connection.group.group) {
-    const marked = splitSlot(buffer);
+    const marked = memberFrame(connection.group, buffer);
     if (marked) session.receiveFrom(marked.slot, marked.frame);
   } else {
     session.receive(buffer);
@@ -547,8 +551,11 @@ function init() {
   });
   window.addEventListener('online', () => dispatch({ type: 'online' }));
   // Into the back/forward cache: leave at once, so the partner hears "Partner left" now, not after a timeout.
+  // Unloaded: a WebSocket says goodbye (1001) by itself; a WebTransport session that just vanished would look like
+  // a dropped network, its place held for a resume and the partner told "reconnecting" for the window.
   window.addEventListener('pagehide', (event) => {
     if (event.persisted) dispatch({ type: 'pageHidden' });
+    else links.get(connection.link)?.close(1001, 'page closed');
   });
   window.addEventListener('pageshow', (event) => {
     if (event.persisted) dispatch({ type: 'pageShown' });

@@ -8,7 +8,8 @@
 // in order:
 //
 //   {type: 'startAudio'}                       start the microphone; answer audioStarted or audioFailed
-//   {type: 'open', link, url}                  open link number `link` to url; its events carry `link`
+//   {type: 'open', link, url[, webtransport]}  open link number `link` to url; its events carry `link`;
+//                                              webtransport: the offer of url's process, when a move named one
 //   {type: 'send', link, message}              send a control message (an object, as JSON) on it
 //   {type: 'close', link, code, reason}        close it (its events are ignored from now on)
 //   {type: 'schedule', timer, ms}              dispatch {type: timer} in ms (replacing one pending)
@@ -78,6 +79,7 @@ export class Connection {
     this.token = null; // the resume token of the current session
     this.windowMs = 0; // how long the server holds our place after a drop
     this.home = null; // the /ws URL of the process holding the session (after a move: not the public one)
+    this.homeOffer = null; // the WebTransport offer of home's process when a move named one (else: the page's own)
     this.droppedAt = 0;
     this.attempt = 0; // connection attempts since the server last put us somewhere
     this.retryInMs = 0;
@@ -237,11 +239,15 @@ function micFailed(m, e) {
   m.state = 'idle';
 }
 
-/** A new session at url (the page's own address unless the server sent us elsewhere). */
-function connectFresh(m, e, url = m.publicUrl(m.room)) {
+/**
+ * A new session at url (the page's own address unless the server sent us elsewhere, with the WebTransport offer
+ * of that process if it named one).
+ */
+function connectFresh(m, e, url = m.publicUrl(m.room), offer = null) {
   m.cancel('retryDue');
   m.token = null;
   m.home = withoutCall(url); // the move's call token is good once; a resume goes back without it
+  m.homeOffer = offer;
   openLink(m, sessionUrl(url));
   m.state = 'connecting';
 }
@@ -250,7 +256,9 @@ function openLink(m, url) {
   m.link = ++m.linkSeq;
   m.url = url;
   m.linkOpen = false;
-  m.emit({ type: 'open', link: m.link, url });
+  const open = { type: 'open', link: m.link, url };
+  if (m.homeOffer !== null) open.webtransport = m.homeOffer;
+  m.emit(open);
 }
 
 /** The link is gone (or being left): stop what ran on it, leave the group room. */
@@ -389,7 +397,7 @@ function findSomeoneElse(m) {
 function moveTo(m, e) {
   if (typeof e.url !== 'string') return;
   closeLink(m, 'moved');
-  connectFresh(m, e, e.url);
+  connectFresh(m, e, e.url, e.webtransport ?? null);
 }
 
 function refuseRoom(m) {

@@ -70,6 +70,16 @@ export function splitSlot(buffer) {
 }
 
 /**
+ * A group room's binary message as splitSlot() splits it, if its slot is a member's the room knows; else null.
+ * Over WebTransport a frame (a datagram) and the notices (on a stream) do not keep one order: a datagram can come
+ * after its sender's `left`, or from a slot that was never announced, and must not make a member of it.
+ */
+export function memberFrame(room, buffer) {
+  const marked = splitSlot(buffer);
+  return marked && room.members.some((m) => m.slot === marked.slot) ? marked : null;
+}
+
+/**
  * A name typed by the user as the label to send: trimmed and cut to 32 code points (the server counts
  * code points), or null when nothing is left.
  */

@@ -297,6 +297,11 @@ RECORD_STATUS_JS = """() => {
 }"""
 
 
+async def without_webtransport(page: Page) -> None:
+    """Make the page one of a browser without WebTransport (as WebKitGTK is): its next link is a WebSocket."""
+    await page.evaluate("() => { delete window.WebTransport; }")
+
+
 async def status(page: Page) -> str:
     return await page.text("#status")
 

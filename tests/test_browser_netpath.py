@@ -153,6 +153,28 @@ async def test_plain_webrtc_call_across_the_path_is_heard_both_ways(path, signal
     assert await ann.evaluate(SELECTED_PAIR_JS) == [path.client_address, path.server_address]
 
 
+async def test_call_over_webtransport_across_the_lossy_path_is_heard_both_ways(path, call):
+    """The same path with WebTransport offered: Ann's page talks over WebTransport (the figures line says so), her
+    audio crosses the path as datagrams, and each hears the other's tone despite the loss."""
+    config = duoduel.Config(host=path.server_address, port=0, room_size=2, webtransport=True, webtransport_port=0)
+    async with running_server(config) as server:
+        ann, bob = await call(server.origin)
+        for page in (ann, bob):
+            await page.wait_for(
+                "() => window.duoduel.link?.kind === 'webtransport' && "
+                "document.getElementById('stats').textContent.includes('over WebTransport')",
+                timeout=TIMEOUT_S, what="the call over WebTransport, as the figures line says")
+        assert await played_hz(ann, PARTNER_SAMPLES_JS) == pytest.approx(TONES["bob"], abs=HZ_TOLERANCE)
+        assert await played_hz(bob, PARTNER_SAMPLES_JS) == pytest.approx(TONES["ann"], abs=HZ_TOLERANCE)
+        paths = {page.name: (await page.evaluate("() => window.duoduel.paths"))["pathMs"] for page in (ann, bob)}
+        assert paths["ann"] >= 25 and paths["bob"] < 25, paths
+        addresses = {session.remote_address[0] for session in server.webtransport.sessions}
+        assert path.client_address in addresses  # Ann's session comes from behind the path
+        crossed = path.stats()
+        for direction in ("up", "down"):
+            assert crossed[direction]["delivered"] > 200 and crossed[direction]["lost"] > 0, crossed
+
+
 async def test_call_over_webtransport_recovers_lost_datagrams_from_the_next_ones_copies(path, call):
     """Over WebTransport across the lossy path, each page recovers frames whose datagram was lost from the copy
     in the next one: its playback counts recovered frames, and fewer frames it never played than it recovered."""

@@ -124,7 +124,8 @@ def test_help_lists_the_flags():
     result = run_command(sys.executable, "duoduel.py", "--help")
     assert result.returncode == 0
     for flag in ("--host", "--port", "--https", "--cert", "--key", "--static", "--allow-origin", "--max-clients",
-                 "--relay-route", "--no-webtransport", "--webtransport-port", "--max-webtransport-sessions", "--log-level"):
+                 "--relay-route", "--no-webtransport", "--webtransport-port", "--webtransport-host",
+                 "--max-webtransport-sessions", "--log-level"):
         assert flag in result.stdout
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import secrets
 import signal
@@ -21,6 +22,7 @@ from cluster import (
     until_connected,
 )
 from conftest import ROOT, http_request, receive_json, round_trip, run_command, until
+from wt_client import open_session
 from core.shared import ALIVE_KEY, CALL_KEY, CALL_MS, ROOM_KEY
 
 pytestmark = pytest.mark.timeout(90)
@@ -452,3 +454,55 @@ async def test_frozen_redis_times_out_into_local_pairing(redis_server, processes
     waiter = await arrive(a.running.ws_url())
     newcomer = await arrive(b.running.ws_url())
     assert waiter.told == {"type": "waiting"} and newcomer.moves == 1 and newcomer.told == {"type": "connected"}
+
+
+async def offer_of(process: Duoduel) -> dict:
+    """The process's WebTransport offer, from its /webtransport.json."""
+    return json.loads((await http_request(process.running, "/webtransport.json")).body)
+
+
+async def offer_published(redis_server: RedisServer, process: Duoduel) -> None:
+    """Wait until the process's liveness key carries its WebTransport offer (from its first heartbeat on)."""
+    inspect = redis_server.client()
+
+    async def published() -> bool:
+        return " " in (inspect.get(ALIVE_KEY + process_id(process)) or "")
+
+    await until(published, "the process's offer in the shared lobby")
+
+
+async def test_webtransport_newcomer_is_moved_with_the_other_process_offer(processes, redis_server):
+    """A waiter on A, a WebTransport newcomer on B: B's `moved` names A's /ws and A's WebTransport offer (its UDP port
+    and certificate hash); a session opened with that offer and the call token is paired with the waiter on A."""
+    a, b = processes
+    a_offer = await offer_of(a)
+    await offer_published(redis_server, a)
+    waiter = await arrive(a.running.ws_url())
+    assert waiter.told == {"type": "waiting"}
+    b_offer = await offer_of(b)
+    async with open_session(b_offer["port"], "/wt", b_offer["certificateHashes"][0]) as newcomer:
+        newcomer.send_line(json.dumps({"type": "ping", "t": 0}))
+        while (moved := json.loads(await newcomer.line()))["type"] == "pong":
+            pass
+        assert moved["type"] == "moved" and moved["webtransport"] == a_offer, moved
+        assert moved["url"].startswith(f"ws://127.0.0.1:{a.port}/ws?call=")
+        call = urllib.parse.urlsplit(moved["url"]).query
+    async with open_session(a_offer["port"], f"/wt?{call}", a_offer["certificateHashes"][0]) as arrived:
+        arrived.send_line(json.dumps({"type": "ping", "t": 0}))
+        while (told := json.loads(await arrived.line()))["type"] == "pong":
+            pass
+        assert told == {"type": "connected"}
+        await until_connected(waiter)
+        arrived.send_datagram(b"over webtransport, moved")
+        assert await asyncio.wait_for(waiter.websocket.recv(), 5) == b"over webtransport, moved"
+
+
+async def test_websocket_newcomer_is_moved_without_an_offer(processes, redis_server):
+    """A WebSocket client is moved as before: its `moved` names the /ws URL alone."""
+    a, b = processes
+    await offer_published(redis_server, a)
+    waiter = await arrive(a.running.ws_url())
+    assert waiter.told == {"type": "waiting"}
+    async with connect(b.running.ws_url()) as websocket:
+        moved = await receive_json(websocket)
+    assert moved["type"] == "moved" and "webtransport" not in moved

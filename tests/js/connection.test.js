@@ -411,6 +411,26 @@ test('after_a_move_the_page_resumes_on_the_process_it_was_moved_to_without_the_c
   assert.equal(page.opened, 'wss://h/p/b/ws?resume=on-b');
 });
 
+test('a_move_that_names_a_webtransport_offer_opens_with_it_and_resumes_with_it', () => {
+  const offer = { port: 8082, path: '/wt', certificateHashes: [] };
+  const page = started();
+  page.hears({ type: 'moved', url: 'wss://h/p/b/ws?call=C4ll', webtransport: offer });
+  const open = page.effects.find((e) => e.type === 'open');
+  assert.deepEqual([open.url, open.webtransport], ['wss://h/p/b/ws?call=C4ll&resumable=1', offer]);
+  page.opens();
+  page.hears({ type: 'session', token: 'on-b', window: WINDOW_S });
+  page.hears({ type: 'connected' });
+  page.closes(1006);
+  const resume = page.effects.find((e) => e.type === 'open');
+  assert.deepEqual([resume.url, resume.webtransport], ['wss://h/p/b/ws?resume=on-b', offer]);
+});
+
+test('a_move_without_an_offer_opens_with_none', () => {
+  const page = started();
+  page.hears({ type: 'moved', url: 'wss://h/p/b/ws?call=C4ll' });
+  assert.equal(page.effects.find((e) => e.type === 'open').webtransport, undefined);
+});
+
 test('a_resume_refused_by_a_live_process_is_a_new_session_there_after_partner_left', () => {
   const page = inCall();
   page.closes(1006);

@@ -1,7 +1,7 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 
-import { cleanLabel, emptyRoom, reduceRoom, splitSlot } from '../../static/members.js';
+import { cleanLabel, emptyRoom, memberFrame, reduceRoom, splitSlot } from '../../static/members.js';
 
 function joinedRoom() {
   return reduceRoom(emptyRoom(), {
@@ -78,4 +78,14 @@ test('a typed name is trimmed and cut to 32 code points', () => {
   assert.equal(cleanLabel('x'.repeat(40)).length, 32);
   const emoji = '😀'.repeat(40);
   assert.equal(Array.from(cleanLabel(emoji)).length, 32);
+});
+
+test('memberFrame_takes_frames_of_known_members_only', () => {
+  const room = reduceRoom(emptyRoom(), { type: 'room', slot: 0, label: 'Ann', size: 3, members: [{ slot: 1, label: 'Bob' }] });
+  const frame = (slot) => new Uint8Array([slot, 7, 8]).buffer;
+  assert.deepEqual(Array.from(memberFrame(room, frame(1)).frame), [7, 8]);
+  assert.equal(memberFrame(room, frame(2)), null, 'a slot never announced');
+  const after = reduceRoom(room, { type: 'left', slot: 1 });
+  assert.equal(memberFrame(after, frame(1)), null, 'a datagram that came after its sender left');
+  assert.equal(memberFrame(room, new ArrayBuffer(0)), null);
 });
