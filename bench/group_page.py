@@ -7,7 +7,7 @@ Eight headless Chromium pages are too heavy for a 2-core machine, so the room ho
 K-1 scripted members. The scripted members send real Opus: first a page records 3 s of what it sends
 (its own frames, through the public `session.measure.sent` hook, with a fake microphone playing a
 tone); then each scripted member loops that recording every 20 ms with its own sequence numbers and
-capture times. Chromium runs on CPU 0; the server (`--room-size 8`) and the scripted members on CPU 1.
+capture times, sealed with the room's key as a page seals them (tests/sframe.py). Chromium runs on CPU 0; the server (`--room-size 8`) and the scripted members on CPU 1.
 Over `--seconds` of steady state it reads /proc for the page's renderer (which runs the decoders, the
 jitter buffers and the playback worklets) and for all of Chromium's processes together (the audio
 service writes to the null output), and prints a JSON line per room size: CPU as % of one core,
@@ -33,7 +33,9 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "tests"))
 
 from browser import launch_args, write_tone  # noqa: E402
+from pages import ROOM_KEY, room_path  # noqa: E402
 from ports import free_port  # noqa: E402
+from sframe import RoomSender, room_key_from_link  # noqa: E402
 
 FRAME_S = 0.020
 RECORD_S = 3.0
@@ -92,7 +94,7 @@ async def record_frames(playwright, origin: str, folder: Path) -> list[bytes]:
     browser = await playwright.chromium.launch(**launch_args(write_tone(folder / "rec.wav", 440.0)))
     try:
         page = await browser.new_page()
-        await page.goto(f"{origin}/r/bench-record")
+        await page.goto(origin + room_path("bench-record"))
         await page.click("#start")
         await page.wait_for_function("() => window.duoduel.session && window.duoduel.session.codec === 'opus'")
         frames = await page.evaluate(RECORD_JS, RECORD_S)
@@ -103,10 +105,11 @@ async def record_frames(playwright, origin: str, folder: Path) -> list[bytes]:
     return [bytes(f) for f in frames]
 
 
-async def scripted_member(url: str, frames: list[bytes], stop: asyncio.Event) -> None:
-    """Join the room and send the recorded frames in a loop, 20 ms apart, as a member's page would."""
+async def scripted_member(url: str, room: str, frames: list[bytes], stop: asyncio.Event) -> None:
+    """Join the room and send the recorded frames in a loop, 20 ms apart, sealed, as a member's page would."""
     from websockets.asyncio.client import connect
 
+    sender = RoomSender(room_key_from_link(ROOM_KEY), room)
     async with connect(url, origin=url.replace("ws://", "http://").split("/ws")[0]) as ws:
         first = json.loads(await ws.recv())
         assert first["type"] == "room", first
@@ -123,7 +126,7 @@ async def scripted_member(url: str, frames: list[bytes], stop: asyncio.Event) ->
             frame = bytearray(frames[seq % len(frames)])
             struct.pack_into("<H", frame, 2, seq % 65536)  # the header's seq and capture time are ours
             struct.pack_into("<d", frame, 8, time.time() * 1000)
-            await ws.send(bytes(frame))
+            await ws.send(sender.seal(bytes(frame)))
             seq += 1
             await asyncio.sleep(max(0.0, start + seq * FRAME_S - loop.time()))
         reader.cancel()
@@ -140,12 +143,12 @@ async def measure_room(playwright, origin: str, frames: list[bytes], folder: Pat
     tasks: list[asyncio.Task] = []
     try:
         page = await browser.new_page()
-        await page.goto(f"{origin}/r/{room}")
+        await page.goto(origin + room_path(room))
         await page.click("#start")
         await page.wait_for_function("() => window.duoduel.group.group")
         url = origin.replace("http://", "ws://") + f"/ws?room={room}"
         for _ in range(members - 1):
-            tasks.append(asyncio.create_task(scripted_member(url, frames, stop)))
+            tasks.append(asyncio.create_task(scripted_member(url, room, frames, stop)))
         await page.wait_for_function("(n) => window.duoduel.session.memberCount === n", arg=members - 1)
         await asyncio.sleep(WARMUP_S)
         counters = await page.evaluate(COUNTERS_JS)

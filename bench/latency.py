@@ -42,11 +42,12 @@ measures per direction and prints one JSON object (with --runs N: every run, the
   estimate_ms       a frame-by-frame breakdown: receive time - capture time of every frame (main thread,
                     before decoding), split at the moment the page hands the frame to the WebSocket into
                     capture_to_send (filling the 20 ms frame + worklet->main thread + Opus encoder) and
-                    send_to_receive (WebSocket, server relay, WebSocket, main thread dispatch).
+                    send_to_receive (sealing, WebSocket, server relay, WebSocket, main thread dispatch, opening):
+                    the measuring hook gives each frame in clear, before the page seals it and once it is opened.
   dropouts          (concealed frames + underruns) / frames expected (50/s), from the receiver's jitter
                     buffer over the measured span; an underrun counts as one frame (a lower bound).
-  kbit_s            binary frame bytes (16-byte header + payload) received per second; WebSocket and
-                    TCP/IP framing excluded.
+  kbit_s            frame bytes in clear (16-byte header + payload) received per second; the 19 to 28 bytes of
+                    end-to-end encryption (docs/protocol.md), WebSocket and TCP/IP framing excluded.
 
 --call names the calls to measure, alternating in each run: duoduel (over whichever transport the page picks),
 webtransport (duoduel, the bench waiting until both pages say "over WebTransport"), websocket (duoduel.py
@@ -121,7 +122,7 @@ sys.path.insert(0, str(ROOT / "tests"))
 
 from browser import find_chromium, missing_browser, write_click_train  # noqa: E402
 from firefox import PulseAudio, find_firefox, missing_firefox  # noqa: E402
-from pages import ChromiumPage, FirefoxPage  # noqa: E402
+from pages import ChromiumPage, FirefoxPage, room_path  # noqa: E402
 
 sys.path.insert(0, str(ROOT))
 from bench.impair import Impairment, Link  # noqa: E402
@@ -749,7 +750,7 @@ async def run(args: argparse.Namespace, call: str = "duoduel", netpath: NetPath 
             async with async_playwright() as playwright:
                 info = []
                 names = "abcdefgh"[:max(2, args.room_members)]
-                path = "/r/bench-latency" if args.room_members > 2 else "/"
+                path = room_path("bench-latency") if args.room_members > 2 else "/"
                 page_origins = origins + (origin,) * (len(names) - 2)
                 for engine, name, page_origin in zip(args.browsers, names, page_origins):
                     page = await open_page(engine, name, page_origin, wav, args.period, playwright, pulse, path,

@@ -38,6 +38,8 @@ ROOM_SIZE = 8
 MAX_ROOM_SIZE = 16
 # A member's label is shown to the others as text, never as markup.
 MAX_LABEL = 32
+# A lobby call's key message, passed to the partner unread (the page's are under 120 characters).
+MAX_KEY_MESSAGE = 256
 # How long a client whose socket dropped keeps its place for a resume (issue 13):
 # a network change or a laptop lid shut for a moment, not a page that left.
 RESUME_WINDOW = 10.0

@@ -13,7 +13,7 @@ from collections import Counter
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
-from core.config import MAX_LABEL, Config
+from core.config import MAX_KEY_MESSAGE, MAX_LABEL, Config
 
 if TYPE_CHECKING:
     from core.link import Link
@@ -25,6 +25,8 @@ WAITING = json.dumps({"type": "waiting"})
 CONNECTED = json.dumps({"type": "connected"})
 DISCONNECTED = json.dumps({"type": "disconnected"})
 BAD_LABEL = f"label must be text of 1 to {MAX_LABEL} characters"
+KEY_ALONE = "key needs a partner: you are not in a call of two"
+BAD_KEY = f"a key message is at most {MAX_KEY_MESSAGE} characters"
 
 
 @dataclass(eq=False)
@@ -202,6 +204,15 @@ def close_soon(lobby: Lobby, client: Client, code: int, reason: str, label: str)
 def where(client: Client) -> str:
     """Name the client's room for a log line."""
     return "" if client.room is None else f" in room {client.room}"
+
+
+def pass_key(client: Client, text: str) -> None:
+    """Hand a key message to the partner exactly as it came: the pages agree a key, the server only carries it."""
+    if client.group is not None or client.partner is None:
+        return send_error(client, KEY_ALONE)
+    if len(text) > MAX_KEY_MESSAGE:
+        return send_error(client, BAD_KEY)
+    client.partner.link.send_text(text)
 
 
 # Group rooms: every member hears every other. A member holds a slot, the

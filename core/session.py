@@ -29,7 +29,7 @@ from http import HTTPStatus
 
 from core.config import MAX_PATH_MS
 from core.link import Link
-from core.lobby import Client, Lobby, enter, leave, next_partner, send_error, set_label, where
+from core.lobby import Client, Lobby, enter, leave, next_partner, pass_key, send_error, set_label, where
 from core.resume import forget_token, grant_token, hold, holdable, resume
 from core.shared import CALL_TOKEN, CALL_UNKNOWN
 
@@ -165,6 +165,8 @@ async def control(lobby: Lobby, client: Client, text: str) -> None:
         set_label(client, message.get("label"))
     elif kind == "ping":
         answer_ping(client, message)
+    elif kind == "key":
+        pass_key(client, text)
     else:
         send_error(client, f"unknown message type {kind[:40]!r}")
 

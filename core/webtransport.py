@@ -29,7 +29,9 @@ trusts.
 aioquic internals, which is why requirements.txt pins aioquic: the HTTP/3
 SETTINGS come from H3Connection._get_local_settings() (SessionSettingsH3), the
 audio backlog is QuicConnection._datagrams_pending (an unbounded deque that
-only congestion control drains), QuicConnectionProtocol._loop times the
+only congestion control drains), the control stream's unacknowledged bytes are
+its QuicStreamSender's _buffer_stop less _buffer_start (reached through
+QuicConnection._streams), QuicConnectionProtocol._loop times the
 control stream's deadline, and acknowledgements are paced through
 QuicConnection._ack_delay (how long an ACK may wait), the 1-RTT packet space's
 ack_at (when it is due: brought forward to ride on audio) and the protocol's
@@ -38,7 +40,7 @@ that calls for nothing at once). tests/test_webtransport.py exercises each
 through a real connection: the settings a client reads, the backlog of a
 receiver that stopped acknowledging, a session closed for want of a control
 stream, the packets a page receives for its echoed audio, a page that sends
-no audio still acknowledged.
+no audio still acknowledged, a page that acknowledges no control message.
 """
 
 from __future__ import annotations
@@ -106,9 +108,9 @@ MAX_CONTROL_BACKLOG = 64 * 1024
 # past these a new connection is refused, so that handshakes cannot fill the memory. Retry (serve()) has
 # already checked each one's address.
 MAX_CONNECTIONS_WITHOUT_SESSION = 256
-# Sessions open at once (--max-webtransport-sessions): aioquic costs about four times a wss:// frame per
-# datagram (docs/performance.md: about 44 calls per core), so past these a page is refused (503) and its
-# page falls back to the WebSocket, which costs less.
+# Sessions open at once (--max-webtransport-sessions): aioquic costs about three times a wss:// frame per
+# datagram (docs/performance.md: about 40 calls per core), so past these a page is refused (503) and
+# falls back to the WebSocket, which costs less.
 MAX_SESSIONS = 80
 BUSY = "WebTransport is busy here: the page uses the WebSocket instead."
 # How long an ACK may wait to ride on an audio datagram before it goes alone: the max_ack_delay aioquic

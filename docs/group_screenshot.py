@@ -20,6 +20,7 @@ sys.path[:0] = [str(ROOT), str(ROOT / "tests")]
 
 import duoduel  # noqa: E402
 from browser import launch_args, write_tone  # noqa: E402
+from pages import room_path  # noqa: E402
 
 PEOPLE = [("Ann", 440.0), ("Bob", 554.0), ("Cyd", 660.0), (None, 880.0)]
 
@@ -36,7 +37,7 @@ async def shoot(out: Path) -> None:
         for name, hz in PEOPLE:
             browser = await playwright.chromium.launch(**launch_args(write_tone(folder / f"{hz:g}.wav", hz)))
             page = await browser.new_page(viewport={"width": 1100, "height": 1000})
-            await page.goto(f"{origin}/r/study-group")
+            await page.goto(origin + room_path("study-group"))
             if name:
                 await page.evaluate("(name) => localStorage.setItem('duoduel.name', name)", name)
                 await page.reload()

@@ -3,11 +3,14 @@
 // group room's members, the private room's link. The connection logic itself is all in connection.js.
 //
 // The protocol is in docs/protocol.md: text messages are JSON control messages, for the machine; binary
-// messages are audio for session.receive(). In a group room every binary message starts with its
-// sender's slot. Everything here runs on the main thread; audio lives in audio.js.
+// messages are audio, sealed end to end (encryption.js): opened, they go to the audio session. In a group
+// room every binary message starts with its sender's slot. Everything here runs on the main thread; audio
+// lives in audio.js.
 
-import { startAudio } from './audio.js';
+import { PARTNER, startAudio } from './audio.js';
 import { Connection } from './connection.js';
+import { newRoomKey, roomKeyFromFragment } from './e2ee.js';
+import { Encryption } from './encryption.js';
 import { meterValue, mouthToEar } from './figures.js';
 import { LINK_NAMES, openWebSocketLink } from './link.js';
 import { cleanLabel, MAX_LABEL_LENGTH, memberFrame } from './members.js';
@@ -49,6 +52,8 @@ const els = {
   qr: $('qr'),
   lobbyLine: $('lobby-line'),
   lobbyLink: $('lobby-link'),
+  safety: $('safety'),
+  safetyCode: $('safety-code'),
   partnerLabel: $('partner-label'),
   group: $('group'),
   name: $('name'),
@@ -57,6 +62,9 @@ const els = {
 };
 
 const connection = new Connection({ publicUrl: (room) => wsUrl(location, room) });
+// Events for the machine come a turn later: never in the middle of performing another event's effects.
+const encryption = new Encryption({ send: sendSealed, deliver, report: (event) => queueMicrotask(() => dispatch(event)) });
+let roomKey = null; // the private room's key as its link spells it (the fragment), or null
 const links = new Map(); // link number -> the link the machine opened, until it closes
 const timers = new Map(); // the machine's timers: event type -> setTimeout id
 const redundancy = new RedundantSender(COPIES_ON.webtransport); // copies of our frames, for a link that loses datagrams
@@ -114,6 +122,9 @@ function perform(effect) {
     case 'restartMember':
       if (session) session.restartMember(effect.slot);
       break;
+    case 'callKey':
+      encryption.callKey(effect);
+      break;
     case 'warn':
       console.warn('duoduel:', effect.text);
       break;
@@ -146,22 +157,38 @@ function startLink(number, url, movedOffer) {
   }
 }
 
-/** An audio frame from the server: to the partner's playback, or the member's its slot names. */
+/** An audio frame from the server: opened, then to the partner's playback, or the member's its slot names. */
 function play(number, buffer) {
   connection.heard(number, performance.now());
   if (number !== connection.link || !connection.inCall || !session) return;
   if (connection.group.group) {
     const marked = memberFrame(connection.group, buffer);
-    if (marked) session.receiveFrom(marked.slot, marked.frame);
+    if (marked) encryption.open(marked.slot, marked.frame);
   } else {
-    session.receive(buffer);
+    encryption.open(PARTNER, buffer);
   }
 }
 
+/** An opened frame, if whoever sent it is still here (opening takes a moment; they may have left). */
+function deliver(source, frame) {
+  if (!connection.inCall || !session) return;
+  const here = connection.group.group
+    ? connection.group.members.some((member) => member.slot === source)
+    : source === PARTNER;
+  if (here) session.receiveFrom(source, frame);
+}
+
+/** A frame from the encoder: sealed on its way out (nothing leaves without a key). */
 function sendFrame(frame) {
   if (!connection.inCall) return;
+  // A link that loses datagrams carries a copy of the previous frame in each: packed before sealing, so that the
+  // copy is inside the same seal (docs/design.md, Lost datagrams).
   const link = links.get(connection.link);
-  if (link) link.sendAudio(COPIES_ON[link.kind] > 0 ? redundancy.pack(frame) : frame);
+  encryption.seal(link && COPIES_ON[link.kind] > 0 ? redundancy.pack(frame) : frame);
+}
+
+function sendSealed(sealed) {
+  if (connection.inCall) links.get(connection.link)?.sendAudio(sealed);
 }
 
 // Drawing the page from the machine.
@@ -185,8 +212,11 @@ function render() {
   els.start.hidden = start.hidden;
   els.next.disabled = !connection.linkOpen;
   els.headphonesHint.hidden = !connection.inCall;
+  const code = connection.safetyCode;
+  els.safety.hidden = code === null;
+  setText(els.safetyCode, code ?? '');
   if (drawn.group !== connection.group || drawn.reconnecting !== connection.reconnectingSlots) renderGroup();
-  const place = [connection.room, connection.state === 'roomFull', connection.roomError !== null, connection.group.group].join();
+  const place = [connection.room, roomKey, connection.state === 'roomFull', connection.roomError !== null, connection.group.group].join();
   if (drawn.place !== place) renderRoom();
   drawn = { group: connection.group, reconnecting: connection.reconnectingSlots, place };
 }
@@ -286,6 +316,12 @@ function figuresLine(parts) {
   return parts.filter(Boolean).join(' · ');
 }
 
+/** Whether what goes out is sealed, and how many frames that came in could not be opened (dropped). */
+function encryptionFigures() {
+  const { keyed, failed } = encryption.stats();
+  return [keyed ? 'end-to-end encrypted' : '', failed > 0 ? `${failed} not decrypted` : ''];
+}
+
 function drawStats() {
   if (!session) return;
   const { roundTrips } = connection;
@@ -310,6 +346,7 @@ function drawStats() {
     `in ${s.partnerCodec || '–'} ${whole(s.kbpsIn)} kbit/s`,
     `≈ mouth-to-ear ${toEar}`,
     over(),
+    ...encryptionFigures(),
   ]);
 }
 
@@ -408,6 +445,7 @@ function drawGroupStats(s) {
     `out ${s.codec} ${whole(s.kbpsOut)} kbit/s`,
     `${others} other${others === 1 ? '' : 's'} in the room`,
     over(),
+    ...encryptionFigures(),
   ]);
   for (const [slot, row] of rows) {
     const m = session.memberStats(slot);
@@ -425,11 +463,24 @@ function drawGroupStats(s) {
 
 // Private rooms.
 
-/** Take up the room the page URL names (or the lobby): the machine reconnects if the call had started. */
+/**
+ * Take up the room the page URL names, with the key in its fragment (or the lobby): the machine reconnects
+ * if the call had started. A room without its key is a bad link: Start waits for another.
+ */
 function followLocation() {
   const found = roomFromLocation(location.pathname, location.search);
-  const bad = found !== null && typeof found === 'object';
-  dispatch({ type: 'place', room: bad ? null : found, roomError: bad ? found.error : null });
+  let room = found;
+  let roomError = null;
+  let key = null;
+  if (found !== null && typeof found === 'object') {
+    [room, roomError] = [null, found.error];
+  } else if (found !== null) {
+    key = roomKeyFromFragment(location.hash);
+    if (!(key instanceof Uint8Array)) [room, roomError, key] = [null, key.error, null];
+  }
+  roomKey = key === null ? null : location.hash.slice(1);
+  encryption.useRoom(room, key);
+  dispatch({ type: 'place', room, roomError });
 }
 
 function renderRoom() {
@@ -447,7 +498,7 @@ function renderRoom() {
   els.qr.replaceChildren();
   els.roomNote.textContent = '';
   if (!inRoom) return;
-  const url = roomUrl(location.origin, room);
+  const url = roomUrl(location.origin, room, roomKey);
   els.roomLink.href = url;
   els.roomLink.textContent = url;
   els.roomNote.textContent = group.group
@@ -475,14 +526,15 @@ async function copyRoomLink() {
   }
 }
 
-/** Move this page to another room (null: the lobby). */
-function goTo(name) {
-  history.pushState(null, '', name === null ? '/' : `/r/${name}`);
+/** Move this page to another room, whose key is `key` (null: the lobby). */
+function goTo(name, key = null) {
+  history.pushState(null, '', name === null ? '/' : roomUrl(location.origin, name, key));
   followLocation();
 }
 
+/** A new room: a name nobody can guess, and a key of its own that only its link carries. */
 function createRoom() {
-  goTo(newRoomName());
+  goTo(newRoomName(), newRoomKey());
   copyRoomLink();
 }
 
@@ -597,6 +649,10 @@ window.duoduel = {
   },
   get talking() {
     return talking;
+  },
+  /** End-to-end encryption's counters: keyed, sealed, opened, failed (not decrypted, dropped), ... */
+  get encryption() {
+    return encryption.stats();
   },
   /** The one-way paths to the server that the mouth-to-ear estimate adds: ours and the partner's (ms or null). */
   get paths() {

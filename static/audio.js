@@ -63,9 +63,10 @@ export class AudioSession {
      * Set any member to a function; each is called synchronously and its errors are only logged.
      *   captured(samples, captureTime)  every captured frame (Float32Array at the context rate, valid
      *                                   only during the call) and the wall-clock ms of its first sample
-     *   sent(frame, captureTime)        every binary frame handed to onFrame, and its capture time
-     *   received(frame, slot)           every binary frame from a member, before decoding (slot: its group-room
-     *                                   slot, PARTNER (-1) in a call of two; frame without the slot byte)
+     *   sent(frame, captureTime)        every binary frame handed to onFrame, and its capture time: the frame
+     *                                   in clear, header and all, before the page seals it (encryption.js)
+     *   received(frame, slot)           every binary frame from a member, opened (in clear), before decoding
+     *                                   (slot: its group-room slot, PARTNER (-1) in a call of two)
      *   arrivals(slot, rows, sampleRate, playback)  what a member's playback worklet takes, as it sees it
      *                                   (PartnerPlayback.recordArrivals): from the member's next frame on; playback
      *                                   numbers the member's playbacks (one starts afresh after a resume)

@@ -3,9 +3,9 @@
 //
 // The page feeds it events, each with `now` (performance.now() ms): the person's (start, next, name, and
 // place: the room the page URL names), the microphone's (audioStarted, audioFailed), the link's (linkOpen,
-// text, linkClosed, linkFailed), the browser's (unsupported, notice, online, pageHidden, pageShown) and
-// the timers' (pingDue, retryDue, autoNextDue). dispatch() returns the effects for the page to perform,
-// in order:
+// text, linkClosed, linkFailed), the browser's (unsupported, notice, online, pageHidden, pageShown), the
+// timers' (pingDue, retryDue, autoNextDue, keyDue) and encryption's (keyOut, keyAgreed, keyFailed,
+// keyVerdict). dispatch() returns the effects for the page to perform, in order:
 //
 //   {type: 'startAudio'}                       start the microphone; answer audioStarted or audioFailed
 //   {type: 'open', link, url[, webtransport]}  open link number `link` to url; its events carry `link`;
@@ -18,9 +18,23 @@
 //   {type: 'addMember' | 'removeMember' | 'restartMember', slot}   a group room's member's playback
 //   {type: 'warn', text}                       something odd from the server, for the console
 //
-// and then draws the page from the machine: status, error, startButton, linkOpen, inCall, room, group.
+//   {type: 'callKey', call, op: 'start' | 'receive' | 'resend' | 'end', message}
+//                                              a lobby call's key exchange (key-exchange.js): start one for
+//                                              call number `call`, hand it the partner's key message, send
+//                                              again what it sent (after a resume), forget it (the call ended)
+//
+// and then draws the page from the machine: status, error, startButton, linkOpen, inCall, room, group,
+// safetyCode.
+//
+// Encryption (docs/design.md, End-to-end encryption): a private room's key comes with the page URL, so
+// the machine knows nothing of it but a wrong one (keyVerdict). A lobby call agrees a key first: the page
+// answers callKey effects with keyOut (a key message to send), keyAgreed or keyFailed; until the key is
+// agreed no audio goes out, the status says so, and after KEY_WAIT_MS without one an error line says what
+// to do.
+//
 // The protocol is docs/protocol.md's; resume.js builds the URLs a session and a resume open.
 
+import { MESSAGES as KEY_MESSAGES } from './e2ee.js';
 import { RoundTrips } from './figures.js';
 import { emptyRoom, reduceRoom } from './members.js';
 import { DROPPED, RESUME_REFUSED, resumeDelay, sessionUrl, withoutCall } from './resume.js';
@@ -32,7 +46,13 @@ export const PING_INTERVAL_MS = 2000;
 export const SILENT_LINK_MS = 6000;
 export const AUTO_NEXT_MS = 1500; // in the lobby, how long "Partner left" shows before we look for someone new
 
+// How long a lobby call waits for the partner's page to agree a key (ECDH takes milliseconds; a page that
+// never answers is one that cannot encrypt), counted while both pages are connected.
+export const KEY_WAIT_MS = 5000;
+
 export const ROOM_FULL = 'This room is full: create a new private room, or go back to the lobby.';
+export const NO_KEY_ANSWER = "Your partner's page did not answer the key exchange, so this call cannot be " +
+  'encrypted: press Next to find someone else.';
 
 /** What the status line says in each state, and its data-state (the colour). */
 const STATUS = {
@@ -41,7 +61,7 @@ const STATUS = {
   starting: () => ['Starting the microphone…', 'connecting'],
   connecting: (m) => [m.attempt === 0 ? 'Connecting…' : 'Reconnecting…', 'connecting'],
   waiting: (m) => [waitingText(m), 'waiting'],
-  connected: () => ['Connected', 'connected'],
+  connected: (m) => CALL_KEY_STATUS[m.key?.state ?? 'ready'],
   partnerReconnecting: () => ['Partner reconnecting…', 'connecting'],
   partnerLeft: () => ['Partner left', 'left'],
   resuming: () => ['Reconnecting…', 'connecting'],
@@ -50,6 +70,16 @@ const STATUS = {
   away: () => ['Reconnecting…', 'connecting'],
   broken: () => ['Not connected', 'left'],
 };
+
+/** A lobby call's status while its key is agreed, once it is, and if it cannot be. */
+const CALL_KEY_STATUS = {
+  agreeing: ['Partner found: setting up encryption…', 'connecting'],
+  ready: ['Connected', 'connected'],
+  failed: ['Cannot encrypt this call', 'left'],
+};
+
+/** The states a lobby call lives through: its key too. */
+const CALL_STATES = new Set(['connected', 'partnerReconnecting', 'resuming']);
 
 function waitingText(m) {
   if (m.group.group) return 'Waiting for others to join…';
@@ -89,6 +119,9 @@ export class Connection {
     this.roundTrips = new RoundTrips();
     this.partnerPathMs = null; // the partner's one-way delay to the server, from our latest pong
     this.lastHeard = 0; // when the current link last brought anything
+    this.callSeq = 0;
+    this.call = 0; // the current lobby call's number, while it lasts; 0: none
+    this.key = null; // the lobby call's key: {state: 'agreeing', 'ready' or 'failed', code: its safety code}
     this.effects = [];
   }
 
@@ -105,6 +138,7 @@ export class Connection {
     if (Object.hasOwn(row, event.type) && row[event.type]) row[event.type](this, event);
     // Whoever played before the call started or ended is not the partner now.
     if (audience(this) !== before) this.emit({ type: 'resetPartner' });
+    if (this.call !== 0 && !CALL_STATES.has(this.state)) endCallKey(this);
     return this.effects;
   }
 
@@ -121,6 +155,11 @@ export class Connection {
   get status() {
     const [text, kind] = STATUS[this.state](this);
     return { text, kind };
+  }
+
+  /** The lobby call's safety code, once its key is agreed; null otherwise. */
+  get safetyCode() {
+    return this.key?.state === 'ready' && this.inCall ? this.key.code : null;
   }
 
   /** Start is the way in; after "Room full" it comes back as "Try again"; otherwise it is hidden. */
@@ -191,6 +230,8 @@ function serverEvent({ text, now, link }) {
     case 'moved':
     case 'pong':
       return { ...message, now, link };
+    case 'key':
+      return { type: 'key', message, now, link };
     default:
       return { type: 'unknown', text: `unknown message type ${message.type}`, now, link };
   }
@@ -203,7 +244,7 @@ function takePlace(m, e) {
   m.room = e.room ?? null;
   m.roomError = e.roomError ?? null;
   if (m.roomError !== null) m.error = { text: m.roomError, about: 'room' };
-  else if (m.error?.about === 'room') m.error = null;
+  else if (m.error?.about === 'room' || m.error?.about === 'key') m.error = null;
 }
 
 function rename(m, e) {
@@ -341,10 +382,14 @@ function wait(m) {
 }
 
 function callStarts(m) {
+  const back = m.state === 'resuming' && m.call !== 0; // our resume brought the same call back
   m.attempt = 0;
   m.partnerGone = false;
   m.cancel('autoNextDue');
   m.state = 'connected';
+  if (m.room !== null) return; // a private room's key is in its link
+  if (back) resendKey(m);
+  else startCallKey(m);
 }
 
 function partnerLeaves(m) {
@@ -379,6 +424,7 @@ function partnerReturns(m, e) {
   }
   m.emit({ type: 'resetPartner' });
   if (m.state === 'partnerReconnecting') m.state = 'connected';
+  if (m.call !== 0) resendKey(m);
 }
 
 /** Next: leave this partner (or the wait) and look for someone else. Only in the lobby. */
@@ -506,6 +552,76 @@ function leaveForNow(m) {
   m.state = 'away';
 }
 
+// A lobby call's key (key-exchange.js does the cryptography; the machine says when, and what the page shows).
+
+/** A new lobby call: its own key exchange, and a bounded wait for it. */
+function startCallKey(m) {
+  m.call = ++m.callSeq;
+  m.key = { state: 'agreeing', code: null };
+  m.emit({ type: 'callKey', call: m.call, op: 'start' });
+  m.schedule('keyDue', KEY_WAIT_MS);
+}
+
+/** After a resume (ours or the partner's) what we sent may have been lost with a socket: send it again. */
+function resendKey(m) {
+  m.emit({ type: 'callKey', call: m.call, op: 'resend' });
+  if (m.key.state === 'agreeing') m.schedule('keyDue', KEY_WAIT_MS);
+}
+
+/** The call is over (the machine checks after every event): its key goes with it. */
+function endCallKey(m) {
+  m.emit({ type: 'callKey', call: m.call, op: 'end' });
+  m.cancel('keyDue');
+  m.call = 0;
+  m.key = null;
+  if (m.error?.about === 'key') m.error = null;
+}
+
+/** The partner's key message, passed on by the server: to this call's exchange. */
+function takeKey(m, e) {
+  if (m.call === 0) warn(m, { text: 'a key message outside a lobby call' });
+  else m.emit({ type: 'callKey', call: m.call, op: 'receive', message: e.message });
+}
+
+/** This call's exchange has a message for the partner. */
+function giveKey(m, e) {
+  if (e.call === m.call) m.send(e.message);
+}
+
+function keyAgreed(m, e) {
+  if (e.call !== m.call) return;
+  m.key = { state: 'ready', code: e.code };
+  m.cancel('keyDue');
+  if (m.error?.about === 'key') m.error = null;
+}
+
+function keyFailed(m, e) {
+  if (e.call !== m.call) return;
+  m.key = { state: 'failed', code: null };
+  m.cancel('keyDue');
+  m.error = { text: e.text, about: 'key' };
+}
+
+/** No key yet: say so, unless a page is reconnecting (its resume sends the key messages again). */
+function keyOverdue(m, e) {
+  if (m.key?.state !== 'agreeing') return;
+  if (m.state === 'connected') keyFailed(m, { ...e, call: m.call, text: NO_KEY_ANSWER });
+  else m.schedule('keyDue', KEY_WAIT_MS);
+}
+
+/**
+ * What the page decrypts says whether its key is right (e2ee.js's verdict): 'wrong' once many frames and
+ * none decrypted, 'ok' once one did. `call` is the lobby call the verdict is about (0: the private room).
+ */
+function keyVerdict(m, e) {
+  if (e.call !== m.call) return;
+  if (e.verdict === 'wrong') {
+    m.error = { text: m.call === 0 ? KEY_MESSAGES.wrongKey : KEY_MESSAGES.wrongCallKey, about: 'key' };
+  } else if (e.verdict === 'ok' && m.error?.about === 'key' && m.key?.state !== 'failed') {
+    m.error = null;
+  }
+}
+
 function linkFailed(m, e) {
   forgetLink(m);
   m.error = { text: `Cannot connect to the server (${e.text}): reload the page.`, about: 'link' };
@@ -539,6 +655,12 @@ const LINKED = {
   name: rename,
   place: reconnectThere,
   pageHidden: leaveForNow,
+  key: takeKey,
+  keyOut: giveKey,
+  keyAgreed,
+  keyFailed,
+  keyDue: keyOverdue,
+  keyVerdict,
 };
 
 /** state -> event type -> transition. An event its state does not list changes nothing. */

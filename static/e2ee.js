@@ -48,6 +48,8 @@ export const MESSAGES = Object.freeze({
     'Open the full link, or create a new private room.',
   wrongKey: 'Nothing the others send can be decrypted: the room link (yours or theirs) is incomplete or wrong. ' +
     'Open the full link again.',
+  wrongCallKey: "Your partner's audio cannot be decrypted: someone between you changed the key exchange. " +
+    'Press Next to find someone else.',
 });
 
 const utf8 = new TextEncoder();

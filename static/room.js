@@ -73,10 +73,13 @@ export function newRoomName(randomBytes = (n) => crypto.getRandomValues(new Uint
   return base64url(bytes);
 }
 
-/** The page URL to share for a room, e.g. https://host:8080/r/NAME. */
-export function roomUrl(origin, name) {
+/**
+ * The page URL to share for a room, e.g. https://host:8080/r/NAME#KEY: the room's key (e2ee.js) rides in
+ * the fragment, which browsers never send to a server.
+ */
+export function roomUrl(origin, name, key = null) {
   if (!isValidRoomName(name)) throw new Error(`Bad room name: ${ROOM_NAME_HINT}`);
-  return `${origin.replace(/\/+$/, '')}/r/${name}`;
+  return `${origin.replace(/\/+$/, '')}/r/${name}${key === null ? '' : `#${key}`}`;
 }
 
 /**

@@ -29,6 +29,14 @@ MISSING = {"chromium": missing_browser, "firefox": missing_firefox, "webkit": mi
 EVALUATE_TIMEOUT_S = 15  # one call into a page; a live page answers in milliseconds
 WAIT_TIMEOUT_S = 15  # how long a condition may take to come true (two or three browsers, 2 loaded cores)
 POLL_S = 0.05
+# The key of every private room the tests open, as its link's fragment carries it (static/e2ee.js: 16 bytes,
+# 22 base64url characters); the server never sees it.
+ROOM_KEY = "ZHVvZHVlbCB0ZXN0IGtleQ"
+
+
+def room_path(name: str, key: str = ROOM_KEY) -> str:
+    """The path of a private room's page, with its key: /r/NAME#KEY."""
+    return f"/r/{name}#{key}"
 
 
 class WaitTimeout(AssertionError):

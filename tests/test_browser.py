@@ -16,13 +16,14 @@ DUODUEL_REQUIRE_BROWSER=1 (CI), which fails instead.
 from __future__ import annotations
 
 import asyncio
+import re
 
 import pytest
 
 import duoduel
 from conftest import engines
 from firefox import PageStuck
-from pages import SILENT, TONES, Page, status, wait_hearing, wait_rms, wait_status, wait_status_seen
+from pages import SILENT, TONES, Page, room_path, status, wait_hearing, wait_rms, wait_status, wait_status_seen
 
 
 @pytest.fixture
@@ -50,16 +51,20 @@ async def start_call(open_page, first: tuple[str, str], second: tuple[str, str],
 
 @engines("chromium-chromium", "chromium-firefox", "firefox-firefox", "chromium-webkit", "webkit-firefox")
 async def test_call_each_page_hears_the_other_tone_over_opus(open_page, engines):
-    """Both press Start: both show Connected, each hears the other's voice (not its own), sent as Opus over
-    a WebSocket, as the figures line says."""
+    """Both press Start: both show Connected and the same safety code, each hears the other's voice (not its
+    own), sent as Opus over a WebSocket and end-to-end encrypted, as the figures line says."""
     ann, bob = await start_call(open_page, ("ann", engines[0]), ("bob", engines[1]))
     await wait_hearing(ann, TONES["bob"])
     await wait_hearing(bob, TONES["ann"])
     for page in (ann, bob):
         stats = await page.evaluate("() => window.duoduel.session.stats()")
         assert (stats["codec"], stats["partnerCodec"]) == ("opus", "opus"), stats
-        await page.wait_for("() => /opus.*over WebSocket/.test(document.getElementById('stats').textContent)",
-                            what="the figures line to name the codec and the link")
+        await page.wait_for("() => /opus.*over WebSocket · end-to-end encrypted/"
+                            ".test(document.getElementById('stats').textContent)",
+                            what="the figures line to name the codec, the link and the encryption")
+    codes = [await page.text("#safety-code") for page in (ann, bob)]
+    assert re.fullmatch(r"\d{3} \d{3}", codes[0]) and codes[0] == codes[1], codes
+    assert not await ann.is_hidden("#safety")
     assert await status(ann) == await status(bob) == "Connected"
 
 
@@ -113,11 +118,12 @@ async def test_closing_a_page_shows_partner_left_to_the_other(open_page, engines
 
 @engines("chromium-chromium", "firefox-chromium")
 async def test_private_room_call_hears_each_other(open_page, engines):
-    """Both open /r/test-room-1 and press Start: they are paired in the room and hear each other."""
-    ann, bob = await start_call(open_page, ("ann", engines[0]), ("bob", engines[1]), "/r/test-room-1")
+    """Both open /r/test-room-1#KEY and press Start: they are paired in the room and hear each other."""
+    ann, bob = await start_call(open_page, ("ann", engines[0]), ("bob", engines[1]), room_path("test-room-1"))
     for page in (ann, bob):
         assert await page.evaluate("() => window.duoduel.room") == "test-room-1"
-        assert (await page.text("#room-link")).endswith("/r/test-room-1")
+        assert (await page.text("#room-link")).endswith(room_path("test-room-1"))
+        assert await page.is_hidden("#safety"), "a room's key is in its link: no code to compare"
         assert await page.is_hidden("#next"), "a room has nobody else to find"
     await wait_hearing(ann, TONES["bob"])
     await wait_hearing(bob, TONES["ann"])
@@ -161,10 +167,10 @@ async def test_firefox_starts_every_time_in_a_row(open_page):
 
     A Firefox page that froze on start would show "Starting the microphone…" or "Connecting…" for good
     while Bob shows Connected and hears nothing: each start must get through both."""
-    bob = await start(open_page, "bob", "chromium", "/r/firefox-starts")
+    bob = await start(open_page, "bob", "chromium", room_path("firefox-starts"))
     await wait_status(bob, "Waiting for a partner")
     for hz in FIREFOX_STARTS:
-        ann = await open_page("ann", "firefox", "/r/firefox-starts", hz=hz)
+        ann = await open_page("ann", "firefox", room_path("firefox-starts"), hz=hz)
         await ann.click("#start")
         await wait_status(ann, "Connected")
         await wait_status(bob, "Connected")

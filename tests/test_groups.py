@@ -255,6 +255,18 @@ async def test_next_in_a_group_room_is_refused_and_changes_nothing(server):
     await close_all([first, second])
 
 
+async def test_key_message_in_a_group_room_is_refused_and_reaches_nobody(server):
+    """A room of more than two shares its key in its link: a key message gets an error and goes to no member."""
+    first, second, third = await fill(server, "g", 3)
+    await first.websocket.send('{"type":"key","public":"BPk"}')
+    assert await receive_json(first.websocket) == {
+        "type": "error", "reason": "key needs a partner: you are not in a call of two"
+    }
+    heard = await flush([second.websocket, third.websocket])
+    assert all(messages == [] for messages in heard.values()), heard
+    await close_all([first, second, third])
+
+
 async def test_frozen_member_costs_the_others_nothing(server):
     """A member that stops reading loses its own audio only: the others get every frame, in order,
     and the talker is answered at once."""

@@ -187,6 +187,56 @@ async def test_pong_carries_the_partners_path_once_the_partner_has_told_it(serve
     await second.close()
 
 
+# A key message as a page could send it, with what a server that re-encoded it would change: spacing, key order,
+# escapes, a field it does not know, text beyond ASCII.
+KEY_MESSAGE = '{ "public":"BPk\\u002d_x", "type" : "key", "extra": [1, 2.50], "note": "clé ✓" }'
+
+
+async def test_key_message_reaches_the_partner_byte_for_byte_and_nobody_else(server):
+    """A lobby call's key message goes to the partner exactly as sent, up to 256 characters, and to no one else."""
+    a1, b1 = await join_pair(server)
+    a2, b2 = await join_pair(server)
+    longest = '{"type":"key","public":"' + "A" * (256 - 26) + '"}'
+    assert len(longest) == 256
+    for text in (KEY_MESSAGE, longest):
+        await a1.send(text)
+        assert await b1.recv(decode=False) == text.encode()
+    await b1.send(KEY_MESSAGE)
+    assert await a1.recv(decode=False) == KEY_MESSAGE.encode()
+    for websocket in (a1, b1, a2, b2):
+        assert await round_trip(websocket) == []
+    for websocket in (a1, b1, a2, b2):
+        await websocket.close()
+
+
+async def test_key_message_without_a_partner_is_refused(server):
+    """Alone in the lobby, or once the partner has left, a key message gets an error and reaches nobody."""
+    refused = {"type": "error", "reason": "key needs a partner: you are not in a call of two"}
+    alone, _ = await join(server)
+    await alone.send(KEY_MESSAGE)
+    assert await receive_json(alone) == refused
+    partner, told = await join(server)
+    assert told == {"type": "connected"}
+    assert await receive_json(alone) == {"type": "connected"}
+    await partner.close()
+    assert await receive_json(alone) == {"type": "disconnected"}
+    await alone.send(KEY_MESSAGE)
+    assert await receive_json(alone) == refused
+    await alone.close()
+
+
+async def test_oversize_key_message_is_refused_and_the_call_goes_on(server):
+    """A key message of more than 256 characters gets an error; the partner gets nothing and the call goes on."""
+    first, second = await join_pair(server)
+    await first.send('{"type":"key","public":"' + "A" * (257 - 26) + '"}')
+    assert await receive_json(first) == {"type": "error", "reason": "a key message is at most 256 characters"}
+    await first.send(b"still talking")
+    assert await second.recv() == b"still talking"
+    assert await round_trip(second) == [], "the partner was told something"
+    await first.close()
+    await second.close()
+
+
 BAD_CONTROL_MESSAGES = {
     "not json": "malformed JSON",
     "": "malformed JSON",

@@ -18,7 +18,7 @@ import pytest
 import duoduel
 from bench.impair import Impairment
 from conftest import Running, engines, health, open_at, running_server
-from pages import TONES, Page, forget_status, wait_hearing, wait_members, wait_status, wait_status_seen, wait_tones
+from pages import TONES, Page, forget_status, room_path, wait_hearing, wait_members, wait_status, wait_status_seen, wait_tones
 
 # What Firefox logs (as a "javascript" entry, which tests count as uncaught errors) for a socket that the
 # cut link resets or refuses: the network's doing, not the page's.
@@ -131,7 +131,7 @@ async def test_a_group_member_cut_for_three_seconds_comes_back_to_the_room(serve
     pages = []
     for person, engine, origin in zip(("ann", "bob", "cyd"), engines,
                                       (f"http://127.0.0.1:{link.port}", server.origin, server.origin)):
-        page = await open_at(browsers, person, engine, origin + "/r/group-cut")
+        page = await open_at(browsers, person, engine, origin + room_path("group-cut"))
         await page.click("#start")
         await wait_status(page, "Waiting for others" if person == "ann" else "Connected")
         pages.append(page)

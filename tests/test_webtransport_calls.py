@@ -105,12 +105,12 @@ async def test_group_room_of_both_transports_hears_everyone(open_page, server, e
 
 
 @engines("chromium-chromium", "chromium-firefox")
-async def test_closing_a_webtransport_page_shows_partner_left_at_once(open_page, server, engines):
-    """Bob closes his browser: his session says goodbye, so Ann's page shows "Partner left" (never "reconnecting", as
-    for a dropped network) and looks for someone new; the server holds no place for him."""
+async def test_leaving_a_webtransport_page_shows_partner_left_at_once(open_page, server, engines):
+    """Bob leaves the page (he goes to another): his session says goodbye, so Ann's page shows "Partner left" (never
+    "reconnecting", as for a dropped network) and looks for someone new; the server holds no place for him."""
     ann, bob = await call(open_page, ("ann", engines[0], "webtransport"), ("bob", engines[1], "webtransport"))
     await wait_over(bob, "webtransport")
-    await bob.close()
+    await bob.goto("about:blank")
     await wait_status_seen(ann, "Partner left")
     seen = await ann.evaluate("() => window.__statusLog")
     assert not [text for text in seen if "reconnecting" in text.lower()], f"Ann's page showed {seen}"

@@ -5,7 +5,10 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 
-import { AUTO_NEXT_MS, Connection, PING_INTERVAL_MS, ROOM_FULL, SILENT_LINK_MS, STATES } from '../../static/connection.js';
+import {
+  AUTO_NEXT_MS, Connection, KEY_WAIT_MS, NO_KEY_ANSWER, PING_INTERVAL_MS, ROOM_FULL, SILENT_LINK_MS, STATES,
+} from '../../static/connection.js';
+import { MESSAGES as KEY_MESSAGES } from '../../static/e2ee.js';
 
 const PUBLIC = 'wss://h/ws';
 const WINDOW_S = 10;
@@ -80,6 +83,16 @@ class Page {
   has(type) {
     return this.effects.some((e) => e.type === type);
   }
+
+  /** The callKey effects of the last event, as [op, call]. */
+  keyOps() {
+    return this.effects.filter((e) => e.type === 'callKey').map((e) => [e.op, e.call]);
+  }
+
+  /** The lobby call's key exchange (key-exchange.js) finishes with this safety code. */
+  agrees(code = '123 456') {
+    return this.do('keyAgreed', { call: this.m.call, code });
+  }
 }
 
 /** A page that pressed Start, whose microphone started: its first link is opening. */
@@ -99,10 +112,12 @@ function started({ room = null } = {}) {
   return page;
 }
 
+/** In a call; in the lobby its key agreed too. */
 function inCall(options) {
   const page = started(options);
   page.hears({ type: 'waiting' });
   page.hears({ type: 'connected' });
+  if (page.m.room === null) page.agrees();
   return page;
 }
 
@@ -214,9 +229,10 @@ test('the_server_says_waiting_then_connected', () => {
   assert.equal(page.m.inCall, false);
   page.hears({ type: 'connected' });
   assert.equal(page.m.state, 'connected');
-  assert.equal(page.status, 'Connected');
   assert.equal(page.m.inCall, true);
   assert.ok(page.has('resetPartner'), 'a new partner plays from a fresh buffer');
+  page.agrees();
+  assert.equal(page.status, 'Connected');
 });
 
 test('partner_reconnecting_then_resumed_is_the_same_call_played_afresh', () => {
@@ -311,6 +327,7 @@ test('moved_goes_to_the_named_process_at_once_without_partner_left', () => {
   assert.equal(page.status, 'Connecting…');
   page.opens();
   page.hears({ type: 'connected' });
+  page.agrees();
   assert.equal(page.status, 'Connected');
 });
 
@@ -470,6 +487,7 @@ test('past_the_window_a_page_whose_home_process_is_gone_pairs_again_at_the_page_
   page.hears({ type: 'waiting' });
   assert.equal(page.status, 'Partner left. Waiting for a partner…');
   page.hears({ type: 'connected' });
+  page.agrees();
   assert.equal(page.status, 'Connected');
   page.closes(1006);
   assert.equal(page.opened, `${PUBLIC}?resume=on-a`, 'the page address is home now');
@@ -614,6 +632,135 @@ test('a_group_room_lists_its_members_names_this_page_and_follows_joins_drops_and
   page.closes(1006);
   assert.equal(page.m.group.group, false, 'the room ends with its link');
   assert.ok(page.has('resetPartner'));
+});
+
+// Encryption: a lobby call's key, a private room's wrong key.
+
+test('a_lobby_call_agrees_a_key_before_it_says_connected_and_then_shows_the_safety_code', () => {
+  const page = started();
+  page.hears({ type: 'waiting' });
+  page.hears({ type: 'connected' });
+  assert.deepEqual(page.keyOps(), [['start', 1]]);
+  assert.deepEqual(page.m.status, { text: 'Partner found: setting up encryption…', kind: 'connecting' });
+  assert.equal(page.m.safetyCode, null);
+  assert.equal(page.scheduled('keyDue'), KEY_WAIT_MS);
+  page.do('keyOut', { call: 1, message: { type: 'key', commit: 'c' } });
+  assert.deepEqual(page.sent('key'), [{ type: 'key', commit: 'c' }], 'on the call\'s link');
+  page.hears({ type: 'key', commit: 'theirs' });
+  assert.deepEqual(page.effects, [{ type: 'callKey', call: 1, op: 'receive', message: { type: 'key', commit: 'theirs' } }]);
+  page.agrees('042 917');
+  assert.equal(page.status, 'Connected');
+  assert.equal(page.m.safetyCode, '042 917');
+  assert.equal(page.timers.has('keyDue'), false);
+});
+
+test('each_lobby_call_has_its_own_key_and_a_late_message_of_the_last_one_goes_nowhere', () => {
+  const page = inCall();
+  page.hears({ type: 'disconnected' });
+  assert.deepEqual(page.keyOps(), [['end', 1]]);
+  assert.equal(page.m.safetyCode, null);
+  assert.deepEqual(page.do('keyOut', { call: 1, message: { type: 'key', public: 'p' } }), []);
+  page.hears({ type: 'key', public: 'late' });
+  assert.deepEqual(page.keyOps(), [], 'outside a call: warned about, handed to nobody');
+  assert.ok(page.has('warn'));
+  page.fires('autoNextDue');
+  page.hears({ type: 'connected' });
+  assert.deepEqual(page.keyOps(), [['start', 2]]);
+  page.do('keyAgreed', { call: 1, code: '111 111' });
+  assert.equal(page.m.key.state, 'agreeing', 'the last call\'s exchange cannot make this one ready');
+  page.do('next');
+  assert.deepEqual(page.keyOps(), [['end', 2]]);
+});
+
+test('no_key_within_the_wait_says_so_and_sends_no_audio_until_next_finds_someone_else', () => {
+  const page = started();
+  page.hears({ type: 'waiting' });
+  page.hears({ type: 'connected' });
+  page.fires('keyDue');
+  assert.deepEqual(page.m.status, { text: 'Cannot encrypt this call', kind: 'left' });
+  assert.deepEqual(page.m.error, { text: NO_KEY_ANSWER, about: 'key' });
+  assert.equal(page.m.safetyCode, null);
+  page.do('next');
+  assert.equal(page.m.error, null, 'the next call starts clean');
+  page.hears({ type: 'connected' });
+  page.agrees();
+  assert.equal(page.status, 'Connected');
+});
+
+test('a_failed_exchange_shows_its_line_until_the_call_ends', () => {
+  const page = started();
+  page.hears({ type: 'waiting' });
+  page.hears({ type: 'connected' });
+  page.do('keyFailed', { call: 1, text: 'The key exchange with your partner failed: …' });
+  assert.equal(page.status, 'Cannot encrypt this call');
+  assert.equal(page.m.error.text, 'The key exchange with your partner failed: …');
+  assert.equal(page.timers.has('keyDue'), false);
+  page.hears({ type: 'disconnected' });
+  assert.equal(page.m.error, null);
+});
+
+test('a_resume_keeps_the_call_key_and_sends_the_key_messages_again', () => {
+  const page = inCall();
+  page.closes(1006);
+  assert.equal(page.m.state, 'resuming');
+  assert.deepEqual(page.keyOps(), [], 'the call and its key live on while we resume');
+  page.opens();
+  page.hears({ type: 'connected' });
+  assert.deepEqual(page.keyOps(), [['resend', 1]]);
+  assert.equal(page.m.safetyCode, '123 456');
+  assert.equal(page.status, 'Connected');
+  page.hears({ type: 'reconnecting' });
+  page.hears({ type: 'resumed' });
+  assert.deepEqual(page.keyOps(), [['resend', 1]], 'the partner may have missed them too');
+});
+
+test('the_key_wait_goes_on_while_a_page_reconnects_and_starts_again_when_it_is_back', () => {
+  const page = started();
+  page.hears({ type: 'waiting' });
+  page.hears({ type: 'connected' });
+  page.hears({ type: 'reconnecting' });
+  page.fires('keyDue');
+  assert.equal(page.m.key.state, 'agreeing');
+  assert.equal(page.scheduled('keyDue'), KEY_WAIT_MS);
+  page.hears({ type: 'resumed' });
+  assert.deepEqual(page.keyOps(), [['resend', 1]]);
+  assert.equal(page.scheduled('keyDue'), KEY_WAIT_MS);
+});
+
+test('a_resume_refused_ends_the_call_and_its_key', () => {
+  const page = inCall();
+  page.closes(1006);
+  page.opens();
+  page.hears({ type: 'error', reason: 'resume token unknown or expired: starting a new session' });
+  assert.deepEqual(page.keyOps(), [['end', 1]]);
+  page.hears({ type: 'connected' });
+  assert.deepEqual(page.keyOps(), [['start', 2]], 'whoever the server pairs us with now is a new call');
+});
+
+test('a_private_room_agrees_no_key_and_a_wrong_one_shows_its_line_until_something_decrypts', () => {
+  const page = started({ room: 'r1' });
+  page.hears({ type: 'waiting' });
+  page.hears({ type: 'connected' });
+  assert.deepEqual(page.keyOps(), []);
+  assert.equal(page.status, 'Connected');
+  page.do('keyVerdict', { call: 0, verdict: 'wrong' });
+  assert.deepEqual(page.m.error, { text: KEY_MESSAGES.wrongKey, about: 'key' });
+  assert.equal(page.status, 'Connected');
+  page.do('keyVerdict', { call: 0, verdict: 'ok' });
+  assert.equal(page.m.error, null);
+  page.do('keyVerdict', { call: 0, verdict: 'wrong' });
+  page.do('place', { room: 'r2' });
+  assert.equal(page.m.error, null, 'another room, another key');
+});
+
+test('a_lobby_call_whose_frames_never_decrypt_says_the_exchange_was_tampered_with', () => {
+  const page = inCall();
+  page.do('keyVerdict', { call: 1, verdict: 'wrong' });
+  assert.deepEqual(page.m.error, { text: KEY_MESSAGES.wrongCallKey, about: 'key' });
+  page.do('next');
+  assert.equal(page.m.error, null);
+  page.do('keyVerdict', { call: 1, verdict: 'wrong' });
+  assert.equal(page.m.error, null, 'a verdict on the last call says nothing about this one');
 });
 
 // Leaving and coming back.

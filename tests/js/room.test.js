@@ -81,9 +81,11 @@ test('newRoomName_rejects_short_randomness', () => {
   assert.throws(() => newRoomName(() => new Uint8Array(8)), /16 bytes/);
 });
 
-test('roomUrl_joins_origin_and_name', () => {
+test('roomUrl_joins_origin_name_and_key', () => {
   assert.equal(roomUrl('https://h.example:8443', 'abc'), 'https://h.example:8443/r/abc');
   assert.equal(roomUrl('http://localhost:8080/', 'a_b'), 'http://localhost:8080/r/a_b');
+  assert.equal(roomUrl('http://localhost:8080', 'a_b', 'ABEiM0RVZneImaq7zN3u_w'),
+    'http://localhost:8080/r/a_b#ABEiM0RVZneImaq7zN3u_w', 'the key in the fragment');
   assert.throws(() => roomUrl('http://x', 'a/b'), /Bad room name/);
 });
 
