@@ -3,7 +3,7 @@
 // recovered from the next one that arrives. Pure: no DOM, node tests it.
 //
 //   const sender = new RedundantSender(COPIES_ON.webtransport);  // one copy: the previous frame's payload
-//   link.sendAudio(sender.pack(frame));              // frame: a version 1 frame (frame.js); out: version 2
+//   encryption.seal(sender.pack(frame));             // frame: a version 1 frame (frame.js); out: version 2
 //   const window = new SeenWindow();                 // per sender: which sequence numbers came already
 //   for (const f of unpackFrames(message)) if (window.accept(f.seq)) decodeAndPlay(f);  // oldest first
 //
