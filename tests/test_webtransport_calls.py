@@ -18,7 +18,8 @@ import pytest
 import duoduel
 from conftest import engines, health
 from pages import (
-    TONES, Page, status, wait_hearing, wait_members, wait_status, wait_status_seen, wait_tones, without_webtransport,
+    TONES, Page, room_path, status, wait_hearing, wait_members, wait_status, wait_status_seen, wait_tones,
+    without_webtransport,
 )
 
 pytestmark = pytest.mark.timeout(180)
@@ -89,10 +90,10 @@ async def test_webtransport_page_and_websocket_page_share_a_call(open_page, serv
 @engines("chromium-chromium-firefox")
 async def test_group_room_of_both_transports_hears_everyone(open_page, server, engines):
     """Three in a room, one over the WebSocket and two over WebTransport: each plays both others' tones."""
-    ann = await start(open_page, "ann", engines[0], "/r/both-ways", "websocket")
+    ann = await start(open_page, "ann", engines[0], room_path("both-ways"), "websocket")
     await wait_status(ann, "Waiting for others to join")
-    bob = await start(open_page, "bob", engines[1], "/r/both-ways")
-    cyd = await start(open_page, "cyd", engines[2], "/r/both-ways")
+    bob = await start(open_page, "bob", engines[1], room_path("both-ways"))
+    cyd = await start(open_page, "cyd", engines[2], room_path("both-ways"))
     for page in (ann, bob, cyd):
         await wait_status(page, "Connected")
     await wait_members(ann, ["Guest 2", "Guest 3"])
