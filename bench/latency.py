@@ -3,7 +3,7 @@
 
 usage: python bench/latency.py [--browsers chromium,firefox] [--link good|jitter|stalls|cut] [--seconds 20]
                                [--warmup 3] [--period 0.5] [--runs 1] [--room-members 3]
-                               [--call duoduel,webrtc] [--path "delay=25,jitter=5,loss=2"]
+                               [--call webtransport,websocket,webrtc] [--path "delay=25,jitter=5,loss=2"]
                                [--record-arrivals DIR] [--compare-static OLD_DIR]
 
 --link puts page a (the page and its /ws) behind bench/impair.py; page b talks to the server directly:
@@ -49,7 +49,10 @@ measures per direction and prints one JSON object (with --runs N: every run, the
   kbit_s            frame bytes in clear (16-byte header + payload) received per second; the 19 to 28 bytes of
                     end-to-end encryption (docs/protocol.md), WebSocket and TCP/IP framing excluded.
 
---call duoduel,webrtc alternates a duoduel call and a plain WebRTC call (bench/webrtc.html, signalled by
+--call names the calls to measure, alternating in each run: duoduel (over whichever transport the page picks),
+webtransport (duoduel, the bench waiting until both pages say "over WebTransport"), websocket (duoduel.py
+--no-webtransport: both pages over the WebSocket), webrtc. --call duoduel,webrtc alternates a duoduel call and a
+plain WebRTC call (bench/webrtc.html, signalled by
 bench/webrtc.py: getUserMedia -> RTCPeerConnection, Opus with the browser's defaults, its own jitter buffer
 and concealment, the audio over UDP between the browsers) between the same two engines, in each of --runs;
 the last object gives each call's medians, and `comparison` pools every direction of every run (medians of
@@ -131,8 +134,13 @@ FRAME_MS = 20  # a page's frames unless its stats say otherwise (10 ms where its
 QUANTUM = 128  # samples per render quantum
 TARGETS = {"mouth_to_ear_p50_ms": 40, "dropouts": 0.005, "kbit_s": 40}
 LINKS = ("good", "jitter", "stalls", "cut")
-# What serves each call's pages; "duoduel-old" is duoduel.py serving --compare-static's page.
-CALL_SERVERS = {"duoduel": "duoduel.py", "webrtc": "bench/webrtc.py", "duoduel-old": "duoduel.py"}
+# What serves each call's pages: duoduel as it comes (WebTransport where the browser has it), duoduel with the
+# transport named (the call fails if the page is on another), the plain WebRTC call, and "duoduel-old":
+# duoduel.py serving --compare-static's page.
+CALL_SERVERS = {"duoduel": ("duoduel.py",), "webtransport": ("duoduel.py",),
+                "websocket": ("duoduel.py", "--no-webtransport"), "webrtc": ("bench/webrtc.py",),
+                "duoduel-old": ("duoduel.py",)}
+TRANSPORT_NAMES = {"webtransport": "WebTransport", "websocket": "WebSocket"}  # as the figures line says it
 CUT_AFTER_S = 2.0
 CUT_REFUSE_S = 3.0
 STALL_EVERY_S = 5.0
@@ -360,13 +368,11 @@ RECORD_ARRIVALS_JS = """() => {
 }"""
 
 
-def start_server(script: str = "duoduel.py", host: str = "127.0.0.1",
-                 static: Path | None = None) -> tuple[subprocess.Popen, int]:
-    """Run duoduel.py (or bench/webrtc.py) on a free port, serving static as the page if given; keep draining its
-    log so it never blocks."""
+def start_server(script: str = "duoduel.py", host: str = "127.0.0.1", *options: str) -> tuple[subprocess.Popen, int]:
+    """Run duoduel.py (or bench/webrtc.py) on a free port with these options; keep draining its log so it never
+    blocks."""
     popen = subprocess.Popen(
-        [sys.executable, str(ROOT / script), "--host", host, "--port", "0"]
-        + (["--static", str(static)] if static else []),
+        [sys.executable, str(ROOT / script), "--host", host, "--port", "0", *options],
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
         text=True,
@@ -730,7 +736,10 @@ async def run(args: argparse.Namespace, call: str = "duoduel", netpath: NetPath 
     from playwright.async_api import async_playwright
 
     host = netpath.server_address if netpath is not None else "127.0.0.1"
-    popen, port = start_server(CALL_SERVERS[call], host, args.compare_static if call == "duoduel-old" else None)
+    script, *options = CALL_SERVERS[call]
+    if call == "duoduel-old":
+        options.extend(["--static", str(args.compare_static)])
+    popen, port = start_server(script, host, *options)
     origin = f"http://{host}:{port}"
     link = impaired_link(args.link, port)
     if link is not None:
@@ -764,6 +773,10 @@ async def run(args: argparse.Namespace, call: str = "duoduel", netpath: NetPath 
                 for page in pages:
                     await page.wait_for("() => document.getElementById('status').textContent.includes('Connected')",
                                         what="Connected")
+                if call in TRANSPORT_NAMES:
+                    for page in pages:
+                        await page.wait_for("(name) => document.getElementById('stats').textContent.includes(name)",
+                                            f"over {TRANSPORT_NAMES[call]}", what=f"the call over {TRANSPORT_NAMES[call]}")
                 if args.room_members > 2:
                     pulse_latency = pulse_output_latency(pulse) if pulse else []
                     windows = await speak_in_turn(pages, args)
@@ -936,8 +949,8 @@ def main() -> None:
                              "alternating: the old build of the page against this one (e.g. an export of main's static/)")
     args = parser.parse_args()
     calls = [name.strip() for name in args.call.split(",")]
-    if not set(calls) <= {"duoduel", "webrtc"}:
-        raise SystemExit("latency bench: --call takes duoduel or webrtc, or both: duoduel,webrtc")
+    if not set(calls) <= set(CALL_SERVERS) - {"duoduel-old"}:
+        raise SystemExit("latency bench: --call takes webtransport, websocket, duoduel or webrtc, or several: webtransport,websocket,webrtc")
     if args.compare_static is not None:
         if "duoduel" not in calls:
             raise SystemExit("latency bench: --compare-static compares two duoduel pages: --call must name duoduel")

@@ -15,6 +15,7 @@ import { meterValue, mouthToEar } from './figures.js';
 import { LINK_NAMES, openWebSocketLink } from './link.js';
 import { cleanLabel, MAX_LABEL_LENGTH, memberFrame } from './members.js';
 import { qrMatrix, svgElement } from './qr.js';
+import { COPIES_ON, RedundantSender } from './redundancy.js';
 import { newRoomName, roomFromLocation, roomUrl, wsUrl } from './room.js';
 import { fetchOffer, offerFor, openLink, parseOffer } from './transport.js';
 
@@ -72,6 +73,7 @@ const encryption = new Encryption({ send: sendSealed, deliver, report: (event) =
 let roomKey = null; // the private room's key as its link spells it (the fragment), or null
 const links = new Map(); // link number -> the link the machine opened, until it closes
 const timers = new Map(); // the machine's timers: event type -> setTimeout id
+const redundancy = new RedundantSender(COPIES_ON.webtransport); // copies of our frames, for a link that loses datagrams
 let session = null; // the audio session, after Start
 // The server's WebTransport offer (transport.js), fetched once at load; null: none (or not yet): the WebSocket.
 let offer = null;
@@ -115,6 +117,7 @@ function perform(effect) {
       break;
     case 'resetPartner':
       if (session) session.resetPartner();
+      redundancy.reset(); // no copy of the last call's last frame rides into the next
       break;
     case 'addMember':
       if (session) session.addMember(effect.slot);
@@ -183,7 +186,11 @@ function deliver(source, frame) {
 
 /** A frame from the encoder: sealed on its way out (nothing leaves without a key). */
 function sendFrame(frame) {
-  if (connection.inCall) encryption.seal(frame);
+  if (!connection.inCall) return;
+  // A link that loses datagrams carries a copy of the previous frame in each: packed before sealing, so that the
+  // copy is inside the same seal (docs/design.md, Lost datagrams).
+  const link = links.get(connection.link);
+  encryption.seal(link && COPIES_ON[link.kind] > 0 ? redundancy.pack(frame) : frame);
 }
 
 function sendSealed(sealed) {

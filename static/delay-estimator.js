@@ -23,6 +23,11 @@
 // OUTAGE_STEP_MS: a lone stall costs at most that for a span or two, while outages that come more often than
 // that add up, step by step, until the playout waits them out. An outage whose frames never catch up was no
 // stall: the sender's clock skipped or the path got longer, and the baseline moves up instead.
+//
+// Copies are arrivals. On a link that loses datagrams a lost frame comes back as a copy in the next frame's
+// message (static/redundancy.js), a frame or so late; the playout hands it here like any frame, so that while
+// losses keep coming the peak holds that lateness and the copies are in time to play, and once they stop it
+// decays as any peak does.
 import { FRAME_MS, MAX_JITTER_MARGIN_MS, RENDER_QUANTUM } from './constants.js';
 
 /** What an arrival was, as the playout needs to know it: a closed set. */

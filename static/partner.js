@@ -9,9 +9,10 @@
 // Nothing here is shared between partners, so a call with several people makes one per member and
 // connects them all to one bus, which mixes them.
 import { CODEC_NAMES, CODEC_PCM16, FRAME_MS } from './constants.js';
-import { decodeFrame, frameDurationMs } from './frame.js';
+import { frameDurationMs } from './frame.js';
 import { pcm16ToFloat } from './pcm.js';
 import { RateMeter } from './rate-meter.js';
+import { SeenWindow, unpackFrames } from './redundancy.js';
 import { Resampler } from './resampler.js';
 
 // In ms of frames (3 and 10 frames of 20 ms), so that 10 ms frames may wait as long as 20 ms ones did.
@@ -20,6 +21,7 @@ const MAX_CODEC_QUEUE_MS = 60; // waiting in the decoder before we drop (the jit
 // dropping the frames that queue meanwhile showed as up to 4 lost frames at the start of Firefox calls.
 const MAX_STARTING_CODEC_QUEUE_MS = 200;
 const PENDING_LIMIT = 64;
+const RECOVERED_FLAG = 0x10000; // above any 16-bit sequence number
 
 export class PartnerPlayback {
   /**
@@ -38,7 +40,8 @@ export class PartnerPlayback {
     // outputs from the first input's timestamp on by the audio it has output, so the spacing must be the frames'.
     this._decoderFrameUs = 0;
     this._decodeIndex = 0;
-    this._decodeSeq = new Map(); // decode index -> seq
+    this._decodeSeq = new Map(); // decode index -> seq, + RECOVERED_FLAG for a frame recovered from a copy
+    this._seen = new SeenWindow(); // which frames came already (a copy and its frame's own message: one plays)
     this._resampler = null;
     this._decoderDrops = 0; // frames dropped because the decoder was MAX_CODEC_QUEUE_MS behind
     this._decoderStarted = false; // the decoder has produced its first output
@@ -61,18 +64,24 @@ export class PartnerPlayback {
     this.node.connect(output);
   }
 
-  /** One binary frame from this partner. */
+  /**
+   * One binary message from this partner: a frame, or a frame with copies of the ones before it (redundancy.js),
+   * each new frame decoded in order, oldest first; a frame that came already is not decoded again.
+   */
   receive(buffer) {
     if (this._closed || !buffer) return;
     this._in.add(buffer.byteLength || 0, performance.now());
-    const frame = decodeFrame(buffer);
-    if (!frame) return;
-    this.codec = CODEC_NAMES[frame.codec];
-    this.frameMs = frameDurationMs(frame) ?? this.frameMs;
-    if (frame.codec === CODEC_PCM16) {
-      this._play(frame.seq, pcm16ToFloat(frame.payload), frame.sampleRate);
-    } else {
-      this._decodeOpus(frame);
+    const frames = unpackFrames(buffer);
+    if (!frames) return;
+    for (const frame of frames) {
+      if (!this._seen.accept(frame.seq)) continue;
+      this.codec = CODEC_NAMES[frame.codec];
+      this.frameMs = frameDurationMs(frame) ?? this.frameMs;
+      if (frame.codec === CODEC_PCM16) {
+        this._play(frame.seq, pcm16ToFloat(frame.payload), frame.sampleRate, frame.recovered);
+      } else {
+        this._decodeOpus(frame);
+      }
     }
   }
 
@@ -102,7 +111,7 @@ export class PartnerPlayback {
       return;
     }
     const index = this._decodeIndex++;
-    this._decodeSeq.set(index, frame.seq);
+    this._decodeSeq.set(index, frame.recovered ? frame.seq + RECOVERED_FLAG : frame.seq);
     if (this._decodeSeq.size > PENDING_LIMIT) this._decodeSeq.delete(this._decodeSeq.keys().next().value);
     try {
       this._decoder.decode(new EncodedAudioChunk({ type: 'key', timestamp: index * frameUs, data: frame.payload }));
@@ -115,9 +124,9 @@ export class PartnerPlayback {
     this._decoderStarted = true;
     try {
       const index = Math.round(audio.timestamp / this._decoderFrameUs);
-      const seq = this._decodeSeq.get(index);
+      const key = this._decodeSeq.get(index);
       this._decodeSeq.delete(index);
-      if (seq === undefined || this._closed) return;
+      if (key === undefined || this._closed) return;
       const samples = new Float32Array(audio.numberOfFrames);
       try {
         audio.copyTo(samples, { planeIndex: 0, format: 'f32-planar' });
@@ -127,20 +136,20 @@ export class PartnerPlayback {
         audio.copyTo(samples, { planeIndex: 0 });
       }
       // Opus decodes at 48 kHz whatever rate the sender captured at: trust the AudioData's rate.
-      this._play(seq, samples, audio.sampleRate);
+      this._play(key % RECOVERED_FLAG, samples, audio.sampleRate, key >= RECOVERED_FLAG);
     } finally {
       audio.close();
     }
   }
 
-  _play(seq, samples, rate) {
+  _play(seq, samples, rate, recovered) {
     const target = this.context.sampleRate;
     if (rate !== target) {
       if (!this._resampler || this._resampler.inRate !== rate) this._resampler = new Resampler(rate, target);
       samples = this._resampler.process(samples);
     }
     if (samples.length === 0) return;
-    this.node.port.postMessage({ type: 'frame', seq, samples, frameMs: this.frameMs }, [samples.buffer]);
+    this.node.port.postMessage({ type: 'frame', seq, samples, frameMs: this.frameMs, recovered }, [samples.buffer]);
   }
 
   _closeDecoder() {
@@ -159,8 +168,9 @@ export class PartnerPlayback {
 
   /**
    * This partner's figures: codec, kbpsIn, rms (0..1, what we play of them), and the jitter buffer's
-   * (jitterMs: how much later than over the fastest path the audio plays, measured; lostFrames,
-   * concealedFrames, droppedFrames, targetMs, underruns, arrivalJitterMs), and
+   * (jitterMs: how much later than over the fastest path the audio plays, measured; lostFrames: frames never
+   * played for want of them, lost on the way or late; concealedFrames, droppedFrames, targetMs, underruns,
+   * arrivalJitterMs), and
    * decoderDrops (frames dropped before decoding because the decoder fell behind: they count as lost);
    * `playback` is the worklet's raw counters (see Playout.stats()).
    */
@@ -171,7 +181,7 @@ export class PartnerPlayback {
       kbpsIn: this._in.kbps(performance.now()),
       rms: playback.rms || 0,
       jitterMs: this._playoutMs,
-      lostFrames: playback.lost || 0,
+      lostFrames: (playback.lost || 0) + (playback.late || 0),
       concealedFrames: playback.concealed || 0,
       droppedFrames: playback.droppedFrames || 0,
       targetMs: playback.targetMs || 0,

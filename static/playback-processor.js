@@ -3,7 +3,8 @@
 // 128-sample quanta. A new partner, or the partner back after a resume, gets a new node.
 //
 // Messages in:  {type: 'frame', seq: 0..65535, samples: Float32Array (at the context rate), frameMs: the sender's
-//                frame duration (a Playout for that duration starts when it differs from the current one's)}
+//                frame duration (a Playout for that duration starts when it differs from the current one's),
+//                recovered: true when it came only as a copy in a later frame's message}
 //               {type: 'close'} (the partner left: process() returns false and the node can be freed)
 //               {type: 'record-arrivals'} (a measuring hook: post every frame's arrival from now on)
 // Messages out: {type: 'stats', rms, ...Playout stats} every PLAYBACK_STATS_INTERVAL_S, and
@@ -39,7 +40,7 @@ class PlaybackProcessor extends AudioWorkletProcessor {
           this._buffer = new Playout({ sampleRate, frameMs: data.frameMs });
         }
         // Arrival on the audio clock: the clock that consumes the samples is the one that matters.
-        this._buffer.push(data.seq, data.samples, currentTime * 1000);
+        this._buffer.push(data.seq, data.samples, currentTime * 1000, data.recovered === true);
         if (this._arrivals) this._recordArrival(data.seq, data.samples.length);
       } else if (data.type === 'record-arrivals') {
         this._arrivals = new Float64Array(3 * ARRIVAL_BATCH);

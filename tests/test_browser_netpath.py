@@ -173,3 +173,20 @@ async def test_call_over_webtransport_across_the_lossy_path_is_heard_both_ways(p
         crossed = path.stats()
         for direction in ("up", "down"):
             assert crossed[direction]["delivered"] > 200 and crossed[direction]["lost"] > 0, crossed
+
+
+async def test_call_over_webtransport_recovers_lost_datagrams_from_the_next_ones_copies(path, call):
+    """Over WebTransport across the lossy path, each page recovers frames whose datagram was lost from the copy
+    in the next one: its playback counts recovered frames, and fewer frames it never played than it recovered."""
+    config = duoduel.Config(host=path.server_address, port=0, room_size=2, webtransport=True, webtransport_port=0)
+    async with running_server(config) as server:
+        ann, bob = await call(server.origin)
+        for page in (ann, bob):
+            await page.wait_for("() => document.getElementById('stats').textContent.includes('over WebTransport')",
+                                timeout=TIMEOUT_S, what="the call over WebTransport")
+        await asyncio.sleep(10)  # about 500 frames each way: some ten lost datagrams
+        for page in (ann, bob):
+            counts = await page.evaluate("() => window.duoduel.session.stats().playback")
+            assert counts["recovered"] > 0 and counts["lost"] + counts["late"] < counts["recovered"], (page, counts)
+        crossed = path.stats()
+        assert crossed["up"]["lost"] > 0 and crossed["down"]["lost"] > 0, crossed

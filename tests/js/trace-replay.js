@@ -63,7 +63,7 @@ export function replay(trace, makeBuffer) {
   const msPerSample = 1000 / sampleRate;
   const playbacks = [...new Set(trace.rows.map((row) => row.playback))];
   const delays = [];
-  const totals = { concealedMs: 0, skippedMs: 0, underruns: 0, lost: 0, insertedMs: 0, silentMs: 0 };
+  const totals = { concealedMs: 0, skippedMs: 0, underruns: 0, lost: 0, late: 0, recovered: 0, insertedMs: 0, silentMs: 0 };
   const out = new Float32Array(quantum);
   let firstClock = Infinity;
   let lastClock = -Infinity;
@@ -83,7 +83,7 @@ export function replay(trace, makeBuffer) {
     for (let clock = start; clock < end; clock += quantum) {
       for (; pushed < frames.length && frames[pushed].clock < clock; pushed++) {
         const f = frames[pushed];
-        buffer.push(f.seq, codedFrame(f.k, f.samples), f.clock * msPerSample);
+        buffer.push(f.seq, codedFrame(f.k, f.samples), f.clock * msPerSample, f.recovered === 1);
       }
       buffer.pull(out);
       const v = out[0];
@@ -99,6 +99,8 @@ export function replay(trace, makeBuffer) {
     totals.skippedMs += stats.droppedMs + stats.late * frameMs;
     totals.underruns += stats.underruns;
     totals.lost += stats.lost;
+    totals.late += stats.late;
+    totals.recovered += stats.recovered ?? 0;
     totals.insertedMs += stats.insertedMs;
   });
   delays.sort((a, b) => a - b);
@@ -107,6 +109,53 @@ export function replay(trace, makeBuffer) {
     playoutP50: percentile(delays, 50),
     playoutP95: percentile(delays, 95),
     ...totals,
+  };
+}
+
+/**
+ * The trace as if each frame's datagram had crossed a path that loses some (netpath.py's loss model: random, or
+ * Gilbert-Elliott bursts), the sender packing `copies` earlier frames' payloads in each datagram
+ * (static/redundancy.js): a lost frame is gone, unless a datagram within `copies` behind it arrives, whose copy
+ * of it is handed over just before that datagram's own frame (at its clock, flagged `recovered`), once. The
+ * rows of a trace are the frames' datagrams in arrival order; a frame with no row (the sender never sent it)
+ * has no datagram to lose or copy.
+ * @param {object} loss loss (%), burstEnter and burstExit (% per datagram; burstEnter 0: no bursts), seed
+ * @returns {{trace, lost: number}} the new trace and how many datagrams the path lost
+ */
+export function withLoss(trace, { loss = 0, burstEnter = 0, burstExit = 30, seed = 1, copies = 0 }) {
+  const random = mulberry32(seed);
+  let inBurst = false;
+  let lostDatagrams = 0;
+  const rows = [];
+  const gone = new Map(); // `${playback},${seq}` -> the frame's row, while a copy may still bring it back
+  for (const row of trace.rows) {
+    if (burstEnter > 0 && random() * 100 < (inBurst ? burstExit : burstEnter)) inBurst = !inBurst;
+    if (inBurst || random() * 100 < loss) {
+      lostDatagrams++;
+      gone.set(`${row.playback},${row.seq}`, row);
+      continue;
+    }
+    for (let distance = copies; distance >= 1; distance--) {
+      const key = `${row.playback},${(row.seq - distance) & 0xffff}`;
+      const lost = gone.get(key);
+      if (!lost) continue;
+      gone.delete(key);
+      rows.push({ ...lost, clock: row.clock, recovered: 1 });
+    }
+    rows.push(row);
+  }
+  return { trace: { ...trace, name: trace.name, rows }, lost: lostDatagrams };
+}
+
+/** A small seeded generator (mulberry32): the same losses on every run. */
+export function mulberry32(seed) {
+  let a = seed >>> 0;
+  return () => {
+    a = (a + 0x6d2b79f5) >>> 0;
+    let t = a;
+    t = Math.imul(t ^ (t >>> 15), t | 1);
+    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
+    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
   };
 }
 
