@@ -49,7 +49,7 @@ from core.config import (
     BLOCK_DAYS, CONNECTIONS_PER_ADDRESS, HANDSHAKES_PER_MINUTE, MAX_CLIENTS, MAX_MESSAGE_BYTES, MAX_ROOM_SIZE,
     MAX_WEBTRANSPORT_SESSIONS, RESUME_WINDOW, ROOM_SIZE, SKIPS_PER_MINUTE, STATIC_DIR, Config, StartupError,
 )
-from core.identity import Visitor, browser_in, identify, new_browser_id, plain, set_cookie
+from core.identity import Visitor, browser_in, identify, identity_from_token, issue_token, new_browser_id, plain, set_cookie
 from core.link import Link
 from core.lobby import Client, Lobby, expel_banned
 from core.relay import flooding, relay
@@ -103,16 +103,23 @@ async def handler(websocket: WebSocketLink, lobby: Lobby) -> None:
 async def session_handler(session: WebTransportSession, lobby: Lobby) -> None:
     """A page's WebTransport session, once its control stream opened: the same stay as a WebSocket's.
 
-    A session carries no cookie: its visitor is its address alone, screened (bans and limits by address) here.
+    A session carries no cookie: its browser id comes in the URL's id= token (the page had it from its offer), and
+    without a valid one its visitor is its address alone. Screened (bans and limits) here.
     """
     config = lobby.config
-    visitor = identify(None, session.remote_address[0], None, config.trusted_proxies)
+    visitor = identify(token_browser(lobby, session.path), session.remote_address[0], None, config.trusted_proxies)
     unwelcome = await screen_visitor(lobby, visitor)
     if unwelcome is not None:
         lobby.metrics.rejections[unwelcome.label] += 1
         await session.close(1008, unwelcome.line)
         return
     await stay(lobby, session, session.path, session.id, visitor)
+
+
+def token_browser(lobby: Lobby, path: str) -> str | None:
+    """The browser id a session's id= token carries, or None: missing, forged or expired (never an error: the call goes on)."""
+    tokens = urllib.parse.parse_qs(urllib.parse.urlsplit(path).query).get("id")
+    return identity_from_token(lobby.safety.secret, tokens[0]) if tokens is not None and len(tokens) == 1 else None
 
 
 async def stay(lobby: Lobby, link: Link, path: str, name: str, visitor: Visitor) -> None:
@@ -222,11 +229,17 @@ def make_process_request(
         return response
 
     def offer(request: Request) -> Response:
-        """Where and how a page opens a WebTransport session: the UDP port, the path, the certificate's hash."""
+        """Where and how a page opens a WebTransport session (the UDP port, the path, the certificate's hash), and a
+        token that carries the page's browser id there: a session gets no cookie. Never cached: the token is this browser's."""
         if transports.webtransport is None:
             return refuse(request, "not_found", HTTPStatus.NOT_FOUND, "WebTransport is off here: use the WebSocket.")
-        body = json.dumps(transports.webtransport.offer()).encode()
-        return respond(request, HTTPStatus.OK, body, "application/json", [("Cache-Control", "no-store")])
+        browser = browser_in(request.headers.get("Cookie"))
+        fresh, browser = browser is None, browser or new_browser_id()
+        body = json.dumps({**transports.webtransport.offer(), "token": issue_token(lobby.safety.secret, browser)}).encode()
+        response = respond(request, HTTPStatus.OK, body, "application/json", [("Cache-Control", "no-store")])
+        if fresh:
+            response.headers["Set-Cookie"] = set_cookie(browser, secure_cookies(config))  # as the page's first load would
+        return response
 
     def gate(connection: ServerConnection, request: Request, query: str) -> Response | Awaitable[Response | None] | None:
         """Let a WebSocket handshake through, or say why not; then admit() its visitor."""

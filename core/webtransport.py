@@ -284,7 +284,8 @@ class WebTransportSession:
         self.too_big = False  # told the page once that its partner's frames do not fit
 
     def __repr__(self) -> str:
-        return f"<WebTransportSession {self.id} {self.request.path!r}>"
+        # The path alone: its query holds the resume and id tokens, which no log may show.
+        return f"<WebTransportSession {self.id} {self.request.path.split('?', 1)[0]!r}>"
 
     @property
     def path(self) -> str:

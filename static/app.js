@@ -148,7 +148,8 @@ function startLink(number, url, movedOffer) {
   try {
     const codec = session ? session.codec : undefined; // PCM16 frames are too big for datagrams
     const linkOffer = movedOffer !== undefined ? parseOffer(movedOffer) : offerFor(url, wsUrl(location), offer);
-    links.set(number, openLink({ webSocketUrl: url, offer: linkOffer, codec, openWebSocketLink }, {
+    const token = offer !== null ? offer.token : null; // our own: a moved URL's process checks it with the shared secret
+    links.set(number, openLink({ webSocketUrl: url, offer: linkOffer, token, codec, openWebSocketLink }, {
       onOpen: () => dispatch({ type: 'linkOpen', link: number }),
       onText: (text) => dispatch({ type: 'text', link: number, text }),
       onAudio: (buffer) => play(number, buffer),

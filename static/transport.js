@@ -21,13 +21,17 @@ export const HEAD_START_MS = 1000;
 export const OFFER_PATH = '/webtransport.json';
 
 /**
- * The WebTransport URL for a WebSocket URL: the same host and query, the offer's port and path.
+ * The WebTransport URL for a WebSocket URL: the same host and query, the offer's port and path, and the
+ * page's id token (from its own offer) as id=: a session carries no cookie, and without it the server
+ * knows the session by its address alone.
  * @param {string} webSocketUrl ws:// or wss:// URL of /ws, with its query (room, resume, call)
  * @param {{port: number, path: string}} offer
+ * @param {string | null} token the page's own offer's token (a moved offer has none; the secret is shared)
  */
-export function webTransportUrl(webSocketUrl, offer) {
+export function webTransportUrl(webSocketUrl, offer, token = null) {
   const url = new URL(webSocketUrl);
-  return `https://${url.hostname}:${offer.port}${offer.path}${url.search}`;
+  const id = token ? `${url.search ? '&' : '?'}id=${encodeURIComponent(token)}` : '';
+  return `https://${url.hostname}:${offer.port}${offer.path}${url.search}${id}`;
 }
 
 /**
@@ -43,8 +47,9 @@ export function offerFor(webSocketUrl, ownWebSocketUrl, offer) {
 }
 
 /**
- * Whether the offer (JSON from OFFER_PATH) is one this page can use.
- * @returns {{port: number, path: string, certificateHashes: string[]} | null}
+ * Whether the offer (JSON from OFFER_PATH) is one this page can use. Its token (the page's browser id, signed)
+ * is null when it has none or a malformed one: a moved offer has none.
+ * @returns {{port: number, path: string, certificateHashes: string[], token: string | null} | null}
  */
 export function parseOffer(json) {
   if (!json || typeof json !== 'object') return null;
@@ -52,7 +57,8 @@ export function parseOffer(json) {
   if (!Number.isInteger(port) || port < 1 || port > 65535) return null;
   if (typeof path !== 'string' || !path.startsWith('/')) return null;
   if (!Array.isArray(certificateHashes) || !certificateHashes.every((h) => /^[0-9a-f]{64}$/.test(h))) return null;
-  return { port, path, certificateHashes };
+  const token = typeof json.token === 'string' && /^[\w.-]{1,200}$/.test(json.token) ? json.token : null;
+  return { port, path, certificateHashes, token };
 }
 
 /**
@@ -91,6 +97,7 @@ export const pageChoice = new TransportChoice();
 export function openLink({
   webSocketUrl,
   offer,
+  token = null,
   codec,
   openWebSocketLink,
   openWebTransport = openWebTransportLink,
@@ -111,7 +118,7 @@ export function openLink({
     attempt.close(1000, 'falling back to the WebSocket');
     active = openWebSocketLink(webSocketUrl, handlers);
   };
-  const attempt = openWebTransport(webTransportUrl(webSocketUrl, offer), {
+  const attempt = openWebTransport(webTransportUrl(webSocketUrl, offer, token), {
     onOpen() {
       if (active !== null) {
         attempt.close(1000, 'too late: on the WebSocket already');

@@ -15,9 +15,12 @@ from pages import TONES, Page, wait_hearing, wait_status, wait_status_seen
 
 
 @pytest.fixture
-def config(tmp_path) -> duoduel.Config:
-    """Reports in a file of the test's own."""
-    return duoduel.Config(host="127.0.0.1", port=0, report_log=tmp_path / "reports.jsonl")
+def config(tmp_path, request) -> duoduel.Config:
+    """Reports in a file of the test's own; WebTransport offered when a test asks for it (indirect "config")."""
+    webtransport = getattr(request, "param", "websocket") == "webtransport"
+    return duoduel.Config(
+        host="127.0.0.1", port=0, report_log=tmp_path / "reports.jsonl", webtransport=webtransport, webtransport_port=0
+    )
 
 
 async def start(open_page, person: str, engine: str) -> Page:
@@ -67,12 +70,17 @@ async def test_block_button_ends_the_call_and_the_two_never_meet_again(server, o
 
 
 @engines("chromium-chromium")
-async def test_report_from_the_page_names_the_id_its_first_load_set(server, open_page, engines, config):
-    """The page's first load sets the id cookie; the report Ann sends names that id, from the handshake, and her reason."""
+@pytest.mark.parametrize("config", ["websocket", "webtransport"], indirect=True)
+async def test_report_from_the_page_names_the_id_its_first_load_set(server, open_page, engines, config, request):
+    """The page's first load sets the id cookie; the report Ann sends names that id, from the WebSocket's handshake or
+    from the token the page gives its WebTransport session, and her reason."""
+    transport = request.node.callspec.params["config"]
     ann = await start(open_page, "ann", engines[0])
     await wait_status(ann, "Waiting for a partner")
     bob = await start(open_page, "bob", engines[1])
     await wait_status(bob, "Connected")
+    for page in (ann, bob):
+        assert await page.evaluate("() => window.duoduel.link.kind") == transport
     await ann.click("#block")
     await ann.evaluate("() => { document.getElementById('report-reason').value = 'shouted insults'; }")
     await ann.click("#report-yes")

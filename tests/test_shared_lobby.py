@@ -448,8 +448,10 @@ async def test_frozen_redis_times_out_into_local_pairing(redis_server, processes
 
 
 async def offer_of(process: Duoduel) -> dict:
-    """The process's WebTransport offer, from its /webtransport.json."""
-    return json.loads((await http_request(process.running, "/webtransport.json")).body)
+    """The process's WebTransport offer, from its /webtransport.json (less the id token, which names this request's browser)."""
+    offer = json.loads((await http_request(process.running, "/webtransport.json")).body)
+    del offer["token"]
+    return offer
 
 
 async def offer_published(redis_server: RedisServer, process: Duoduel) -> None:
@@ -486,6 +488,32 @@ async def test_webtransport_newcomer_is_moved_with_the_other_process_offer(proce
         await until_connected(waiter)
         arrived.send_datagram(b"over webtransport, moved")
         assert await asyncio.wait_for(waiter.websocket.recv(), 5) == b"over webtransport, moved"
+
+
+async def test_webtransport_token_from_one_process_names_its_browser_on_the_other(processes, redis_server):
+    """The id token A's offer gives a browser is believed on B (the secret is shared through Redis): once that id is
+    banned, B closes a session carrying the token (1008), as a moved page's would be."""
+    a, b = processes
+    banned = secrets.token_hex(16)
+    reply = await http_request(a.running, "/webtransport.json", headers={"Cookie": f"duoduel_id={banned}"})
+    token = json.loads(reply.body)["token"]
+    done = run_command("python", str(ROOT / "duoduel.py"), "ban", banned, "--redis", redis_server.url)
+    assert done.returncode == 0, done.stderr
+
+    async def refused_on_b() -> bool:
+        try:
+            websocket = await connect(b.running.ws_url(), additional_headers={"Cookie": f"duoduel_id={banned}"})
+        except InvalidStatus:
+            return True
+        await websocket.close()
+        return False
+
+    await until(refused_on_b, "B to know of the ban")
+    b_offer = await offer_of(b)
+    async with open_session(b_offer["port"], f"/wt?id={urllib.parse.quote(token)}", b_offer["certificateHashes"][0]) as session:
+        session.send_line(json.dumps({"type": "ping", "t": 0}))  # opens the control stream, as a page's link does
+        closed = await session.wait_closed()
+    assert (closed.code, closed.reason) == (1008, "You are banned from this service.")
 
 
 async def test_websocket_newcomer_is_moved_without_an_offer(processes, redis_server):

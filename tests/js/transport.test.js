@@ -89,9 +89,18 @@ test('webTransportUrl_keeps_the_host_and_query_on_the_offered_port', () => {
   assert.equal(webTransportUrl('wss://[::1]:8443/ws', { port: 9443, path: '/wt' }), 'https://[::1]:9443/wt');
 });
 
+test('webTransportUrl_carries_the_page_token_as_id', () => {
+  assert.equal(webTransportUrl('ws://localhost:8080/ws?resume=T', { port: 8080, path: '/wt' }, 'abc.123.x-y_z'),
+    'https://localhost:8080/wt?resume=T&id=abc.123.x-y_z');
+  assert.equal(webTransportUrl('ws://localhost:8080/ws', { port: 8080, path: '/wt' }, 'abc.1.m'),
+    'https://localhost:8080/wt?id=abc.1.m');
+});
+
 test('parseOffer_takes_only_a_well_formed_offer', () => {
-  assert.deepEqual(parseOffer(OFFER), OFFER);
-  assert.deepEqual(parseOffer({ ...OFFER, certificateHashes: [] }), { ...OFFER, certificateHashes: [] });
+  assert.deepEqual(parseOffer(OFFER), { ...OFFER, token: null });
+  assert.deepEqual(parseOffer({ ...OFFER, certificateHashes: [] }), { ...OFFER, certificateHashes: [], token: null });
+  assert.deepEqual(parseOffer({ ...OFFER, token: 'abc.123.x-y_z' }), { ...OFFER, token: 'abc.123.x-y_z' });
+  assert.equal(parseOffer({ ...OFFER, token: 'a&b=c' }).token, null);
   for (const bad of [null, 'x', { ...OFFER, port: 0 }, { ...OFFER, port: '8080' }, { ...OFFER, path: 'wt' },
     { ...OFFER, certificateHashes: ['xyz'] }, { ...OFFER, certificateHashes: HASH }]) {
     assert.equal(parseOffer(bad), null, JSON.stringify(bad));
