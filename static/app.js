@@ -13,7 +13,7 @@ import { newRoomKey, roomKeyFromFragment } from './e2ee.js';
 import { Encryption } from './encryption.js';
 import { meterValue, mouthToEar } from './figures.js';
 import { LINK_NAMES, openWebSocketLink } from './link.js';
-import { LossWatch, missingFrames } from './loss-watch.js';
+import { LossWatch } from './loss-watch.js';
 import { cleanLabel, MAX_LABEL_LENGTH, memberFrame } from './members.js';
 import { qrMatrix, svgElement } from './qr.js';
 import { COPIES, CopySwitch, RedundantSender } from './redundancy.js';
@@ -208,8 +208,8 @@ function watchLoss() {
   if (!connection.inCall || !session) return;
   const slots = connection.group.group ? connection.group.members.map((member) => member.slot) : [PARTNER];
   for (const slot of slots) {
-    const playback = session.memberStats(slot)?.playback;
-    if (playback) lossWatch.saw(slot, missingFrames(playback));
+    const member = session.memberStats(slot);
+    if (member) lossWatch.saw(slot, member.missingFrames);
   }
   if (lossWatch.reportDue(performance.now())) dispatch({ type: 'lossSeen' });
 }

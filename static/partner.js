@@ -10,6 +10,7 @@
 // connects them all to one bus, which mixes them.
 import { CODEC_NAMES, CODEC_PCM16, FRAME_MS } from './constants.js';
 import { frameDurationMs } from './frame.js';
+import { ArrivalGaps } from './loss-watch.js';
 import { pcm16ToFloat } from './pcm.js';
 import { RateMeter } from './rate-meter.js';
 import { SeenWindow, unpackFrames } from './redundancy.js';
@@ -42,6 +43,7 @@ export class PartnerPlayback {
     this._decodeIndex = 0;
     this._decodeSeq = new Map(); // decode index -> seq, + RECOVERED_FLAG for a frame recovered from a copy
     this._seen = new SeenWindow(); // which frames came already (a copy and its frame's own message: one plays)
+    this._gaps = new ArrivalGaps(); // frames whose own message did not come: what copies are for
     this._resampler = null;
     this._decoderDrops = 0; // frames dropped because the decoder was MAX_CODEC_QUEUE_MS behind
     this._decoderStarted = false; // the decoder has produced its first output
@@ -75,6 +77,7 @@ export class PartnerPlayback {
     if (!frames) return;
     for (const frame of frames) {
       if (!this._seen.accept(frame.seq)) continue;
+      this._gaps.arrive(frame.seq, frame.recovered);
       this.codec = CODEC_NAMES[frame.codec];
       this.frameMs = frameDurationMs(frame) ?? this.frameMs;
       if (frame.codec === CODEC_PCM16) {
@@ -172,6 +175,7 @@ export class PartnerPlayback {
    * played for want of them, lost on the way or late; concealedFrames, droppedFrames, targetMs, underruns,
    * arrivalJitterMs), and
    * decoderDrops (frames dropped before decoding because the decoder fell behind: they count as lost);
+   * missingFrames (frames whose own message did not come: recovered from a copy, or lost on the way);
    * `playback` is the worklet's raw counters (see Playout.stats()).
    */
   stats() {
@@ -188,6 +192,7 @@ export class PartnerPlayback {
       underruns: playback.underruns || 0,
       arrivalJitterMs: playback.arrivalJitterMs || 0,
       decoderDrops: this._decoderDrops,
+      missingFrames: this._gaps.missing,
       playback: this._stats,
     };
   }

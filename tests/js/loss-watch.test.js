@@ -3,7 +3,7 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 
-import { LossWatch, missingFrames } from '../../static/loss-watch.js';
+import { ArrivalGaps, LossWatch, MAX_LOSS_GAP, SETTLING_FRAMES } from '../../static/loss-watch.js';
 
 test('test_loss_watch_reports_nothing_while_nothing_goes_missing', () => {
   const watch = new LossWatch(2000);
@@ -67,7 +67,48 @@ test('test_loss_watch_a_playout_counting_from_zero_again_is_no_loss', () => {
   assert.equal(watch.reportDue(9000), false, 'a new call: nothing missing yet');
 });
 
-test('test_loss_watch_missing_frames_are_the_lost_and_the_recovered_not_the_late', () => {
-  assert.equal(missingFrames({ lost: 2, recovered: 5, late: 7 }), 7);
-  assert.equal(missingFrames({}), 0);
+/** What a receiver counts missing from a sender's frames arriving as [seq, recovered], once its stream settled. */
+function missing(arrivals) {
+  const gaps = new ArrivalGaps();
+  const [first] = arrivals[0];
+  for (let i = SETTLING_FRAMES; i > 0; i--) gaps.arrive((first - i + 65536) % 65536, false);
+  for (const [seq, recovered] of arrivals) gaps.arrive(seq, recovered);
+  return gaps.missing;
+}
+
+test('test_arrival_gaps_a_streams_first_frames_are_not_counted', () => {
+  const gaps = new ArrivalGaps();
+  gaps.arrive(0, false);
+  gaps.arrive(3, false);
+  gaps.arrive(5, true);
+  assert.equal(gaps.missing, 0, 'the receiving page was starting');
+  for (let seq = 6; seq < SETTLING_FRAMES + 6; seq++) gaps.arrive(seq, false);
+  gaps.arrive(SETTLING_FRAMES + 7, false);
+  assert.equal(gaps.missing, 1);
+});
+
+test('test_arrival_gaps_frames_in_order_are_none_missing', () => {
+  assert.equal(missing([[10, false], [11, false], [12, false]]), 0);
+  assert.equal(missing([[65534, false], [65535, false], [0, false], [1, false]]), 0, 'across the wrap');
+});
+
+test('test_arrival_gaps_skipped_frames_and_recovered_ones_are_missing', () => {
+  assert.equal(missing([[1, false], [2, false], [4, false], [7, false]]), 3, '3, 5 and 6 never came');
+  assert.equal(missing([[1, false], [2, true], [3, false]]), 1, '2 came only as a copy with 3');
+  assert.equal(missing([[1, false], [3, true], [4, false]]), 2, '2 lost, 3 recovered');
+  assert.equal(missing([[65535, false], [1, false]]), 1, 'across the wrap');
+});
+
+test('test_arrival_gaps_a_late_frame_counts_once', () => {
+  assert.equal(missing([[1, false], [3, false], [2, false], [4, false]]), 1);
+});
+
+test('test_arrival_gaps_a_long_silence_of_the_sender_is_no_loss', () => {
+  // Muted, in DTX or stalled, a sender sends nothing while its sequence numbers go on.
+  assert.equal(missing([[1, false], [2 + MAX_LOSS_GAP, false]]), MAX_LOSS_GAP);
+  assert.equal(missing([[1, false], [3 + MAX_LOSS_GAP, false], [40, false], [41, false]]), 0);
+});
+
+test('test_arrival_gaps_a_sender_that_starts_again_is_a_new_stream', () => {
+  assert.equal(missing([[5000, false], [5001, false], [3, false], [4, false], [6, false]]), 1, 'only 5, in the new stream');
 });
