@@ -35,10 +35,10 @@ export class ArrivalGaps {
   arrive(seq, recovered) {
     const counting = ++this._arrived > SETTLING_FRAMES;
     if (recovered && counting) this.missing++;
-    if (this._newest >= 0 && counting) {
+    if (this._newest >= 0) {
       const ahead = (seq - this._newest) & 0xffff;
       if (ahead >= 0x8000 && 0x10000 - ahead < STREAM_WINDOW) return; // an older frame, late: counted when skipped
-      if (ahead >= 2 && ahead <= MAX_LOSS_GAP + 1) this.missing += ahead - 1;
+      if (counting && ahead >= 2 && ahead <= MAX_LOSS_GAP + 1) this.missing += ahead - 1;
     }
     this._newest = seq;
   }

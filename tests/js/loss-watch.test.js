@@ -82,8 +82,12 @@ test('test_arrival_gaps_a_streams_first_frames_are_not_counted', () => {
   gaps.arrive(3, false);
   gaps.arrive(5, true);
   assert.equal(gaps.missing, 0, 'the receiving page was starting');
-  for (let seq = 6; seq < SETTLING_FRAMES + 6; seq++) gaps.arrive(seq, false);
-  gaps.arrive(SETTLING_FRAMES + 7, false);
+  for (let seq = 6; seq <= SETTLING_FRAMES; seq++) gaps.arrive(seq, false); // SETTLING_FRAMES - 2 arrived
+  gaps.arrive(SETTLING_FRAMES + 2, false);
+  gaps.arrive(SETTLING_FRAMES + 1, false); // late, the last frame of the settling: the newest stays the newest
+  gaps.arrive(SETTLING_FRAMES + 3, false);
+  assert.equal(gaps.missing, 0);
+  gaps.arrive(SETTLING_FRAMES + 5, false);
   assert.equal(gaps.missing, 1);
 });
 
