@@ -215,6 +215,7 @@ async def test_call_over_webtransport_recovers_lost_datagrams_from_the_next_ones
 
 
 async def wait_over(page: Page, kind: str) -> None:
+    """The page's link is of that kind ('webtransport' or 'websocket')."""
     await page.wait_for(f"() => window.duoduel.link?.kind === '{kind}'", timeout=TIMEOUT_S, what=f"the call over {kind}")
 
 
@@ -223,11 +224,10 @@ async def wait_over(page: Page, kind: str) -> None:
 PLAYBACK_JS = "slot => (slot === null ? window.duoduel.session.stats() : window.duoduel.session.memberStats(slot))?.playback"
 
 
-async def wait_recovered(page: Page, slot: int | None = None) -> dict:
-    """Wait until the page has played a frame of that sender recovered from a copy; its playout's counters."""
+async def wait_recovered(page: Page, slot: int | None = None) -> None:
+    """Wait until the page has played a frame of that sender (the partner, or the member in slot) from a copy."""
     await page.wait_for(f"slot => ({PLAYBACK_JS})(slot)?.recovered > 0", slot, timeout=TIMEOUT_S,
                         what=f"a frame recovered from a copy (slot {slot})")
-    return await page.evaluate(PLAYBACK_JS, slot)
 
 
 async def test_websocket_senders_audio_to_a_webtransport_page_across_the_lossy_path_comes_with_copies(path, call):
@@ -272,6 +272,7 @@ async def test_group_room_across_the_lossy_path_gets_copies_from_every_sender(pa
         ann, bob, cyd = await call(server.origin, room_path("lossy"), ("ann", "bob", "cyd"), websocket=("bob",))
         await wait_over(ann, "webtransport")
         await wait_over(bob, "websocket")
+        await wait_over(cyd, "webtransport")
         for sender in (bob, cyd):
             slot = (await sender.evaluate("() => window.duoduel.group"))["slot"]
             await wait_recovered(ann, slot)
