@@ -311,6 +311,28 @@ RECORD_STATUS_JS = """() => {
 }"""
 
 
+# Records when the page sends each audio frame and how big it is, sealed as it goes on the wire (from the call's
+# next WebSocket on): what the relay sees of it.
+RECORD_SENDS_JS = """() => {
+  window.__sends = [];
+  const send = WebSocket.prototype.send;
+  WebSocket.prototype.send = function (data) {
+    if (typeof data !== 'string') window.__sends.push([performance.now(), data.byteLength]);
+    return send.call(this, data);
+  };
+}"""
+
+
+async def record_sends(page: Page) -> None:
+    """From now on, note every audio frame the page sends over a WebSocket (see sends())."""
+    await page.evaluate(RECORD_SENDS_JS)
+
+
+async def sends(page: Page) -> list[tuple[float, int]]:
+    """The (page time in ms, bytes) of every audio frame sent since record_sends()."""
+    return [tuple(send) for send in await page.evaluate("() => window.__sends")]
+
+
 async def without_webtransport(page: Page) -> None:
     """Make the page one of a browser without WebTransport (as WebKitGTK is): its next link is a WebSocket."""
     await page.evaluate("() => { delete window.WebTransport; }")
