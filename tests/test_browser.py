@@ -23,10 +23,10 @@ import pytest
 
 import duoduel
 from browser import PARTNER_RMS_JS, SAMPLE_RATE, write_wav
-from conftest import engines
+from conftest import engines, require
 from firefox import PageStuck
-from pages import (SILENT, TIMEOUT_S, TONES, Page, record_sends, room_path, sends, status, wait_hearing, wait_rms, wait_status,
-                   wait_status_seen)
+from pages import (MISSING, SILENT, TIMEOUT_S, TONES, Page, record_sends, room_path, sends, status, talk_spurts_microphone,
+                   wait_hearing, wait_rms, wait_status, wait_status_seen)
 
 
 @pytest.fixture
@@ -138,15 +138,21 @@ async def through_a_pause(page: Page, partner: Page, tries: int = 3) -> tuple[di
     raise AssertionError(f"{page}: no pause of {partner}'s heard in {tries} tries")
 
 
+@engines("chromium-chromium", "firefox-chromium")
 async def test_call_with_pauses_sends_little_in_a_pause_and_the_partner_hears_silence_not_loss(browsers, server,
-                                                                                              tmp_path):
-    """Both talk 0.5 s and pause 3 s, in Chromium: each hears the other, and through the other's pause hears silence
-    with no frame counted lost, concealed or dropped and no underrun, while the other counts the frames it leaves
-    out as DTX, not as encoder drops, and sends a pause's first 200 ms, then a frame every 400 ms."""
+                                                                                              tmp_path, engines):
+    """Both talk 0.5 s and pause 3 s: each hears the other, and through the other's pause hears silence with no
+    frame counted lost, concealed or dropped and no underrun, while the other counts the frames it leaves out as
+    DTX, not as encoder drops, and sends a pause's first 200 ms, then a frame every 400 ms."""
     pages = []
-    for person in ("ann", "bob"):
-        wav = write_talk_spurts(tmp_path / f"{person}.wav", TONES[person], talk_s=0.5, pause_s=3.0)
-        page = await browsers.launch(person, "chromium", None, wav=wav)
+    for person, engine in zip(("ann", "bob"), engines):
+        require(MISSING[engine]())
+        if engine == "firefox":
+            page = await browsers.launch(person, engine, TONES[person],
+                                         preload=talk_spurts_microphone(TONES[person], talk_s=0.5, pause_s=3.0))
+        else:
+            wav = write_talk_spurts(tmp_path / f"{person}.wav", TONES[person], talk_s=0.5, pause_s=3.0)
+            page = await browsers.launch(person, engine, None, wav=wav)
         await page.goto(server.origin + "/")
         await record_sends(page)
         await page.click("#start")
