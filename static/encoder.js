@@ -9,8 +9,8 @@
 // jitter buffer sees a gap in time, not a burst of late frames, when we unmute. The same counter is the
 // Opus input's media timestamp, which is how an encoded chunk finds its frame again.
 //
-// DTX: while the person is silent, a frame is sent only now and then (silence-gate.js: libopus's pattern, decided
-// on the captured samples, because the browsers' Opus DTX cannot be used through WebCodecs). The encoder still codes
+// DTX: while the person is silent, a frame is sent only now and then (silence-gate.js: decided on the captured
+// samples, because the browsers' Opus DTX cannot be used through WebCodecs). The encoder still codes
 // every frame; the numbers of the frames left out stay unused, and the partner's playout, after the silent frame
 // that came last, takes the gap for silence.
 import { CODEC_OPUS, CODEC_PCM16, FRAME_MS, FRAME_MS_CHOICES, OPUS_BITRATE } from './constants.js';

@@ -5,11 +5,12 @@
 //
 // Opus's DTX (libopus `usedtx`) cannot be used through WebCodecs: Chromium's encoder gives no chunk for a DTX frame
 // and stamps each chunk by the chunks it has given, so after the first pause every chunk names an earlier frame than
-// its own (10 ms frames, talk then silence: the chunk of the 400 ms update, frame 31, came stamped as frame 11);
+// its own (10 ms frames, 1 s of tone then silence: frame 130, libopus's update, came stamped as frame 110);
 // Firefox's ignores `usedtx` and codes every frame. So the encoder codes every frame (its chunks keep their frames'
-// timestamps, and its state stays whole) and this gate, on the captured samples, picks the frames that are sent,
-// in libopus's pattern: a pause's first DTX_HANGOVER_MS (the last word's tail and the codec's look-ahead), then one
-// frame every DTX_REFRESH_MS (the partner sees the stream alive and keeps measuring its arrivals).
+// timestamps, and its state stays whole) and this gate, on the captured samples, picks the frames that are sent:
+// a pause's first DTX_HANGOVER_MS (the last word's tail and the codec's look-ahead), then one frame every
+// DTX_REFRESH_MS (the partner sees the stream alive and keeps measuring its arrivals). That is libopus's pattern at
+// 20 ms frames, kept in ms at 10 ms (libopus counts frames: 100 ms, then every 210 ms).
 //
 // A frame is silent when every sample stays under half the receiver's line for silence (SILENT_PEAK): decoded, the
 // last frame before a gap is then under that line too, so the partner's playout takes the gap for silence (no
