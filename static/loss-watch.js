@@ -16,7 +16,8 @@
 
 /**
  * The longest run of sequence numbers skipped that counts as lost messages; a longer one is the sender's own
- * silence (muted: no frame sent; DTX: one every 400 ms; a stall), where copies would bring nothing.
+ * silence (muted: no frame sent; DTX: one every 400 ms; a stall), where copies would bring nothing. A shorter run
+ * after a silent frame is DTX too (silence-gate.js: speech that starts again soon after a refresh frame).
  */
 export const MAX_LOSS_GAP = 4;
 /** A stream's first frames (2 s of 10 ms ones), while the receiving page starts its decoder: not counted. */
@@ -29,6 +30,12 @@ export class ArrivalGaps {
     this.missing = 0;
     this._newest = -1;
     this._arrived = 0;
+    this._silent = -1; // the last frame decoded, if it was silent: the sender may leave out what follows
+  }
+
+  /** A frame decoded (in order): whether it is silence (every sample under the playout's SILENT_PEAK). */
+  decoded(seq, silent) {
+    this._silent = silent ? seq : -1;
   }
 
   /** A frame not had before: its 16-bit sequence number, and whether it came as a copy in a later one's message. */
@@ -38,7 +45,8 @@ export class ArrivalGaps {
     if (this._newest >= 0) {
       const ahead = (seq - this._newest) & 0xffff;
       if (ahead >= 0x8000 && 0x10000 - ahead < STREAM_WINDOW) return; // an older frame, late: counted when skipped
-      if (counting && ahead >= 2 && ahead <= MAX_LOSS_GAP + 1) this.missing += ahead - 1;
+      const lost = ahead >= 2 && ahead <= MAX_LOSS_GAP + 1 && this._silent !== this._newest;
+      if (counting && lost) this.missing += ahead - 1;
     }
     this._newest = seq;
   }

@@ -8,6 +8,7 @@
 //
 // Nothing here is shared between partners, so a call with several people makes one per member and
 // connects them all to one bus, which mixes them.
+import { SILENT_PEAK } from './concealer.js';
 import { CODEC_NAMES, CODEC_PCM16, FRAME_MS } from './constants.js';
 import { frameDurationMs } from './frame.js';
 import { ArrivalGaps } from './loss-watch.js';
@@ -15,6 +16,7 @@ import { pcm16ToFloat } from './pcm.js';
 import { RateMeter } from './rate-meter.js';
 import { SeenWindow, unpackFrames } from './redundancy.js';
 import { Resampler } from './resampler.js';
+import { isSilent } from './silence-gate.js';
 
 // In ms of frames (3 and 10 frames of 20 ms), so that 10 ms frames may wait as long as 20 ms ones did.
 const MAX_CODEC_QUEUE_MS = 60; // waiting in the decoder before we drop (the jitter buffer conceals)
@@ -146,6 +148,7 @@ export class PartnerPlayback {
   }
 
   _play(seq, samples, rate, recovered) {
+    this._gaps.decoded(seq, isSilent(samples, SILENT_PEAK)); // as the playout will take it (concealer.js)
     const target = this.context.sampleRate;
     if (rate !== target) {
       if (!this._resampler || this._resampler.inRate !== rate) this._resampler = new Resampler(rate, target);
@@ -222,3 +225,4 @@ export class PartnerPlayback {
     }
   }
 }
+

@@ -116,3 +116,19 @@ test('test_arrival_gaps_a_long_silence_of_the_sender_is_no_loss', () => {
 test('test_arrival_gaps_a_sender_that_starts_again_is_a_new_stream', () => {
   assert.equal(missing([[5000, false], [5001, false], [3, false], [4, false], [6, false]]), 1, 'only 5, in the new stream');
 });
+
+test('test_arrival_gaps_a_short_gap_after_a_silent_frame_is_dtx_not_loss', () => {
+  // The silence gate sends a refresh frame in a pause; speech may start again two frames later.
+  const settled = (gaps) => {
+    for (let seq = 0; seq < SETTLING_FRAMES; seq++) gaps.arrive(seq, false);
+    return gaps;
+  };
+  const dtx = settled(new ArrivalGaps());
+  dtx.decoded(SETTLING_FRAMES - 1, true);
+  dtx.arrive(SETTLING_FRAMES + 2, false);
+  assert.equal(dtx.missing, 0);
+  const lossy = settled(new ArrivalGaps());
+  lossy.decoded(SETTLING_FRAMES - 1, false);
+  lossy.arrive(SETTLING_FRAMES + 2, false);
+  assert.equal(lossy.missing, 2, 'after a frame of speech, two frames lost');
+});
