@@ -857,7 +857,8 @@ def record_arrivals(args: argparse.Namespace, call: str, number: int, data: list
     args.record_arrivals.mkdir(parents=True, exist_ok=True)
     engines = dict(zip("ab", args.browsers))
     for key, sender, receiver in (("a->b", "a", "b"), ("b->a", "b", "a")):
-        meta = {"link": args.link, "direction": key, "sender": engines[sender], "receiver": engines[receiver],
+        meta = {"link": args.link, **({"path": args.path, "call": call} if args.path else {}),
+                "direction": key, "sender": engines[sender], "receiver": engines[receiver],
                 "seconds": args.seconds, "warmup_s": args.warmup, "run": number, "recorded": time.strftime("%Y-%m-%d"),
                 "load_average": [round(x, 2) for x in os.getloadavg()]}
         build = "old-" if call == "duoduel-old" else ""
