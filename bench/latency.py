@@ -586,6 +586,9 @@ def direction(sender: dict, receiver: dict, start: float, end: float, period_ms:
         "frames": {
             "expected": round(expected), "received": delta("received"), "concealed": concealed,
             "underruns": underruns, "lost": increase([st["lost"] for st in stats]), "late": delta("late"),
+            # Frames that came only as a copy in a later one's message, and frames that came during their turn's
+            # concealment and played the rest of it (counted neither lost nor late; their concealment counts).
+            "recovered": delta("recovered"), "cut_short": delta("cutShort"),
             "dropped": increase([st["dropped"] for st in stats]), "resyncs": delta("resyncs"),
             "drops": delta("drops"), "inserts": delta("inserts"),
             # Where missing frames went missing: never captured, never sent, or lost on the way.
