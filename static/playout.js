@@ -119,8 +119,9 @@ export class Playout {
    * @param {function(string, string, string): void} [options.onTransition] (name, from, to) on each transition
    * @param {boolean} [options.waitForCopies=true] a frame recovered from a later one's copy (redundancy) is an
    *   arrival for the estimator like any other, so that its lateness (a frame or so) is waited for while losses
-   *   keep coming; false: copies play only if they happen to come in time (NetEQ's way with RED). Measured on
-   *   the recorded calls with 2 % loss (docs/design.md): waiting conceals a third as much for 2 to 8 ms more delay
+   *   keep coming; false: copies play only if they happen to come in time (NetEQ's way with RED), or the rest of
+   *   their turn if they come during it. Measured on the recorded calls with 2 % loss (docs/design.md): with 20 ms
+   *   frames waiting conceals half as much for up to a frame more delay; with 10 ms frames it costs no delay
    */
   constructor({ sampleRate = 48000, frameMs = FRAME_MS, quantum = RENDER_QUANTUM, maxDelayMs = 2000,
     onTransition = null, waitForCopies = true } = {}) {
