@@ -628,7 +628,8 @@ function init() {
   window.addEventListener('online', () => dispatch({ type: 'online' }));
   // Into the back/forward cache: leave at once, so the partner hears "Partner left" now, not after a timeout.
   // Unloaded: a WebSocket says goodbye (1001) by itself; a WebTransport session that just vanished would look like
-  // a dropped network, its place held for a resume and the partner told "reconnecting" for the window.
+  // a dropped network, its place held for a resume and the partner told "reconnecting" for the window. (Firefox
+  // sometimes closes the connection before this close leaves; the server takes that as a goodbye too.)
   window.addEventListener('pagehide', (event) => {
     if (event.persisted) dispatch({ type: 'pageHidden' });
     else links.get(connection.link)?.close(1001, 'page closed');
