@@ -235,7 +235,9 @@ def make_process_request(
             return refuse(request, "not_found", HTTPStatus.NOT_FOUND, "WebTransport is off here: use the WebSocket.")
         browser = browser_in(request.headers.get("Cookie"))
         fresh, browser = browser is None, browser or new_browser_id()
-        body = json.dumps({**transports.webtransport.offer(), "token": issue_token(lobby.safety.secret, browser)}).encode()
+        seconds = config.id_token_seconds
+        token = issue_token(lobby.safety.secret, browser, seconds)
+        body = json.dumps({**transports.webtransport.offer(), "token": token, "tokenSeconds": seconds}).encode()
         response = respond(request, HTTPStatus.OK, body, "application/json", [("Cache-Control", "no-store")])
         if fresh:
             response.headers["Set-Cookie"] = set_cookie(browser, secure_cookies(config))  # as the page's first load would

@@ -14,6 +14,7 @@ import { Encryption } from './encryption.js';
 import { meterValue, mouthToEar } from './figures.js';
 import { LINK_NAMES, openWebSocketLink } from './link.js';
 import { cleanLabel, MAX_LABEL_LENGTH, memberFrame } from './members.js';
+import { OfferKeeper } from './offer.js';
 import { qrMatrix, svgElement } from './qr.js';
 import { COPIES_ON, RedundantSender } from './redundancy.js';
 import { newRoomName, roomFromLocation, roomUrl, wsUrl } from './room.js';
@@ -75,9 +76,10 @@ const links = new Map(); // link number -> the link the machine opened, until it
 const timers = new Map(); // the machine's timers: event type -> setTimeout id
 const redundancy = new RedundantSender(COPIES_ON.webtransport); // copies of our frames, for a link that loses datagrams
 let session = null; // the audio session, after Start
-// The server's WebTransport offer (transport.js), fetched once at load; null: none (or not yet): the WebSocket.
-let offer = null;
-fetchOffer().then((got) => { offer = got; });
+// The server's WebTransport offer (transport.js), fetched at load and renewed before its id token expires
+// (offer.js); null: none (or not yet): the WebSocket.
+const offers = new OfferKeeper(fetchOffer);
+offers.renew();
 let muted = false;
 let talking = false; // push-to-talk: Space held while muted
 const rows = new Map(); // slot -> the member's row in the list: {li, name, meter, volume, mute, figures}
@@ -144,9 +146,18 @@ function perform(effect) {
  * WebTransport offer of url's process, when the server moved us there and named one (else the page's own serves
  * the page's own /ws).
  */
-function startLink(number, url, movedOffer) {
+function startLink(number, url, movedOffer, renewed = false) {
+  // An id token past half its life (its renewal did not run: a machine asleep) is renewed first, so that the
+  // session is still this browser; the link opens then, if the machine still wants it.
+  if (offers.stale() && !renewed) {
+    offers.renew().then(() => {
+      if (connection.link === number && !links.has(number)) startLink(number, url, movedOffer, true);
+    });
+    return;
+  }
   try {
     const codec = session ? session.codec : undefined; // PCM16 frames are too big for datagrams
+    const offer = offers.offer;
     const linkOffer = movedOffer !== undefined ? parseOffer(movedOffer) : offerFor(url, wsUrl(location), offer);
     const token = offer !== null ? offer.token : null; // our own: a moved URL's process checks it with the shared secret
     links.set(number, openLink({ webSocketUrl: url, offer: linkOffer, token, codec, openWebSocketLink }, {
