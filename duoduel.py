@@ -25,6 +25,7 @@ import errno
 import hashlib
 import json
 import logging
+import math
 import posixpath
 import re
 import signal
@@ -86,6 +87,7 @@ CONTENT_TYPES = {
 ROOM_PAGE = re.compile("/r/" + ROOM_NAME.pattern)
 # Where a page learns how to open a WebTransport session (static/transport.js asks it).
 OFFER_PATH = "/webtransport.json"
+REFUSAL_PATH = "/refusal.json"  # why the page's last connection was turned away (core.safety.Refusals)
 # A Host header we are willing to echo into the Content-Security-Policy.
 SAFE_HOST = re.compile(r"[A-Za-z0-9.\-]+(:[0-9]{1,5})?|\[[0-9A-Fa-f:.]+\](:[0-9]{1,5})?")
 
@@ -111,8 +113,10 @@ async def session_handler(session: WebTransportSession, lobby: Lobby) -> None:
     unwelcome = await screen_visitor(lobby, visitor)
     if unwelcome is not None:
         lobby.metrics.rejections[unwelcome.label] += 1
+        lobby.safety.refusals.note(visitor.browser, unwelcome.line, unwelcome.retry_after)
         await session.close(1008, unwelcome.line)
         return
+    lobby.safety.refusals.forget(visitor.browser)
     await stay(lobby, session, session.path, session.id, visitor)
 
 
@@ -218,6 +222,8 @@ def make_process_request(
             return respond(request, HTTPStatus.OK, text.encode(), "text/plain; version=0.0.4; charset=utf-8")
         if url.path == OFFER_PATH:
             return offer(request)
+        if url.path == REFUSAL_PATH:
+            return refusal(request)
         if url.path.startswith("/r/") and not ROOM_PAGE.fullmatch(url.path):
             return refuse(request, "bad_room", HTTPStatus.BAD_REQUEST, BAD_ROOM_NAME)
         file = resolve_static(config.static_dir, url.path)
@@ -243,6 +249,16 @@ def make_process_request(
             response.headers["Set-Cookie"] = set_cookie(browser, secure_cookies(config))  # as the page's first load would
         return response
 
+    def refusal(request: Request) -> Response:
+        """Why this browser's last connection was turned away (a ban, a limit, a full server), if it was in the last
+        minute: a browser hides the body of a refused WebSocket handshake from its page, so the page asks here."""
+        turned = lobby.safety.refusals.of(browser_in(request.headers.get("Cookie")))
+        if turned is None:  # not counted among the refusals: a page asks whenever a link did not open
+            return respond(request, HTTPStatus.NOT_FOUND, b"Nothing was refused.\n", "text/plain; charset=utf-8")
+        retry = None if turned.retry_at is None else max(1, math.ceil(turned.retry_at - time.monotonic()))
+        body = json.dumps({"line": turned.line, "retryAfter": retry}).encode()
+        return respond(request, HTTPStatus.OK, body, "application/json", [("Cache-Control", "no-store")])
+
     def gate(connection: ServerConnection, request: Request, query: str) -> Response | Awaitable[Response | None] | None:
         """Let a WebSocket handshake through, or say why not; then admit() its visitor."""
         if request.method != "GET":
@@ -259,8 +275,10 @@ def make_process_request(
         """Refuse a banned visitor, one past its address's limits, or a bad query; else note the visitor on its connection."""
         unwelcome = await screen_visitor(lobby, visitor) or screen(lobby, query)
         if unwelcome is not None:
+            lobby.safety.refusals.note(visitor.browser, unwelcome.line, unwelcome.retry_after)  # the page asks why
             retry = [] if unwelcome.retry_after is None else [("Retry-After", str(unwelcome.retry_after))]
             return refuse(request, unwelcome.label, unwelcome.status, unwelcome.line, retry)
+        lobby.safety.refusals.forget(visitor.browser)
         connection.visitor = visitor
         return None
 

@@ -16,6 +16,7 @@ import { LINK_NAMES, openWebSocketLink } from './link.js';
 import { cleanLabel, MAX_LABEL_LENGTH, memberFrame } from './members.js';
 import { OfferKeeper } from './offer.js';
 import { qrMatrix, svgElement } from './qr.js';
+import { fetchRefusal } from './refusal.js';
 import { COPIES_ON, RedundantSender } from './redundancy.js';
 import { newRoomName, roomFromLocation, roomUrl, wsUrl } from './room.js';
 import { fetchOffer, offerFor, openLink, parseOffer } from './transport.js';
@@ -160,19 +161,32 @@ function startLink(number, url, movedOffer, renewed = false) {
     const offer = offers.offer;
     const linkOffer = movedOffer !== undefined ? parseOffer(movedOffer) : offerFor(url, wsUrl(location), offer);
     const token = offer !== null ? offer.token : null; // our own: a moved URL's process checks it with the shared secret
+    let opened = false;
     links.set(number, openLink({ webSocketUrl: url, offer: linkOffer, token, codec, openWebSocketLink }, {
-      onOpen: () => dispatch({ type: 'linkOpen', link: number }),
+      onOpen: () => {
+        opened = true;
+        dispatch({ type: 'linkOpen', link: number });
+      },
       onText: (text) => dispatch({ type: 'text', link: number, text }),
       onAudio: (buffer) => play(number, buffer),
       onClose: ({ code, reason }) => {
         links.delete(number);
         dispatch({ type: 'linkClosed', link: number, code, reason });
+        // Turned away (the WebSocket's refusal is hidden from us; a WebTransport one closes 1008): ask why.
+        if (!opened || code === 1008) askWhyTurnedAway();
       },
     }));
   } catch (err) {
     // After this dispatch's effects, not in the middle of them.
     queueMicrotask(() => dispatch({ type: 'linkFailed', link: number, text: err.message }));
   }
+}
+
+/** The server's line for why it turned us away (refusal.js), to show while the page waits to try again. */
+function askWhyTurnedAway() {
+  fetchRefusal().then((why) => {
+    if (why !== null) dispatch({ type: 'turnedAway', text: why.line, retryAfterS: why.retryAfterS });
+  });
 }
 
 /** An audio frame from the server: opened, then to the partner's playback, or the member's its slot names. */

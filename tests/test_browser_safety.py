@@ -11,7 +11,7 @@ import json
 
 import duoduel
 import pytest
-from conftest import engines, health, until
+from conftest import ROOT, engines, health, run_command, until
 from core.identity import TOKEN_SECONDS
 from pages import TONES, Page, wait_hearing, wait_status, wait_status_seen
 
@@ -22,11 +22,12 @@ SHORT_TOKEN_SECONDS = 3
 
 @pytest.fixture
 def config(tmp_path, request) -> duoduel.Config:
-    """Reports in a file of the test's own; WebTransport offered when a test asks for it (indirect "config":
+    """Reports and bans in files of the test's own; WebTransport offered when a test asks for it (indirect "config":
     "webtransport", or "webtransport-short-tokens" whose offers' tokens last SHORT_TOKEN_SECONDS)."""
     option = getattr(request, "param", "websocket")
     return duoduel.Config(
-        host="127.0.0.1", port=0, report_log=tmp_path / "reports.jsonl", webtransport=option != "websocket",
+        host="127.0.0.1", port=0, report_log=tmp_path / "reports.jsonl", bans_file=tmp_path / "bans.json",
+        webtransport=option != "websocket",
         webtransport_port=0, id_token_seconds=SHORT_TOKEN_SECONDS if option == "webtransport-short-tokens" else TOKEN_SECONDS,
     )
 
@@ -130,3 +131,16 @@ async def _closed(session) -> bool:
 
 async def _back_apart(server, before: set) -> bool:
     return bool(set(server.webtransport.sessions) - before) and await _waiting_apart(server)
+
+
+@engines("chromium", "firefox")
+async def test_banned_page_says_why_it_cannot_connect(server, open_page, engines, config):
+    """The operator bans this machine's address; Ann presses Start: her browser hides the 403's line from the page,
+    so the page asks the server why and shows that line (never a generic connection error), and stops trying."""
+    banned = run_command("python", str(ROOT / "duoduel.py"), "ban", "127.0.0.1", "--bans-file", str(config.bans_file))
+    assert banned.returncode == 0, banned.stderr
+    ann = await open_page("ann", engines[0])
+    await ann.click("#start")
+    await ann.wait_for("() => !document.getElementById('error').hidden", what="an error line")
+    assert await ann.text("#error") == "You are banned from this service."
+    await wait_status(ann, "Not connected")
