@@ -38,6 +38,7 @@ from collections import Counter
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from http import HTTPStatus
 from pathlib import Path
+from typing import TypeVar
 
 from websockets.asyncio.server import Server, ServerConnection, serve, unix_serve
 from websockets.datastructures import Headers
@@ -716,33 +717,29 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     return parser.parse_args(argv)
 
 
-def port_number(text: str) -> int:
-    """Read a port: a whole number from 0 (any free one) to 65535."""
-    try:
-        port = int(text)
-    except ValueError:
-        port = -1
-    if not 0 <= port <= 65535:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a port: give a whole number from 0 to 65535")
-    return port
+Number = TypeVar("Number", int, float)
 
 
-def positive(text: str) -> float:
-    """Read a positive number (days)."""
-    try:
-        value = float(text)
-    except ValueError:
-        value = 0.0
-    if not 0 < value <= 36500:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a positive number")
+def in_range(read: Callable[[str], Number], low: float, high: float, what: str, above: bool = False) -> Callable[[str], Number]:
+    """An argparse type: read(text) (int or float) from low (or above it) to high, else one line: "'TEXT' is not WHAT"."""
+
+    def value(text: str) -> Number:
+        try:
+            number = read(text)
+        except ValueError:
+            number = None
+        if number is None or not (low < number if above else low <= number) or not number <= high:
+            raise argparse.ArgumentTypeError(f"{text!r} is not {what}")
+        return number
+
     return value
 
 
-def whole(text: str) -> int:
-    """Read a whole number from 1 to 100,000."""
-    if not text.isdigit() or not 1 <= int(text) <= 100_000:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number from 1 to 100000")
-    return int(text)
+port_number = in_range(int, 0, 65535, "a port: give a whole number from 0 to 65535")  # 0: any free one
+positive = in_range(float, 0, 36500, "a positive number", above=True)  # days or hours
+whole = in_range(int, 1, 100_000, "a whole number from 1 to 100000")
+room_size = in_range(int, 2, MAX_ROOM_SIZE, f"a room size: give a whole number from 2 to {MAX_ROOM_SIZE}")
+resume_window = in_range(float, 0, 600, "a resume window: give seconds from 0 to 600")
 
 
 def trusted_proxy(text: str) -> str:
@@ -753,28 +750,6 @@ def trusted_proxy(text: str) -> str:
         return plain(str(ipaddress.ip_address(text.strip("[]"))))
     except ValueError:
         raise StartupError(f"--trusted-proxy {text!r} is not an IP address: give the proxy's, e.g. 127.0.0.1") from None
-
-
-def room_size(text: str) -> int:
-    """Read --room-size: a whole number of people, 2 to MAX_ROOM_SIZE."""
-    try:
-        size = int(text)
-    except ValueError:
-        size = 0
-    if not 2 <= size <= MAX_ROOM_SIZE:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a room size: give a whole number from 2 to {MAX_ROOM_SIZE}")
-    return size
-
-
-def resume_window(text: str) -> float:
-    """Read --resume-window: seconds, 0 to 600."""
-    try:
-        seconds = float(text)
-    except ValueError:
-        seconds = -1.0
-    if not 0 <= seconds <= 600:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a resume window: give seconds from 0 to 600")
-    return seconds
 
 
 def public_url(args: argparse.Namespace) -> str | None:
