@@ -56,12 +56,12 @@ async def refused(server: Running, query: str = "", origin: str | None = None) -
 
 async def test_offer_names_the_udp_port_and_certificate_hash(server):
     """GET /webtransport.json gives the page the UDP port, the path and the SHA-256 of the certificate it pins (and its
-    id token: tests/test_webtransport_identity.py)."""
+    id token and its lifetime: tests/test_webtransport_identity.py)."""
     reply = await http_request(server, "/webtransport.json")
     assert reply.status == 200
     offer = json.loads(reply.body)
     endpoint = server.webtransport
-    assert offer.pop("token")
+    assert offer.pop("token") and offer.pop("tokenSeconds")
     assert offer == {"port": endpoint.port, "path": "/wt", "certificateHashes": [endpoint.certificate.hash.hex()]}
 
 
