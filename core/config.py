@@ -7,6 +7,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
+from core.identity import TOKEN_SECONDS
 from core.webtransport import MAX_SESSIONS as MAX_WEBTRANSPORT_SESSIONS
 
 STATIC_DIR = Path(__file__).resolve().parent.parent / "static"
@@ -107,3 +108,5 @@ class Config:
     webtransport_host: str | None = None  # None: host's
     max_webtransport_sessions: int = MAX_WEBTRANSPORT_SESSIONS
     webtransport_certificate: Any = None
+    # How long the id token of a page's offer names its browser to /wt (the page renews it at half of this).
+    id_token_seconds: float = TOKEN_SECONDS

@@ -15,7 +15,9 @@ import { meterValue, mouthToEar } from './figures.js';
 import { LINK_NAMES, openWebSocketLink } from './link.js';
 import { LossWatch } from './loss-watch.js';
 import { cleanLabel, MAX_LABEL_LENGTH, memberFrame } from './members.js';
+import { OfferKeeper } from './offer.js';
 import { qrMatrix, svgElement } from './qr.js';
+import { fetchRefusal } from './refusal.js';
 import { COPIES, CopySwitch, RedundantSender } from './redundancy.js';
 import { newRoomName, roomFromLocation, roomUrl, wsUrl } from './room.js';
 import { fetchOffer, offerFor, openLink, parseOffer } from './transport.js';
@@ -80,9 +82,10 @@ const redundancy = new RedundantSender(COPIES);
 const copies = new CopySwitch();
 const lossWatch = new LossWatch();
 let session = null; // the audio session, after Start
-// The server's WebTransport offer (transport.js), fetched once at load; null: none (or not yet): the WebSocket.
-let offer = null;
-fetchOffer().then((got) => { offer = got; });
+// The server's WebTransport offer (transport.js), fetched at load and renewed before its id token expires
+// (offer.js); null: none (or not yet): the WebSocket.
+const offers = new OfferKeeper(fetchOffer);
+offers.renew();
 let muted = false;
 let talking = false; // push-to-talk: Space held while muted
 const rows = new Map(); // slot -> the member's row in the list: {li, name, meter, volume, mute, figures}
@@ -154,24 +157,46 @@ function perform(effect) {
  * WebTransport offer of url's process, when the server moved us there and named one (else the page's own serves
  * the page's own /ws).
  */
-function startLink(number, url, movedOffer) {
+function startLink(number, url, movedOffer, renewed = false) {
+  // An id token past half its life (its renewal did not run: a machine asleep) is renewed first, so that the
+  // session is still this browser; the link opens then, if the machine still wants it.
+  if (offers.stale() && !renewed) {
+    offers.renew().then(() => {
+      if (connection.link === number && !links.has(number)) startLink(number, url, movedOffer, true);
+    });
+    return;
+  }
   try {
     const codec = session ? session.codec : undefined; // PCM16 frames are too big for datagrams
+    const offer = offers.offer;
     const linkOffer = movedOffer !== undefined ? parseOffer(movedOffer) : offerFor(url, wsUrl(location), offer);
     const token = offer !== null ? offer.token : null; // our own: a moved URL's process checks it with the shared secret
+    let opened = false;
     links.set(number, openLink({ webSocketUrl: url, offer: linkOffer, token, codec, openWebSocketLink }, {
-      onOpen: () => dispatch({ type: 'linkOpen', link: number }),
+      onOpen: () => {
+        opened = true;
+        dispatch({ type: 'linkOpen', link: number });
+      },
       onText: (text) => dispatch({ type: 'text', link: number, text }),
       onAudio: (buffer) => play(number, buffer),
       onClose: ({ code, reason }) => {
         links.delete(number);
         dispatch({ type: 'linkClosed', link: number, code, reason });
+        // Turned away (the WebSocket's refusal is hidden from us; a WebTransport one closes 1008): ask why.
+        if (!opened || code === 1008) askWhyTurnedAway();
       },
     }));
   } catch (err) {
     // After this dispatch's effects, not in the middle of them.
     queueMicrotask(() => dispatch({ type: 'linkFailed', link: number, text: err.message }));
   }
+}
+
+/** The server's line for why it turned us away (refusal.js), to show while the page waits to try again. */
+function askWhyTurnedAway() {
+  fetchRefusal().then((why) => {
+    if (why !== null) dispatch({ type: 'turnedAway', text: why.line, retryAfterS: why.retryAfterS });
+  });
 }
 
 /** An audio frame from the server: opened, then to the partner's playback, or the member's its slot names. */
@@ -649,7 +674,8 @@ function init() {
   window.addEventListener('online', () => dispatch({ type: 'online' }));
   // Into the back/forward cache: leave at once, so the partner hears "Partner left" now, not after a timeout.
   // Unloaded: a WebSocket says goodbye (1001) by itself; a WebTransport session that just vanished would look like
-  // a dropped network, its place held for a resume and the partner told "reconnecting" for the window.
+  // a dropped network, its place held for a resume and the partner told "reconnecting" for the window. (Firefox
+  // sometimes closes the connection before this close leaves; the server takes that as a goodbye too.)
   window.addEventListener('pagehide', (event) => {
     if (event.persisted) dispatch({ type: 'pageHidden' });
     else links.get(connection.link)?.close(1001, 'page closed');

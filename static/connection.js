@@ -3,7 +3,7 @@
 //
 // The page feeds it events, each with `now` (performance.now() ms): the person's (start, next, name,
 // place: the room the page URL names, and blockAsk, blockCancel, block {reason?}: Block with its confirm),
-// the microphone's (audioStarted, audioFailed), the link's (linkOpen, text, linkClosed, linkFailed), the
+// the microphone's (audioStarted, audioFailed), the link's (linkOpen, text, linkClosed, linkFailed, turnedAway), the
 // browser's (unsupported, notice, online, pageHidden, pageShown), the timers' (pingDue, retryDue,
 // autoNextDue, keyDue, noteDue), encryption's (keyOut, keyAgreed, keyFailed, keyVerdict) and the audio's
 // (lossSeen: frames of a sender went missing, loss-watch.js). dispatch() returns the effects for the page to
@@ -353,6 +353,7 @@ function dropAbandoned(m, reason) {
 }
 
 function linkOpened(m, e) {
+  if (m.error?.about === 'link') m.error = null; // turned away before, let in now
   m.linkOpen = true;
   m.lastHeard = e.now;
   ping(m, e);
@@ -707,6 +708,21 @@ function keyVerdict(m, e) {
   }
 }
 
+/**
+ * The server said why it turned our last link away (refusal.js: a ban, a limit, a full server): show its line, and
+ * try again when it says, or (a ban) not until the page is loaded again.
+ */
+function turnedAway(m, e) {
+  m.error = { text: e.text, about: 'link' };
+  m.cancel('retryDue');
+  if (e.retryAfterS === null) {
+    m.state = 'broken';
+    return;
+  }
+  m.retryInMs = e.retryAfterS * 1000;
+  m.schedule('retryDue', m.retryInMs);
+}
+
 function linkFailed(m, e) {
   forgetLink(m);
   m.error = { text: `Cannot connect to the server (${e.text}): reload the page.`, about: 'link' };
@@ -770,7 +786,10 @@ const TRANSITIONS = {
   coolingDown: { ...LINKED, next: null },
   // Next waits until the call is back (or is not).
   resuming: { ...LINKED, linkClosed: retryResume, retryDue: openResume, resumeRefused: startAnew, online: retryNow, next: null },
-  retrying: { place: reconnectThere, name: rename, retryDue: connectFresh, online: retryNow, pageHidden: leaveForNow, noteDue: clearNote },
+  retrying: {
+    place: reconnectThere, name: rename, retryDue: connectFresh, online: retryNow, pageHidden: leaveForNow, noteDue: clearNote,
+    turnedAway,
+  },
   roomFull: { place: reconnectThere, name: rename, start: tryRoomAgain, noteDue: clearNote }, // Start says "Try again"
   away: { place: takePlace, name: rename, pageShown: startOver, noteDue: clearNote },
   broken: { place: reconnectThere, name: rename, noteDue: clearNote },

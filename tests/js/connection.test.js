@@ -922,3 +922,27 @@ test('a_loss_report_from_the_server_turns_copies_on_in_a_call_only', () => {
   page.hears({ type: 'loss' }); // the last partner's, overtaken by our Next
   assert.equal(page.has('lossReported'), false);
 });
+
+// Turned away: the server's reason (refusal.js), since a browser hides a refused handshake's body.
+
+test('a_page_turned_away_shows_why_and_tries_again_when_the_server_says', () => {
+  const page = started();
+  page.closes(1006); // never opened: the handshake was refused
+  assert.equal(page.m.state, 'retrying');
+  page.do('turnedAway', { text: 'Too many connections from your address in the last minute: try again in 30 seconds.', retryAfterS: 30 });
+  assert.equal(page.m.error.text, 'Too many connections from your address in the last minute: try again in 30 seconds.');
+  assert.equal(page.timers.get('retryDue'), page.now + 30_000);
+  page.later(30_000).fires('retryDue');
+  assert.equal(page.opened, `${PUBLIC}?resumable=1`);
+  page.opens();
+  assert.equal(page.m.error, null, 'let in: the line goes');
+});
+
+test('a_banned_page_shows_the_ban_and_stops_trying', () => {
+  const page = started();
+  page.closes(1006);
+  page.do('turnedAway', { text: 'You are banned from this service.', retryAfterS: null });
+  assert.equal(page.m.state, 'broken');
+  assert.equal(page.m.error.text, 'You are banned from this service.');
+  assert.equal(page.timers.has('retryDue'), false);
+});
