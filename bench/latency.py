@@ -24,17 +24,18 @@ WAV; in Firefox a preload script replaces getUserMedia with a looping AudioBuffe
 (Firefox's own fake device only plays a steady sine). After --warmup s of call, for --seconds s, the bench
 measures per direction and prints one JSON object (with --runs N: every run, then the medians):
 
-  to_output_node_ms acoustic: each tick's onset where the sender's microphone enters its page's audio graph (a
-                    tap on the page's microphone stream, a MediaStreamAudioSourceNode into a capture worklet, as
-                    for the WebRTC call, whichever path the page's own capture takes) -> the same tick's onset
-                    in what the receiver plays from its partner (session.partnerOutput), at the moment the
-                    receiver's graph renders it. Includes packetizing into 10 or 20 ms frames,
+  to_output_node_ms acoustic: each tick's onset where the sender's microphone enters a reference audio graph (the
+                    bench's own 'interactive' AudioContext in the sender's page: a MediaStreamAudioSourceNode on
+                    the page's microphone stream into a capture worklet; the same for every call, WebRTC's too,
+                    whichever path the page's own capture takes and whatever its context's latencyHint) -> the
+                    same tick's onset in what the receiver plays from its partner (session.partnerOutput), at the
+                    moment the receiver's graph renders it. Includes packetizing into 10 or 20 ms frames,
                     Opus encode, WebSocket send, the server relay, receive, decode, resampling, the jitter
                     buffer and rendering. Excludes the input device's latency and the browser's capture
                     processing before the track (Chromium's echo canceller runs on its fake device;
                     Firefox's replaced getUserMedia has none). A capture that reads the track itself
                     (Chromium's MediaStreamTrackProcessor, as WebRTC's own capture does) gets a sample
-                    before the graph does; that lead is counted, since the reference is the same for all.
+                    before a graph does; that lead is counted, since the reference is the same for all.
   mouth_to_ear_ms   to_output_node_ms + the output latency the receiving browser reports (Chromium:
                     outputLatency + baseLatency). Firefox's cannot be read without risking the freeze of
                     issue 11, so for a Firefox receiver it is null; output_latency_pulse_ms then gives what
@@ -101,8 +102,8 @@ mix bus and its soft clip. The receiver's jitter-buffer figures are those of the
 Both pages run on one machine, so their wall clocks (performance.timeOrigin + performance.now()) agree.
 The bench only observes, through the session's public measuring hook (`session.measure.captured`, `.sent`,
 `.received`, and `session.partnerOutput`, documented in static/audio.js) and the microphone stream the page's
-getUserMedia returned (kept before Start). Its taps on that stream and after `partnerOutput` are instances of
-the page's own capture worklet (their frames carry their context time), so nothing is loaded past the page's
+getUserMedia returned (kept before Start). Its taps on that stream (in a context of its own) and after
+`partnerOutput` are instances of the page's own capture worklet (their frames carry their context time), so nothing is loaded past the page's
 Content-Security-Policy, in either engine. It changes no audio code.
 """
 
@@ -215,6 +216,18 @@ CLICK_MICROPHONE_JS = """() => {
   };
 }"""
 
+# The sender's reference, in every call alike: where the microphone enters an audio graph of the bench's own (an
+# 'interactive' AudioContext with the capture worklet), not the page's, whose output buffer (latencyHint) moves the
+# moment its graph takes the microphone in (Chromium: by tens of ms between 128-sample and 10 ms callbacks).
+REFERENCE_JS = """
+async function referenceContext() {
+  const reference = new AudioContext({latencyHint: 'interactive'});
+  await reference.audioWorklet.addModule('/capture-processor.js');
+  await reference.resume();
+  return reference;
+}
+"""
+
 # Run in each duoduel page before Start: keeps the page's microphone stream where INSTRUMENT_JS taps it.
 KEEP_MICROPHONE_JS = """() => {
   const media = navigator.mediaDevices;
@@ -226,6 +239,7 @@ KEEP_MICROPHONE_JS = """() => {
 INSTRUMENT_JS = (
     "async () => {"
     + DETECTOR_JS
+    + REFERENCE_JS
     + """
   const s = window.duoduel.session;
   const ctx = s.context;
@@ -235,10 +249,11 @@ INSTRUMENT_JS = (
     stats: [], codec: s.codec,
   };
 
-  // Onsets in what node outputs, each at the context time of its sample; frames: [context end time, wall arrival].
-  // The tap is the page's own capture worklet (its frames carry their context time): each frame's arrival on the
-  // main thread bounds when it was rendered; the smallest (arrival - context time) maps context time to wall time.
+  // Onsets in what node outputs, each at the time of its sample in node's context; frames: [context end time, wall
+  // arrival]. The tap is the page's own capture worklet (its frames carry their context time): each frame's arrival
+  // on the main thread bounds when it was rendered; the smallest (arrival - context time) maps context time to wall time.
   const tap = (node, onsets, frames) => {
+    const ctx = node.context;
     const detector = new OnsetDetector(ctx.sampleRate);
     const worklet = new AudioWorkletNode(ctx, 'capture-processor', {
       numberOfInputs: 1, numberOfOutputs: 1, outputChannelCount: [1], channelCount: 1, channelCountMode: 'explicit',
@@ -262,9 +277,10 @@ INSTRUMENT_JS = (
     worklet.connect(ctx.destination);  // outputs silence; keeps the tap pulled
   };
 
-  // Sender: onsets where the microphone enters the page's audio graph, as for the WebRTC call, whatever path the
-  // page's own capture takes (the capture worklet, or the microphone's track itself).
-  tap(ctx.createMediaStreamSource(window.__benchMicrophone), b.micOnsets, b.micFrames);
+  // Sender: onsets where the microphone enters the reference graph (REFERENCE_JS), as for the WebRTC call, whatever
+  // path the page's own capture takes (the capture worklet, or the microphone's track itself).
+  const reference = await referenceContext();
+  tap(reference.createMediaStreamSource(window.__benchMicrophone), b.micOnsets, b.micFrames);
 
   // Sender, per frame: when the main thread got it (capture to main thread), and when the page hands it to the
   // WebSocket, vs its capture time (the encoder's delay).
@@ -311,6 +327,7 @@ INSTRUMENT_JS = (
 INSTRUMENT_WEBRTC_JS = (
     "async () => {"
     + DETECTOR_JS
+    + REFERENCE_JS
     + """
   const call = window.call;
   const ctx = call.context;
@@ -318,8 +335,9 @@ INSTRUMENT_WEBRTC_JS = (
   await ctx.audioWorklet.addModule('/capture-processor.js');
   const b = window.__bench = {rate: ctx.sampleRate, micOnsets: [], micFrames: [], heard: [], tapFrames: [], stats: []};
 
-  // Onsets in what node outputs, each at the context time of its sample; frames: [context end time, wall arrival].
+  // Onsets in what node outputs, each at the time of its sample in node's context; frames: [context end time, wall arrival].
   const tap = (node, onsets, frames) => {
+    const ctx = node.context;
     const detector = new OnsetDetector(ctx.sampleRate);
     const worklet = new AudioWorkletNode(ctx, 'capture-processor', {
       numberOfInputs: 1, numberOfOutputs: 1, outputChannelCount: [1], channelCount: 1, channelCountMode: 'explicit',
@@ -342,7 +360,8 @@ INSTRUMENT_WEBRTC_JS = (
     node.connect(worklet);
     worklet.connect(ctx.destination);  // outputs silence; keeps the tap pulled
   };
-  tap(ctx.createMediaStreamSource(call.microphone), b.micOnsets, b.micFrames);
+  const reference = await referenceContext();
+  tap(reference.createMediaStreamSource(call.microphone), b.micOnsets, b.micFrames);
   const tapOutput = () => (call.output ? tap(call.output, b.heard, b.tapFrames) : setTimeout(tapOutput, 20));
   tapOutput();
 

@@ -12,6 +12,7 @@
 import { CaptureClock } from './capture-clock.js';
 import { ChunkFramer } from './chunk-framer.js';
 import { CAPTURE_LEVEL_INTERVAL_S, FRAME_MS } from './constants.js';
+import { outputLatencyHint } from './figures.js';
 import { Resampler } from './resampler.js';
 
 /** Chunks (10 ms each) the track processor keeps while the main thread is busy, before it drops the oldest. */
@@ -45,7 +46,7 @@ export async function openAudio() {
   }
   // Created before the first await so that it starts inside the user gesture; no forced sample rate:
   // the hardware rate avoids a resampler in the browser's audio path (and forcing one fails in Firefox).
-  const context = new AudioContext({ latencyHint: 'interactive' });
+  const context = new AudioContext({ latencyHint: outputLatencyHint(navigator.userAgent) });
   let stream;
   try {
     stream = await navigator.mediaDevices.getUserMedia(MIC_CONSTRAINTS);
