@@ -216,10 +216,39 @@ CLICK_MICROPHONE_JS = """() => {
   };
 }"""
 
-# The sender's reference, in every call alike: where the microphone enters an audio graph of the bench's own (an
-# 'interactive' AudioContext with the capture worklet), not the page's, whose output buffer (latencyHint) moves the
-# moment its graph takes the microphone in (Chromium: by tens of ms between 128-sample and 10 ms callbacks).
-REFERENCE_JS = """
+# Both calls' taps. tap(node, onsets, frames): onsets in what node outputs, each at the time of its sample in node's
+# context; frames: [context end time, wall arrival]. The tap is the page's own capture worklet (its frames carry their
+# context time): each frame's arrival on the main thread bounds when it was rendered; the smallest (arrival - context
+# time) maps context time to wall time. referenceContext(): the sender's reference, in every call alike: where the
+# microphone enters an audio graph of the bench's own (an 'interactive' AudioContext), not the page's, whose output
+# buffer (latencyHint) moves the moment its graph takes the microphone in (Chromium: by tens of ms between 128-sample
+# and 10 ms callbacks; bench/capture_path.py).
+TAP_JS = """
+function tap(node, onsets, frames) {
+  const ctx = node.context;
+  const detector = new OnsetDetector(ctx.sampleRate);
+  const worklet = new AudioWorkletNode(ctx, 'capture-processor', {
+    numberOfInputs: 1, numberOfOutputs: 1, outputChannelCount: [1], channelCount: 1, channelCountMode: 'explicit',
+  });
+  let tapped = 0;
+  worklet.port.onmessage = (event) => {
+    const data = event.data;
+    if (!data || data.type !== 'frame') return;
+    const arrival = performance.timeOrigin + performance.now();
+    const samples = data.samples;
+    const before = detector.onsets.length;
+    detector.push(samples, tapped);
+    for (const onset of detector.onsets.slice(before)) {
+      onsets.push({time: data.time + (onset.index - tapped) / ctx.sampleRate, peak: onset.peak});
+    }
+    tapped += samples.length;
+    frames.push([data.time + samples.length / ctx.sampleRate, arrival]);
+    worklet.port.postMessage({type: 'recycle', buffer: samples.buffer}, [samples.buffer]);
+  };
+  node.connect(worklet);
+  worklet.connect(ctx.destination);  // outputs silence; keeps the tap pulled
+}
+
 async function referenceContext() {
   const reference = new AudioContext({latencyHint: 'interactive'});
   await reference.audioWorklet.addModule('/capture-processor.js');
@@ -239,7 +268,7 @@ KEEP_MICROPHONE_JS = """() => {
 INSTRUMENT_JS = (
     "async () => {"
     + DETECTOR_JS
-    + REFERENCE_JS
+    + TAP_JS
     + """
   const s = window.duoduel.session;
   const ctx = s.context;
@@ -249,35 +278,7 @@ INSTRUMENT_JS = (
     stats: [], codec: s.codec,
   };
 
-  // Onsets in what node outputs, each at the time of its sample in node's context; frames: [context end time, wall
-  // arrival]. The tap is the page's own capture worklet (its frames carry their context time): each frame's arrival
-  // on the main thread bounds when it was rendered; the smallest (arrival - context time) maps context time to wall time.
-  const tap = (node, onsets, frames) => {
-    const ctx = node.context;
-    const detector = new OnsetDetector(ctx.sampleRate);
-    const worklet = new AudioWorkletNode(ctx, 'capture-processor', {
-      numberOfInputs: 1, numberOfOutputs: 1, outputChannelCount: [1], channelCount: 1, channelCountMode: 'explicit',
-    });
-    let tapped = 0;
-    worklet.port.onmessage = (event) => {
-      const data = event.data;
-      if (!data || data.type !== 'frame') return;
-      const arrival = wallNow();
-      const samples = data.samples;
-      const before = detector.onsets.length;
-      detector.push(samples, tapped);
-      for (const onset of detector.onsets.slice(before)) {
-        onsets.push({time: data.time + (onset.index - tapped) / ctx.sampleRate, peak: onset.peak});
-      }
-      tapped += samples.length;
-      frames.push([data.time + samples.length / ctx.sampleRate, arrival]);
-      worklet.port.postMessage({type: 'recycle', buffer: samples.buffer}, [samples.buffer]);
-    };
-    node.connect(worklet);
-    worklet.connect(ctx.destination);  // outputs silence; keeps the tap pulled
-  };
-
-  // Sender: onsets where the microphone enters the reference graph (REFERENCE_JS), as for the WebRTC call, whatever
+  // Sender: onsets where the microphone enters the reference graph (TAP_JS), as for the WebRTC call, whatever
   // path the page's own capture takes (the capture worklet, or the microphone's track itself).
   const reference = await referenceContext();
   tap(reference.createMediaStreamSource(window.__benchMicrophone), b.micOnsets, b.micFrames);
@@ -327,7 +328,7 @@ INSTRUMENT_JS = (
 INSTRUMENT_WEBRTC_JS = (
     "async () => {"
     + DETECTOR_JS
-    + REFERENCE_JS
+    + TAP_JS
     + """
   const call = window.call;
   const ctx = call.context;
@@ -335,31 +336,6 @@ INSTRUMENT_WEBRTC_JS = (
   await ctx.audioWorklet.addModule('/capture-processor.js');
   const b = window.__bench = {rate: ctx.sampleRate, micOnsets: [], micFrames: [], heard: [], tapFrames: [], stats: []};
 
-  // Onsets in what node outputs, each at the time of its sample in node's context; frames: [context end time, wall arrival].
-  const tap = (node, onsets, frames) => {
-    const ctx = node.context;
-    const detector = new OnsetDetector(ctx.sampleRate);
-    const worklet = new AudioWorkletNode(ctx, 'capture-processor', {
-      numberOfInputs: 1, numberOfOutputs: 1, outputChannelCount: [1], channelCount: 1, channelCountMode: 'explicit',
-    });
-    let tapped = 0;
-    worklet.port.onmessage = (event) => {
-      const data = event.data;
-      if (!data || data.type !== 'frame') return;
-      const arrival = wallNow();
-      const samples = data.samples;
-      const before = detector.onsets.length;
-      detector.push(samples, tapped);
-      for (const onset of detector.onsets.slice(before)) {
-        onsets.push({time: data.time + (onset.index - tapped) / ctx.sampleRate, peak: onset.peak});
-      }
-      tapped += samples.length;
-      frames.push([data.time + samples.length / ctx.sampleRate, arrival]);
-      worklet.port.postMessage({type: 'recycle', buffer: samples.buffer}, [samples.buffer]);
-    };
-    node.connect(worklet);
-    worklet.connect(ctx.destination);  // outputs silence; keeps the tap pulled
-  };
   const reference = await referenceContext();
   tap(reference.createMediaStreamSource(call.microphone), b.micOnsets, b.micFrames);
   const tapOutput = () => (call.output ? tap(call.output, b.heard, b.tapFrames) : setTimeout(tapOutput, 20));
