@@ -31,9 +31,9 @@ their user-space instructions per relayed frame, which the machine's other load 
 --conversation: each client talks in spurts and pauses instead of sending every frame, on P.59's model of a
 conversation's speech (ITU-T P.59: talk spurts of 1.004 s and pauses of 1.587 s on average, here each drawn from an
 exponential distribution, a random stream per client): without --dtx a page still sends every frame of a pause
-(the encoder codes the silence), with --dtx it sends what Opus's DTX does: the frames of the pause's first 200 ms,
-then one every 400 ms. server_core_percent_per_call is the server's CPU per call, in % of a core: a call's cost,
-to compare between frame durations (--rate 50 or 100, --frame-bytes 70 or 35 at 28 kbit/s) and with and without DTX.
+(the encoder codes the silence), with --dtx it sends what the page's DTX does (static/silence-gate.js): the frames
+of the pause's first 200 ms, then one at the end of every 400 ms. server_core_percent_per_call is the server's CPU
+per call, in % of a core: a call's cost, to compare between frame durations (--rate 50 or 100, --frame-bytes 70 or 35 at 28 kbit/s) and with and without DTX.
 One more route is one more entry in ROUTES: a function that starts what its clients go through and returns an
 Endpoint (their URLs, duoduel's processes, the proxy's); a script may add one and call main(). The clients speak
 WebSocket, over TLS for a wss:// URL: a route over another transport brings a client of its own too.
@@ -62,7 +62,7 @@ BENCH = struct.Struct("<IIQ")  # start of payload: client id, seq (0 = hello), s
 CONNECT_TIMEOUT = 15.0
 DRAIN_SECONDS = 3.0
 TALK_S, PAUSE_S = 1.004, 1.587  # --conversation: mean talk spurt and pause (ITU-T P.59)
-DTX_HANGOVER_S, DTX_UPDATE_S = 0.2, 0.4  # --dtx: Opus sends a pause's first 200 ms, then a frame every 400 ms
+DTX_HANGOVER_S, DTX_UPDATE_S = 0.2, 0.4  # --dtx: the page sends a pause's first 200 ms, then a frame every 400 ms
 HANDSHAKES_IN_FLIGHT = 64  # stay under the listen backlog (100) so no SYN is dropped and retried after 1 s
 ROOT = Path(__file__).resolve().parent.parent
 SERVER_SCRIPT = ROOT / "duoduel.py"
@@ -283,7 +283,7 @@ class Talker:
             self._talking = not self._talking
             self._since = self._until
             self._until += self._random.expovariate(1 / (TALK_S if self._talking else PAUSE_S))
-            self._next_update = self._since + DTX_HANGOVER_S
+            self._next_update = self._since + DTX_HANGOVER_S + DTX_UPDATE_S
         if self._talking or not self._dtx or t < self._since + DTX_HANGOVER_S:
             return True
         if t < self._next_update:

@@ -12,25 +12,19 @@
 // inputs' timestamps, so the frames we drop (overload) must leave no hole in them (with holes, every chunk after
 // a drop named a frame as many frames earlier: frames went out under older numbers and capture times).
 //
-// DTX (usedtx): while the person is silent, the Opus encoder codes a frame only now and then (every 400 ms)
-// and the others as packets that code no audio (RFC 6716's DTX: the TOC byte alone, padded to the size of
-// the others at a constant bitrate; Chromium's encoder gives no chunk at all for them, and none of the 400 ms
-// updates either: 100 frames of 10 ms in, 10 of tone and then silence, gave 23 chunks): we send none of them, so
-// about half the frames of a conversation are never sent. Their numbers
-// stay unused: the partner's playout, after the silent frame that came last, takes the gap for silence.
+// DTX: while the person is silent, a frame is sent only now and then (silence-gate.js: decided on the captured
+// samples, because the browsers' Opus DTX cannot be used through WebCodecs). The encoder still codes
+// every frame; the numbers of the frames left out stay unused, and the partner's playout, after the silent frame
+// that came last, takes the gap for silence.
 import { CODEC_OPUS, CODEC_PCM16, FRAME_MS, FRAME_MS_CHOICES, OPUS_BITRATE } from './constants.js';
-import { encodeFrame, opusCodesNoAudio } from './frame.js';
+import { encodeFrame } from './frame.js';
 import { floatToPcm16 } from './pcm.js';
 import { Resampler } from './resampler.js';
+import { SilenceGate } from './silence-gate.js';
 
-// Off: in Chromium with usedtx, a call of ticks every 500 ms (silence between) counted 1,116 of 1,200 frames as
-// encoderDrops (overloadDrops + unmatchedChunks: which of the two was not told apart; if overload, the frames DTX
-// leaves out would never leave encodeQueueSize), and nothing was heard. The receiver takes DTX's gaps for silence
-// already (playout.js); the sender waits for that to be found and fixed.
-const USE_DTX = false;
 const CHUNK_EARLY_US = 1000; // a chunk's timestamp is its frame's, or before it (Firefox: 6.5 ms before)
 const MAX_CODEC_QUEUE_MS = 60; // frames waiting in the encoder before we drop instead of queueing (3 of 20 ms)
-const PENDING_LIMIT = 400; // frames in the encoder, or left out by its DTX since its last chunk: 4 s of 10 ms frames
+const PENDING_LIMIT = 50; // frames in the encoder whose chunk has not come: 0.5 s of 10 ms frames
 // The rates Opus encodes at natively. At any other context rate (44.1 kHz is common) we resample to
 // 48 kHz ourselves: the browser's encoder would otherwise resample through a FIFO that holds each
 // frame until the next one arrives, one frame (20 ms) of delay.
@@ -56,8 +50,8 @@ export function opusConfigCandidates(sampleRate, bitrate = OPUS_BITRATE, frameCh
   const base = { codec: 'opus', sampleRate, numberOfChannels: 1, bitrate };
   return frameChoices.flatMap((frameMs) => {
     const frameDuration = frameMs * 1000;
-    const voip = { frameDuration, complexity: 8, usedtx: USE_DTX, application: 'voip', signal: 'voice' };
-    const plain = { frameDuration, complexity: 8, usedtx: USE_DTX };
+    const voip = { frameDuration, complexity: 8, application: 'voip', signal: 'voice' };
+    const plain = { frameDuration, complexity: 8 };
     return [
       { ...base, bitrateMode: 'constant', opus: voip },
       { ...base, bitrateMode: 'constant', opus: plain },
@@ -107,20 +101,22 @@ export class FrameEncoder {
    * @param {object|null} options.opusConfig from chooseOpusConfig(opusRate(contextRate)), or null for PCM16
    * @param {(frame: ArrayBuffer, captureTime: number) => void} options.onFrame a frame for the wire;
    *   captureTime is the wall-clock ms of its first sample, as in the header
+   * @param {boolean} [options.dtx] leave out the frames of a pause (silence-gate.js)
    */
-  constructor({ contextRate, opusConfig, onFrame }) {
+  constructor({ contextRate, opusConfig, onFrame, dtx = true }) {
     this._contextRate = contextRate;
     this._onFrame = onFrame;
     /** The duration of the frames encode() takes and sends, ms (the capture worklet cuts them). */
     this.frameMs = configFrameMs(opusConfig);
-    /** Whether the encoder leaves out frames of silence (Opus DTX). */
-    this.dtx = Boolean(opusConfig && opusConfig.opus.usedtx);
+    /** Whether frames of a pause are left out (DTX). */
+    this.dtx = dtx;
+    this._gate = dtx ? new SilenceGate(this.frameMs) : null;
     this._frameUs = this.frameMs * 1000; // media timestamps: one frame
     this.muted = false;
     this.codec = 'pcm16';
     this._frames = 0; // the wire's sequence number (mod 2^16): every frame captured
     this._encoded = 0; // frames given to the Opus encoder: their media timestamps
-    this._pending = new Map(); // encoder input number -> {seq, captureTime, muted} while a frame is in the encoder
+    this._pending = new Map(); // encoder input number -> {seq, captureTime, send} while a frame is in the encoder
     this._encoder = null;
     this._encodeRate = 0;
     this._resampler = null; // context rate -> encode rate, when they differ
@@ -128,7 +124,7 @@ export class FrameEncoder {
     this._fifoLevel = 0;
     this.overloadDrops = 0; // frames dropped because the encoder was MAX_CODEC_QUEUE_MS behind
     this.unmatchedChunks = 0; // encoded chunks whose timestamp named no frame we gave the encoder
-    this.dtxFrames = 0; // frames of silence in DTX, not sent: a packet that codes no audio, or none at all
+    this.dtxFrames = 0; // frames of a pause left out (DTX)
     if (opusConfig) this._openOpus(opusConfig);
   }
 
@@ -164,7 +160,7 @@ export class FrameEncoder {
       this._encodeOpus(samples, captureTime, this._contextRate);
     } else {
       const seq = this._frames++;
-      if (this.muted) return;
+      if (!this._sends(samples)) return;
       this._onFrame(encodeFrame({
         codec: CODEC_PCM16, seq, sampleRate: this._contextRate, captureTime, payload: floatToPcm16(samples),
       }), captureTime);
@@ -219,7 +215,7 @@ export class FrameEncoder {
       return;
     }
     const input = this._encoded++;
-    this._pending.set(input, { seq: index, captureTime, muted: this.muted });
+    this._pending.set(input, { seq: index, captureTime, send: this._sends(samples) });
     if (this._pending.size > PENDING_LIMIT) this._pending.delete(this._pending.keys().next().value);
     let audio;
     try {
@@ -248,32 +244,24 @@ export class FrameEncoder {
     const info = this._pending.get(input);
     this._pending.delete(input);
     if (!info) this.unmatchedChunks++;
-    else if (this.dtx) this._forgetSkipped(input);
-    if (!info || info.muted) return;
+    if (!info || !info.send) return;
     const payload = new Uint8Array(chunk.byteLength);
     chunk.copyTo(payload);
-    if (opusCodesNoAudio(payload)) {
-      this.dtxFrames++;
-      return;
-    }
     // captureTime is that of the frame's first sample, so the encoder's delay counts as latency.
     this._onFrame(encodeFrame({
       codec: CODEC_OPUS, seq: info.seq, sampleRate: this._encodeRate, captureTime: info.captureTime, payload,
     }), info.captureTime);
   }
 
-  /** The frames before encoder input `input` still waiting got no chunk (chunks come in order): DTX left them out. */
-  _forgetSkipped(input) {
-    for (const [waiting] of this._pending) {
-      if (waiting > input) break;
-      this._pending.delete(waiting);
-      this.dtxFrames++;
-    }
+  /** Whether a frame is sent: not muted, and not left out of a pause (the gate sees every frame, in order). */
+  _sends(samples) {
+    const admitted = !this._gate || this._gate.admit(samples);
+    if (!admitted && !this.muted) this.dtxFrames++;
+    return admitted && !this.muted;
   }
 
   _fallBackToPcm() {
     this.codec = 'pcm16';
-    this.dtx = false;
     const encoder = this._encoder;
     this._encoder = null;
     this._pending.clear();

@@ -92,24 +92,3 @@ export function frameDurationMs({ codec, sampleRate, payload }) {
   if (code !== 3) return 2 * ms;
   return payload.byteLength < 2 ? null : (payload[1] & 0x3f) * ms;
 }
-
-/**
- * Whether an Opus packet codes no audio: Opus's DTX (RFC 6716, 3.2.1: a frame of zero bytes), sent as the TOC byte
- * alone (one or two bytes), or padded to a constant bitrate's size (code 3: one frame of no bytes, the rest padding).
- * @param {Uint8Array} packet
- */
-export function opusCodesNoAudio(packet) {
-  const length = packet.byteLength;
-  if (length <= 2) return true;
-  if ((packet[0] & 3) !== 3) return false;
-  const frames = packet[1] & 0x3f;
-  let at = 2;
-  let padding = 0;
-  if (packet[1] & 0x40) {
-    for (let byte = 255; byte === 255 && at < length;) {
-      byte = packet[at++];
-      padding += byte === 255 ? 254 : byte;
-    }
-  }
-  return frames > 0 && length - at - padding <= 0;
-}

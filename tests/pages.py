@@ -259,15 +259,17 @@ class Browsers:
         self.pages: list[Page] = []
         self.chromium_flags: list[str] = []  # given to every Chromium launched from then on
 
-    async def launch(self, name: str, engine: str, hz: float | None, wav: Path | None = None) -> Page:
+    async def launch(self, name: str, engine: str, hz: float | None, wav: Path | None = None,
+                     preload: str | None = None) -> Page:
         """A browser of that engine whose microphone plays a sine at hz (None: microphone refused), or in Chromium
-        the WAV file given."""
+        the WAV file given; in Firefox, preload (JS function source) runs first in every document (e.g.
+        talk_spurts_microphone())."""
         if engine == "chromium":
             if wav is None and hz is not None:
                 wav = write_tone(self._folder / f"{name}-{hz:g}.wav", hz)
             page = await ChromiumPage.launch(self._playwright, name, wav, flags=self.chromium_flags)
         elif engine == "firefox":
-            page = await FirefoxPage.launch(self._service("pulse_audio"), name, hz)
+            page = await FirefoxPage.launch(self._service("pulse_audio"), name, hz, preload=preload)
         elif engine == "webkit":
             page = await WebKitPage.launch(self._service("pulse_audio"), self._service("xvfb_display"), name, hz)
         else:
@@ -309,6 +311,52 @@ RECORD_STATUS_JS = """() => {
   new MutationObserver(() => window.__statusLog.push(document.getElementById('status').textContent))
     .observe(document.getElementById('status'), {childList: true, characterData: true, subtree: true});
 }"""
+
+
+# Records when the page sends each audio frame and how big it is, sealed as it goes on the wire (from the call's
+# next WebSocket on): what the relay sees of it.
+RECORD_SENDS_JS = """() => {
+  window.__sends = [];
+  const send = WebSocket.prototype.send;
+  WebSocket.prototype.send = function (data) {
+    if (typeof data !== 'string') window.__sends.push([performance.now(), data.byteLength]);
+    return send.call(this, data);
+  };
+}"""
+
+
+async def record_sends(page: Page) -> None:
+    """From now on, note every audio frame the page sends over a WebSocket (see sends())."""
+    await page.evaluate(RECORD_SENDS_JS)
+
+
+async def sends(page: Page) -> list[tuple[float, int]]:
+    """The (page time in ms, bytes) of every audio frame sent since record_sends()."""
+    return [tuple(send) for send in await page.evaluate("() => window.__sends")]
+
+
+def talk_spurts_microphone(hz: float, talk_s: float, pause_s: float) -> str:
+    """A Firefox preload script: the page's microphone is a sine at hz for talk_s, then silence for pause_s, looped
+    (Firefox's fake microphone is a sine without pauses)."""
+    return """() => {
+  const HZ = %r, TALK_S = %r, PAUSE_S = %r;
+  if (!navigator.mediaDevices) return; // a document that is no secure context (about:blank) has no microphone
+  navigator.mediaDevices.getUserMedia = async () => {
+    const ctx = new AudioContext();
+    const rate = ctx.sampleRate;
+    const buffer = ctx.createBuffer(1, Math.round((TALK_S + PAUSE_S) * rate), rate);
+    const data = buffer.getChannelData(0);
+    for (let i = 0; i < Math.round(TALK_S * rate); i++) data[i] = 0.5 * Math.sin(2 * Math.PI * HZ * i / rate);
+    const source = ctx.createBufferSource();
+    source.buffer = buffer;
+    source.loop = true;
+    const destination = ctx.createMediaStreamDestination();
+    source.connect(destination);
+    source.start();
+    await ctx.resume();
+    return destination.stream;
+  };
+}""" % (hz, talk_s, pause_s)
 
 
 async def without_webtransport(page: Page) -> None:

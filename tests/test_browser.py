@@ -22,10 +22,11 @@ import re
 import pytest
 
 import duoduel
-from browser import SAMPLE_RATE, write_wav
-from conftest import engines
+from browser import PARTNER_RMS_JS, SAMPLE_RATE, write_wav
+from conftest import engines, require
 from firefox import PageStuck
-from pages import SILENT, TIMEOUT_S, TONES, Page, room_path, status, wait_hearing, wait_rms, wait_status, wait_status_seen
+from pages import (MISSING, SILENT, TIMEOUT_S, TONES, Page, record_sends, room_path, sends, status, talk_spurts_microphone,
+                   wait_hearing, wait_rms, wait_status, wait_status_seen)
 
 
 @pytest.fixture
@@ -124,6 +125,73 @@ async def test_call_in_talk_spurts_is_heard_both_ways_in_10_ms_frames_where_the_
         assert stats["playback"]["frameMs"] == frame_ms, "the partner's frame length, learnt from its frames"
         line = await page.text("#stats")
         assert f"out opus {frame_ms} ms" in line, line
+
+
+# What a page counts of its partner's frames (played, lost, concealed, ...) and of its own (sent or left out).
+CALL_COUNTS_JS = """() => {
+  const s = window.duoduel.session.stats();
+  return {received: s.playback.received, lost: s.lostFrames, concealed: s.concealedFrames, underruns: s.underruns,
+          decoderDrops: s.decoderDrops, encoderDrops: s.encoderDrops, dtx: s.dtx, dtxFrames: s.dtxFrames,
+          frameMs: s.frameMs};
+}"""
+
+
+async def through_a_pause(page: Page, partner: Page, tries: int = 3) -> tuple[dict, dict, dict, dict]:
+    """Both pages' counts (CALL_COUNTS_JS) at two moments of a pause of the partner's, as the page hears it: silence
+    at the first, two of the pause's frames received by the second, and nothing else (no talk spurt began)."""
+    for _ in range(tries):
+        await wait_rms(page, below=SILENT)  # the analyser's last 0.74 s are silent: into the partner's pause
+        was, partner_was = await page.evaluate(CALL_COUNTS_JS), await partner.evaluate(CALL_COUNTS_JS)
+        await page.wait_for("n => window.duoduel.session.stats().playback.received >= n", was["received"] + 2,
+                            what="two frames of the partner's pause (one every 400 ms)")
+        now, partner_now = await page.evaluate(CALL_COUNTS_JS), await partner.evaluate(CALL_COUNTS_JS)
+        if now["received"] == was["received"] + 2 and await page.evaluate(PARTNER_RMS_JS) < SILENT:
+            return was, now, partner_was, partner_now
+        await wait_rms(page, above=SILENT)  # the pause ended meanwhile: try the next one
+    raise AssertionError(f"{page}: no pause of {partner}'s heard in {tries} tries")
+
+
+@engines("chromium-chromium", "firefox-chromium")
+async def test_call_with_pauses_sends_little_in_a_pause_and_the_partner_hears_silence_not_loss(browsers, server,
+                                                                                              tmp_path, engines):
+    """Both talk 0.5 s and pause 3 s: each hears the other, and through the other's pause hears silence with no
+    frame counted lost, concealed or dropped and no underrun, while the other counts the frames it leaves out as
+    DTX, not as encoder drops, and sends a pause's first 200 ms, then a frame every 400 ms."""
+    pages = []
+    for person, engine in zip(("ann", "bob"), engines):
+        require(MISSING[engine]())
+        if engine == "firefox":
+            page = await browsers.launch(person, engine, TONES[person],
+                                         preload=talk_spurts_microphone(TONES[person], talk_s=0.5, pause_s=3.0))
+        else:
+            wav = write_talk_spurts(tmp_path / f"{person}.wav", TONES[person], talk_s=0.5, pause_s=3.0)
+            page = await browsers.launch(person, engine, None, wav=wav)
+        await page.goto(server.origin + "/")
+        await record_sends(page)
+        await page.click("#start")
+        pages.append(page)
+    ann, bob = pages
+    for page, partner in ((ann, "bob"), (bob, "ann")):
+        await wait_status(page, "Connected")
+        await wait_hearing(page, TONES[partner])
+    for page, partner in ((ann, bob), (bob, ann)):
+        was, now, partner_was, partner_now = await through_a_pause(page, partner)
+        for counter in ("lost", "concealed", "underruns", "decoderDrops"):
+            assert now[counter] == was[counter], (page, counter, was, now)
+        left_out = partner_now["dtxFrames"] - partner_was["dtxFrames"]
+        # The two frames came at least about a refresh period (400 ms) apart: the partner left out what lay between.
+        assert partner_now["dtx"] and left_out >= 200 // partner_now["frameMs"], (partner, partner_was, partner_now)
+        assert partner_now["encoderDrops"] == partner_was["encoderDrops"], "frames left out are not encoder drops"
+    for page, partner in ((ann, "bob"), (bob, "ann")):
+        await wait_hearing(page, TONES[partner])  # and the next spurt comes through
+    for page in (ann, bob):
+        frame_ms = (await page.evaluate(CALL_COUNTS_JS))["frameMs"]
+        times = [t for t, _ in await sends(page)]
+        gaps = [b - a for a, b in zip(times, times[1:]) if b - a > 2.5 * frame_ms]
+        # Each 3.5 s: 0.5 s of talk and 200 ms of hangover sent, then 7 frames, one every 400 ms.
+        assert len(times) < 0.4 * (times[-1] - times[0]) / frame_ms, (page, len(times))
+        assert sum(350 < gap < 450 for gap in gaps) >= 5, (page, [round(gap) for gap in gaps])
+        assert max(gaps) < 600, "never longer without a frame than the refresh period (and the page's scheduling)"
 
 
 @engines("chromium-chromium", "firefox-firefox", "webkit-chromium")

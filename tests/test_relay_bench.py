@@ -36,3 +36,31 @@ def test_relay_bench_relays_every_frame_over_every_route():
     assert "proxy_cpu_s" not in runs["plain"] and "proxy_cpu_s" not in runs["tls"]
     assert set(report["routes"]) == {"plain", "tls", "nginx"}
     assert report["cores"]["duoduel"] == [0] and report["cores"]["generator"] == [1]
+
+
+
+def test_relay_bench_conversation_with_dtx_sends_a_pause_as_the_page_does():
+    """--conversation --dtx: a client sends every frame of a talk spurt and of the first 200 ms of a pause, then one
+    at the end of every 400 ms, as static/silence-gate.js lets the page; without --dtx, every frame."""
+    sys.path.insert(0, str(ROOT / "bench"))
+    from relay import Talker
+
+    frame_s = 0.01
+    times = [k * frame_s for k in range(3000)]  # 30 s of 10 ms frames
+    for cid in range(4):
+        plain, talker = Talker(cid, dtx=False), Talker(cid, dtx=True)
+        assert all(plain.sends(t) for t in times)
+        sent = [k for k, t in enumerate(times) if talker.sends(t)]
+        runs, gaps = [1], []  # frames sent back to back, and the frames left out after each run
+        for a, b in zip(sent, sent[1:]):
+            if b == a + 1:
+                runs[-1] += 1
+            else:
+                gaps.append(b - a - 1)
+                runs.append(1)
+        # Before each gap: talk and the pause's first 200 ms (20 frames or more), or a pause's lone update.
+        assert all(run == 1 or run >= 20 for run in runs[:-1]), runs
+        # Each gap: the 39 frames of a 400 ms update period (one either way: the model keeps time in floats), or fewer
+        # when talk comes back first.
+        assert gaps and max(gaps) <= 40 and sum(38 <= gap <= 40 for gap in gaps) >= len(gaps) / 2, gaps
+        assert 0.3 < len(sent) / len(times) < 0.7, len(sent) / len(times)

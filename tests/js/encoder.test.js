@@ -107,7 +107,9 @@ test('after a frame dropped for overload, each chunk still goes out under its ow
   });
   const sent = [];
   const opusConfig = opusConfigCandidates(48000)[0];
-  const encoder = new FrameEncoder({ contextRate: 48000, opusConfig, onFrame: (frame) => sent.push(decodeFrame(frame)) });
+  const encoder = new FrameEncoder({
+    contextRate: 48000, opusConfig, dtx: false, onFrame: (frame) => sent.push(decodeFrame(frame)),
+  });
   const frame = new Float32Array(480);
   for (let k = 0; k < 6; k++) {
     encoders[0].encodeQueueSize = k === 3 ? 100 : 0; // frame 3 finds the encoder overloaded

@@ -2,7 +2,7 @@ import { test } from 'node:test';
 import assert from 'node:assert/strict';
 
 import { CODEC_OPUS, CODEC_PCM16, FRAME_HEADER_BYTES } from '../../static/constants.js';
-import { decodeFrame, encodeFrame, frameDurationMs, opusCodesNoAudio } from '../../static/frame.js';
+import { decodeFrame, encodeFrame, frameDurationMs } from '../../static/frame.js';
 
 function sampleFrame(overrides = {}) {
   return {
@@ -114,19 +114,4 @@ test('a frame says how much audio it carries: the Opus TOC byte, or the PCM16 le
   assert.equal(frameDurationMs(opus()), null, 'no packet');
   const pcm = { codec: CODEC_PCM16, sampleRate: 44100, payload: new Uint8Array(2 * 441) };
   assert.equal(frameDurationMs(pcm), 10);
-});
-
-test('an Opus packet that codes no audio is DTX: a TOC byte alone, or a constant bitrate\'s padding around nothing', () => {
-  assert.equal(opusCodesNoAudio(Uint8Array.of(14 << 3)), true, 'the TOC byte alone');
-  assert.equal(opusCodesNoAudio(Uint8Array.of(14 << 3, 0)), true, 'two bytes');
-  // Code 3, one frame, padding flag, 33 bytes of padding (1 length byte + 32): 35 bytes as a 28 kbit/s 10 ms packet.
-  const padded = new Uint8Array(35);
-  padded.set([(14 << 3) | 3, 0x41, 32]);
-  assert.equal(opusCodesNoAudio(padded), true, 'padded to the constant size');
-  const audio = new Uint8Array(35).fill(7);
-  audio[0] = 14 << 3;
-  assert.equal(opusCodesNoAudio(audio), false, 'one frame of 34 bytes');
-  const paddedAudio = new Uint8Array(35);
-  paddedAudio.set([(14 << 3) | 3, 0x41, 10]);
-  assert.equal(opusCodesNoAudio(paddedAudio), false, 'a frame of 22 bytes and 10 of padding');
 });
