@@ -425,6 +425,7 @@ def metrics_text(lobby: Lobby, endpoint: Endpoint | None = None) -> str:
     metric("blocks_total", "counter", "Partners blocked (reports included).", [("", m.blocks)])
     metric("reports_total", "counter", "Partners reported.", [("", m.reports)])
     metric("cool_downs_total", "counter", "Nexts made to wait for skipping partners at speed.", [("", m.cool_downs)])
+    metric("loss_reports_total", "counter", "Reports of lost audio passed on to its senders (pages that lose datagrams).", [("", m.loss_reports)])
     if endpoint is not None:
         metric("webtransport_sessions", "gauge", "WebTransport sessions open (in the lobby or opening).", [("", len(endpoint.sessions))])
         metric("webtransport_refused_total", "counter", "WebTransport sessions refused past --max-webtransport-sessions.", [("", endpoint.refused_busy)])

@@ -589,6 +589,9 @@ def direction(sender: dict, receiver: dict, start: float, end: float, period_ms:
         "frames": {
             "expected": round(expected), "received": delta("received"), "concealed": concealed,
             "underruns": underruns, "lost": increase([st["lost"] for st in stats]), "late": delta("late"),
+            # Frames that came only as a copy in a later one's message, and frames that came during their turn's
+            # concealment and played the rest of it (counted neither lost nor late; their concealment counts).
+            "recovered": delta("recovered"), "cut_short": delta("cutShort"),
             "dropped": increase([st["dropped"] for st in stats]), "resyncs": delta("resyncs"),
             "drops": delta("drops"), "inserts": delta("inserts"),
             # Where missing frames went missing: never captured, never sent, or lost on the way.
@@ -865,7 +868,8 @@ def record_arrivals(args: argparse.Namespace, call: str, number: int, data: list
     args.record_arrivals.mkdir(parents=True, exist_ok=True)
     engines = dict(zip("ab", args.browsers))
     for key, sender, receiver in (("a->b", "a", "b"), ("b->a", "b", "a")):
-        meta = {"link": args.link, "direction": key, "sender": engines[sender], "receiver": engines[receiver],
+        meta = {"link": args.link, **({"path": args.path, "call": call} if args.path else {}),
+                "direction": key, "sender": engines[sender], "receiver": engines[receiver],
                 "seconds": args.seconds, "warmup_s": args.warmup, "run": number, "recorded": time.strftime("%Y-%m-%d"),
                 "load_average": [round(x, 2) for x in os.getloadavg()]}
         build = "old-" if call == "duoduel-old" else ""

@@ -10,9 +10,9 @@
 // p95), the concealment played, the audio skipped (dropped, or after its turn), the silence played while the
 // partner's audio came, and the underruns. tests/js/trace-replay.js says how the replay runs.
 //
-// --loss replays the working tree's buffer only, on the clean traces (default: loopback-chromium, jitter-chromium
-// and loopback-firefox-receiver) with their datagrams dropped as bench/netpath.py would (random 2 % and 5 %,
-// and 2 % in Gilbert-Elliott bursts of 3.3 datagrams on average), each with 0, 1 or 2 copies per datagram
+// --loss replays the working tree's buffer only, on the clean traces (default: loopback-chromium, jitter-chromium,
+// loopback-firefox-receiver and path-chromium) with their datagrams dropped as bench/netpath.py would (random 2 %
+// and 5 %, and 2 % in Gilbert-Elliott bursts of 3.3 datagrams on average), each with 0, 1 or 2 copies per datagram
 // (static/redundancy.js), the copies waited for or not (Playout's waitForCopies): the medians over five seeds of
 // the playout delay's p50 and p95, the concealment played, and the frames lost, late and recovered.
 import { execFileSync } from 'node:child_process';
@@ -47,7 +47,7 @@ function cell(value, digits) {
   return value === null ? '–' : value.toFixed(digits);
 }
 
-const LOSS_TRACES = ['loopback-chromium', 'jitter-chromium', 'loopback-firefox-receiver'];
+const LOSS_TRACES = ['loopback-chromium', 'jitter-chromium', 'loopback-firefox-receiver', 'path-chromium'];
 const LOSSES = { 'random 2 %': { loss: 2 }, 'bursts 2 %': { burstEnter: 0.61, burstExit: 30 }, 'random 5 %': { loss: 5 } };
 const WAYS = [['none', 0, true], ['1 copy, waited for', 1, true], ['1 copy, not waited for', 1, false],
   ['2 copies, waited for', 2, true], ['2 copies, not waited for', 2, false]];

@@ -56,6 +56,9 @@ COOL_DOWN = 2.0
 MAX_COOL_DOWN = 60.0
 # The largest one-way delay a page may report in its pings (a minute: beyond any call).
 MAX_PATH_MS = 60_000
+# A page that loses audio says so ({"type": "loss"}) at most every 2 s; the server passes on at most one report a
+# second from each client, so that nobody can keep the pages it talks to busy with them.
+LOSS_REPORT_INTERVAL = 1.0
 
 
 class StartupError(Exception):

@@ -13,13 +13,15 @@ import { newRoomKey, roomKeyFromFragment } from './e2ee.js';
 import { Encryption } from './encryption.js';
 import { meterValue, mouthToEar } from './figures.js';
 import { LINK_NAMES, openWebSocketLink } from './link.js';
+import { LossWatch } from './loss-watch.js';
 import { cleanLabel, MAX_LABEL_LENGTH, memberFrame } from './members.js';
 import { qrMatrix, svgElement } from './qr.js';
-import { COPIES_ON, RedundantSender } from './redundancy.js';
+import { COPIES, CopySwitch, RedundantSender } from './redundancy.js';
 import { newRoomName, roomFromLocation, roomUrl, wsUrl } from './room.js';
 import { fetchOffer, offerFor, openLink, parseOffer } from './transport.js';
 
 const STATS_INTERVAL_MS = 500;
+const LOSS_WATCH_INTERVAL_MS = 250; // as often as the playback worklets post their counters
 
 const MESSAGES = {
   micBlocked: 'Microphone blocked: allow it in the address bar, then press Start again.',
@@ -73,7 +75,10 @@ const encryption = new Encryption({ send: sendSealed, deliver, report: (event) =
 let roomKey = null; // the private room's key as its link spells it (the fragment), or null
 const links = new Map(); // link number -> the link the machine opened, until it closes
 const timers = new Map(); // the machine's timers: event type -> setTimeout id
-const redundancy = new RedundantSender(COPIES_ON.webtransport); // copies of our frames, for a link that loses datagrams
+// Copies of our frames, while someone we send audio to loses frames (they say so); and our watch on theirs.
+const redundancy = new RedundantSender(COPIES);
+const copies = new CopySwitch();
+const lossWatch = new LossWatch();
 let session = null; // the audio session, after Start
 // The server's WebTransport offer (transport.js), fetched once at load; null: none (or not yet): the WebSocket.
 let offer = null;
@@ -118,6 +123,11 @@ function perform(effect) {
     case 'resetPartner':
       if (session) session.resetPartner();
       redundancy.reset(); // no copy of the last call's last frame rides into the next
+      copies.reset(); // and no report about the last call's paths keeps copies on
+      lossWatch.reset();
+      break;
+    case 'lossReported':
+      copies.lossReported(performance.now());
       break;
     case 'addMember':
       if (session) session.addMember(effect.slot);
@@ -188,10 +198,20 @@ function deliver(source, frame) {
 /** A frame from the encoder: sealed on its way out (nothing leaves without a key). */
 function sendFrame(frame) {
   if (!connection.inCall) return;
-  // A link that loses datagrams carries a copy of the previous frame in each: packed before sealing, so that the
-  // copy is inside the same seal (docs/design.md, Lost datagrams).
-  const link = links.get(connection.link);
-  encryption.seal(link && COPIES_ON[link.kind] > 0 ? redundancy.pack(frame) : frame);
+  // While someone who hears us loses frames, each carries a copy of the previous one: packed before sealing, so
+  // that the copy is inside the same seal (docs/design.md, Lost datagrams).
+  encryption.seal(copies.on(performance.now()) ? redundancy.pack(frame) : frame);
+}
+
+/** Whether frames of those who send us audio went missing: if so, tell them (now and then) to send copies. */
+function watchLoss() {
+  if (!connection.inCall || !session) return;
+  const slots = connection.group.group ? connection.group.members.map((member) => member.slot) : [PARTNER];
+  for (const slot of slots) {
+    const member = session.memberStats(slot);
+    if (member) lossWatch.saw(slot, member.missingFrames);
+  }
+  if (lossWatch.reportDue(performance.now())) dispatch({ type: 'lossSeen' });
 }
 
 function sendSealed(sealed) {
@@ -283,6 +303,7 @@ async function startMicrophone() {
   if (document.activeElement === els.start || document.activeElement === document.body) els.mute.focus();
   requestAnimationFrame(drawMeters);
   setInterval(drawStats, STATS_INTERVAL_MS);
+  setInterval(watchLoss, LOSS_WATCH_INTERVAL_MS);
   dispatch({ type: 'audioStarted' });
 }
 
@@ -673,6 +694,13 @@ window.duoduel = {
   },
   get talking() {
     return talking;
+  },
+  /**
+   * Copies of our frames (redundancy.js): on now, frames sent with copies, loss reports taken from those who hear
+   * us, and reports we sent about those we hear.
+   */
+  get copies() {
+    return { on: copies.on(performance.now()), packed: redundancy.packed, reports: copies.reports, reported: lossWatch.reports };
   },
   /** End-to-end encryption's counters: keyed, sealed, opened, failed (not decrypted, dropped), ... */
   get encryption() {

@@ -5,8 +5,9 @@
 // place: the room the page URL names, and blockAsk, blockCancel, block {reason?}: Block with its confirm),
 // the microphone's (audioStarted, audioFailed), the link's (linkOpen, text, linkClosed, linkFailed), the
 // browser's (unsupported, notice, online, pageHidden, pageShown), the timers' (pingDue, retryDue,
-// autoNextDue, keyDue, noteDue) and encryption's (keyOut, keyAgreed, keyFailed, keyVerdict). dispatch()
-// returns the effects for the page to perform, in order:
+// autoNextDue, keyDue, noteDue), encryption's (keyOut, keyAgreed, keyFailed, keyVerdict) and the audio's
+// (lossSeen: frames of a sender went missing, loss-watch.js). dispatch() returns the effects for the page to
+// perform, in order:
 //
 //   {type: 'startAudio'}                       start the microphone; answer audioStarted or audioFailed
 //   {type: 'open', link, url[, webtransport]}  open link number `link` to url; its events carry `link`;
@@ -17,6 +18,7 @@
 //   {type: 'cancel', timer}                    forget that timer
 //   {type: 'resetPartner'}                     the audio session forgets whoever played (call starts or ends)
 //   {type: 'addMember' | 'removeMember' | 'restartMember', slot}   a group room's member's playback
+//   {type: 'lossReported'}                     a receiver of our audio loses frames: send copies (redundancy.js)
 //   {type: 'warn', text}                       something odd from the server, for the console
 //
 //   {type: 'callKey', call, op: 'start' | 'receive' | 'resend' | 'end', message}
@@ -252,6 +254,7 @@ function serverEvent({ text, now, link }) {
     case 'pong':
     case 'blocked':
     case 'cooldown':
+    case 'loss':
       return { ...message, now, link };
     case 'key':
       return { type: 'key', message, now, link };
@@ -502,6 +505,16 @@ function clearNote(m) {
   m.note = null;
 }
 
+/** Frames of whoever sends us audio went missing: tell them, through the server, so that they send copies. */
+function reportLoss(m) {
+  if (m.inCall) m.send({ type: 'loss' });
+}
+
+/** Someone we send audio to loses frames: the page packs copies with ours for a while. */
+function sendCopies(m) {
+  if (m.inCall) m.emit({ type: 'lossReported' });
+}
+
 /** Skipping at speed: the server pairs us again only after a pause, and says how long. */
 function coolDown(m, e) {
   m.coolDownS = typeof e.seconds === 'number' ? Math.ceil(e.seconds) : 0;
@@ -733,6 +746,8 @@ const LINKED = {
   blocked: noteBlocked,
   cooldown: coolDown,
   noteDue: clearNote,
+  lossSeen: reportLoss,
+  loss: sendCopies,
   key: takeKey,
   keyOut: giveKey,
   keyAgreed,

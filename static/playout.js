@@ -17,7 +17,8 @@
 // then the quantum is read from the ring. `decision` is the last one, `decisions` counts them.
 //   normal      play on; take the next frame when the ring runs short
 //   merge       the next frame after concealment or silence, crossfaded in from it
-//   expand      the next frame is missing: conceal it (or play on the concealment already in the ring)
+//   expand      the next frame is missing: conceal this quantum's part of it (or play on the concealment
+//               already in the ring); once its whole turn is concealed it is given up
 //   skip        the frames missing before audio that came are skipped (enough is buffered behind them), and
 //               that audio merged in: concealing them in real time would play it all that much later
 //   accelerate  too much is buffered (a burst, a sender clock faster than ours): skip ahead, crossfading
@@ -34,6 +35,12 @@
 // played), `recovered` those that came only as a copy in a later frame's message (redundancy, on a link that
 // loses datagrams) in time to play: recovered frames are neither lost nor late. A frame counted lost when its
 // turn went by and that comes afterwards moves from lost to late.
+//
+// A frame that comes during its own turn's concealment is not given up: the concealment, played a quantum at a
+// time in the frame's place, gives way to the rest of the frame (merged, crossfaded), so that a copy that comes a
+// few ms after its turn (a lost datagram's frame, in the next one's message) replaces most of the concealment
+// rather than none of it, and the timeline does not move. It is not lost; what was concealed of it counts as
+// concealment, and `cutShort` counts such frames.
 //
 // Nothing in push() or pull() allocates.
 import { FRAME_MS, MAX_JITTER_MARGIN_MS, RENDER_QUANTUM } from './constants.js';
@@ -112,8 +119,9 @@ export class Playout {
    * @param {function(string, string, string): void} [options.onTransition] (name, from, to) on each transition
    * @param {boolean} [options.waitForCopies=true] a frame recovered from a later one's copy (redundancy) is an
    *   arrival for the estimator like any other, so that its lateness (a frame or so) is waited for while losses
-   *   keep coming; false: copies play only if they happen to come in time (NetEQ's way with RED). Measured on
-   *   the recorded calls with 2 % loss (docs/design.md): waiting conceals a third as much for 2 to 8 ms more delay
+   *   keep coming; false: copies play only if they happen to come in time (NetEQ's way with RED), or the rest of
+   *   their turn if they come during it. Measured on the recorded calls with 2 % loss (docs/design.md): with 20 ms
+   *   frames waiting conceals half as much for up to a frame more delay; with 10 ms frames it costs no delay
    */
   constructor({ sampleRate = 48000, frameMs = FRAME_MS, quantum = RENDER_QUANTUM, maxDelayMs = 2000,
     onTransition = null, waitForCopies = true } = {}) {
@@ -146,10 +154,12 @@ export class Playout {
     this._starved = 0; // samples played while starved since the last start: audio that old is stale
     this._unconfirmedLost = 0; // frames concealed as overdue, lost once a later one shows the stream went on
     this._streamStart = 0; // the stream's first frame index: a frame before it is no late frame of this stream
+    this._concealedOfNext = 0; // samples of the next frame's turn concealed so far: it is missing, in its turn
     this.received = 0;
     this.lost = 0;
     this.late = 0;
     this.recovered = 0;
+    this.cutShort = 0;
     this.duplicates = 0;
     this.underruns = 0;
     this.drops = 0;
@@ -185,9 +195,16 @@ export class Playout {
     return headroom === null ? this.levelSamples() * this._msPerSample : this.frameMs + Math.max(0, headroom);
   }
 
-  /** Everything buffered or expected (missing frames count as one nominal frame each), in samples. */
+  /**
+   * Everything buffered or expected (missing frames count as one nominal frame each; the one being concealed,
+   * what is left of its turn, as when its concealment was put in the ring whole), in samples.
+   */
   levelSamples() {
-    return this._ring.level + this._store.presentSamples + this._store.missing * this.frameSamples;
+    const store = this._store;
+    const level = this._ring.level + store.presentSamples + store.missing * this.frameSamples;
+    if (this._concealedOfNext === 0) return level;
+    // Among the missing frames if one came after it; else not counted yet.
+    return level - this._concealedOfNext + (store.highest < store.next ? this.frameSamples : 0);
   }
 
   /**
@@ -276,11 +293,11 @@ export class Playout {
       case BUFFERING:
         return SILENCE;
       case PRIMING:
-        return this._ring.level >= n ? SILENCE : this._nextFrame();
+        return this._ring.level >= n ? SILENCE : this._nextFrame(n);
       case CONCEALING:
-        return this._ring.level >= n ? EXPAND : this._nextFrame();
+        return this._ring.level >= n ? EXPAND : this._nextFrame(n);
       default:
-        return this._control(n) ?? (this._ring.level >= n ? NORMAL : this._nextFrame());
+        return this._control(n) ?? (this._ring.level >= n ? NORMAL : this._nextFrame(n));
     }
   }
 
@@ -303,10 +320,13 @@ export class Playout {
   }
 
   /** The ring runs short within this quantum: what to do about the next frame. */
-  _nextFrame() {
+  _nextFrame(n) {
     const store = this._store;
     if (store.has(store.next)) return this.state === PLAYING ? NORMAL : MERGE;
-    if (store.hasLater && this.levelSamples() - this._missingRun() * this.frameSamples >= this._targetSamples) {
+    // The missing frame's turn ends within this quantum, and the one after it is here.
+    if (this.frameSamples - this._concealedOfNext <= n - this._ring.level && store.has(store.next + 1)) return MERGE;
+    const skipped = this._missingRun() * this.frameSamples - this._concealedOfNext;
+    if (store.hasLater && this.levelSamples() - skipped >= this._targetSamples) {
       return SKIP;
     }
     return EXPAND;
@@ -367,7 +387,7 @@ export class Playout {
         this._merge();
         break;
       case EXPAND:
-        while (this._ring.level < n) this._concealFrame();
+        this._conceal(n - this._ring.level);
         break;
       case ACCELERATE:
         this._accelerate(this.decisionSamples, n);
@@ -391,20 +411,35 @@ export class Playout {
     while (this.state === PLAYING && this._ring.level < samples && store.has(store.next)) this._take(false);
   }
 
-  /** Move the next frame from the store to the ring; a merge crossfades it in from the concealment. */
+  /**
+   * Move the next frame from the store to the ring; a merge crossfades it in from the concealment. A frame that
+   * came during its turn's concealment gives only the rest of its turn.
+   */
   _take(merge) {
     const store = this._store;
     const samples = store.samples();
     const length = store.length();
+    const from = Math.min(this._concealedOfNext, length - 1);
+    if (from > 0) this.cutShort++;
     const at = this._ring.level;
-    this._ring.append(samples, length);
-    if (merge) this._crossfadeIn(at, Math.min(this._fadeIn, length));
+    this._ring.append(samples, length, from);
+    if (merge) this._crossfadeIn(at, Math.min(this._fadeIn, length - from));
     this._concealer.arm(samples, length);
-    store.advance();
+    this._advance();
   }
 
-  /** Merge: the next frame, crossfaded in from the concealment (or the silence it has faded to). */
+  /** Done with the next frame (store.advance()): the next one's turn begins with nothing concealed. */
+  _advance() {
+    this._concealedOfNext = 0;
+    return this._store.advance();
+  }
+
+  /**
+   * Merge: the next frame, crossfaded in from the concealment (or the silence it has faded to); if it is
+   * missing, the rest of its turn concealed first and the one after it taken.
+   */
   _merge() {
+    if (!this._store.has(this._store.next)) this._conceal(this.frameSamples - this._concealedOfNext);
     this._take(true);
     if (this.state !== PLAYING) this._transition('merge');
   }
@@ -423,7 +458,7 @@ export class Playout {
 
   /** The next frame goes unplayed to make room for a much later one: dropped if it came, else lost. */
   _overflow() {
-    const length = this._store.advance();
+    const length = this._advance();
     if (length > 0) this.overflowSamples += length;
     else this._countLost();
   }
@@ -432,20 +467,31 @@ export class Playout {
   _skipMissing() {
     const store = this._store;
     while (!store.has(store.next)) {
-      store.advance();
+      this._advance();
       this._countLost();
     }
   }
 
-  /** Expand: one frame of concealment for the missing next frame. */
-  _concealFrame() {
-    const store = this._store;
-    for (let i = 0; i < this.frameSamples; i++) this._ring.push(this._concealer.next());
-    // A frame overdue with nothing behind it is counted lost only once a later one shows the stream went on.
-    if (store.hasLater) this._countLost();
-    else if (!this._concealer.silent) this._unconfirmedLost++;
-    store.advance();
+  /**
+   * Expand: `samples` of concealment in the missing next frame's place. A frame whose whole turn is concealed
+   * is given up, and the concealment goes on into the next one's turn.
+   */
+  _conceal(samples) {
+    for (let i = 0; i < samples; i++) {
+      this._ring.push(this._concealer.next());
+      if (++this._concealedOfNext >= this.frameSamples) this._giveUp();
+    }
     if (this.state !== CONCEALING) this._transition('expand');
+  }
+
+  /**
+   * The next frame's turn went by without it. A frame overdue with nothing behind it is counted lost only once a
+   * later one shows the stream went on.
+   */
+  _giveUp() {
+    if (this._store.hasLater) this._countLost();
+    else if (!this._concealer.silent) this._unconfirmedLost++;
+    this._advance();
   }
 
   /** One frame missing where audio went on: lost, unless the sender was silent before it (DTX: never sent). */
@@ -481,11 +527,11 @@ export class Playout {
     let gone = dropped;
     for (;;) {
       if (store.has(store.next) && store.length() <= k - gone) {
-        const length = store.advance();
+        const length = this._advance();
         dropped += length;
         gone += length;
       } else if (!store.has(store.next) && store.hasLater && k - gone >= this.frameSamples) {
-        store.advance();
+        this._advance();
         this._countLost();
         gone += this.frameSamples;
       } else break;
@@ -546,11 +592,13 @@ export class Playout {
       case 'underrun':
         if (!this._concealer.silent) this.underruns++; // after silence: the sender's DTX
         this._starved = -this._ring.level; // the quantum's silence counts from where the concealment ends
+        this._concealedOfNext = 0; // the next frame's turn begins when playback does
         this._filter.reset(0);
         break;
       case 'restart':
         this.resyncs++;
         this._store.clear();
+        this._concealedOfNext = 0;
         this._ring.clear(); // the concealer keeps fading out what was playing
         this._estimator.restart();
         this._unconfirmedLost = 0;
@@ -580,6 +628,7 @@ export class Playout {
     into.concealed = this.concealed;
     into.late = this.late;
     into.recovered = this.recovered;
+    into.cutShort = this.cutShort;
     into.duplicates = this.duplicates;
     into.underruns = this.underruns;
     into.drops = this.drops;

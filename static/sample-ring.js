@@ -43,17 +43,17 @@ export class SampleRing {
     this.overflow += excess;
   }
 
-  /** Append length samples of source. */
-  append(source, length) {
-    this._reserve(length);
+  /** Append samples [from, length) of source. */
+  append(source, length, from = 0) {
+    this._reserve(length - from);
     const ring = this._ring;
     const mask = this._mask;
     let write = (this._read + this.level) & mask;
-    for (let i = 0; i < length; i++) {
+    for (let i = from; i < length; i++) {
       ring[write] = source[i];
       write = (write + 1) & mask;
     }
-    this.level += length;
+    this.level += length - from;
   }
 
   /** Append one sample. */

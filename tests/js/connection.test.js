@@ -897,3 +897,28 @@ test('every_state_has_a_status_line_and_a_start_button', () => {
     assert.equal(typeof page.m.startButton.disabled, 'boolean', state);
   }
 });
+
+// Loss reports (loss-watch.js, redundancy.js).
+
+test('lost_frames_in_a_call_are_reported_to_the_server', () => {
+  const page = inCall();
+  page.do('lossSeen');
+  assert.deepEqual(page.sent('loss'), [{ type: 'loss' }]);
+});
+
+test('lost_frames_outside_a_call_are_reported_to_nobody', () => {
+  const page = started();
+  page.hears({ type: 'waiting' });
+  page.do('lossSeen');
+  assert.deepEqual(page.sent('loss'), []);
+});
+
+test('a_loss_report_from_the_server_turns_copies_on_in_a_call_only', () => {
+  const page = inCall();
+  page.hears({ type: 'loss' });
+  assert.ok(page.has('lossReported'));
+  assert.equal(page.has('warn'), false, 'a known message');
+  page.do('next');
+  page.hears({ type: 'loss' }); // the last partner's, overtaken by our Next
+  assert.equal(page.has('lossReported'), false);
+});

@@ -34,6 +34,17 @@ test('jitter raises the target by its peak lateness, kept for 2 to 4 s after the
   assert.ok(Math.abs(estimator.targetMs - (20 + QUANTUM_MS + 1)) < 1e-9, `target ${estimator.targetMs}`);
 });
 
+test('test_estimator_lone_late_frame_among_10_ms_frames_is_left_out_of_the_peak_two_are_not', () => {
+  // 10 ms frames, every other one 10 ms late (the pages' hand-offs); at 3 s, one frame 15 ms later than that.
+  const lone = new DelayEstimator({ frameMs: 10 });
+  feed(lone, 400, (k) => k * 10 + 30 + (k % 2 ? 10 : 0) + (k === 301 ? 15 : 0));
+  assert.ok(Math.abs(lone.peakLatenessMs - 10) < 1, `peak ${lone.peakLatenessMs}: the lone frame left out`);
+  // Two such frames among the spans' 200 to 400 arrivals: one is left out, the other sets the peak.
+  const two = new DelayEstimator({ frameMs: 10 });
+  feed(two, 400, (k) => k * 10 + 30 + (k % 2 ? 10 : 0) + (k === 301 || k === 351 ? 15 : 0));
+  assert.ok(Math.abs(two.peakLatenessMs - 25) < 1, `peak ${two.peakLatenessMs}`);
+});
+
 test('the target follows jitter down: one frame later than the rest early in a call is not kept while the rest recurs', () => {
   const estimator = new DelayEstimator();
   // The hand-offs of a loopback call: every third frame 20 ms late; at 3 s one frame 26 ms late.

@@ -3,7 +3,9 @@ import assert from 'node:assert/strict';
 
 import { CODEC_OPUS, CODEC_PCM16, FRAME_HEADER_BYTES, FRAME_MS } from '../../static/constants.js';
 import { encodeFrame } from '../../static/frame.js';
-import { MAX_COPIES, REDUNDANT_VERSION, RedundantSender, SeenWindow, packFrames, unpackFrames } from '../../static/redundancy.js';
+import {
+  COPIES, COPIES_HOLD_MS, CopySwitch, MAX_COPIES, REDUNDANT_VERSION, RedundantSender, SeenWindow, packFrames, unpackFrames,
+} from '../../static/redundancy.js';
 
 function frame(seq, overrides = {}) {
   return encodeFrame({
@@ -128,4 +130,35 @@ test('test_redundancy_none_sends_frames_unchanged', () => {
   const f = frame(1);
   assert.equal(sender.pack(f), f);
   assert.equal(sender.pack(frame(2)).byteLength, f.byteLength);
+});
+
+test('test_copy_switch_is_off_until_a_loss_report', () => {
+  const copies = new CopySwitch(30000);
+  assert.equal(copies.on(0), false, 'a call starts without copies');
+  assert.equal(copies.on(60000), false);
+});
+
+test('test_copy_switch_stays_on_for_the_hold_after_the_last_report', () => {
+  const copies = new CopySwitch(30000);
+  copies.lossReported(1000);
+  assert.ok(copies.on(1000) && copies.on(30999));
+  copies.lossReported(20000); // losses go on: so do the copies
+  assert.ok(copies.on(49999));
+  assert.equal(copies.on(50000), false, 'no report for the hold: off');
+  assert.equal(copies.reports, 2);
+});
+
+test('test_copy_switch_reset_turns_copies_off_for_a_new_call', () => {
+  const copies = new CopySwitch(COPIES_HOLD_MS);
+  copies.lossReported(0);
+  copies.reset();
+  assert.equal(copies.on(1), false);
+});
+
+test('test_redundancy_counts_the_frames_sent_with_copies', () => {
+  const sender = new RedundantSender(COPIES);
+  sender.pack(frame(1));
+  sender.pack(frame(2));
+  sender.pack(frame(3));
+  assert.equal(sender.packed, 2, 'the first had nothing before it');
 });

@@ -2,6 +2,8 @@
 // its figures printed and held to bounds. The bounds are the figures of the buffer before the estimator/playout
 // split on the same traces (`node bench/replay-traces.js --old 84f44bd`), with a margin: 3 ms on the playout
 // delay's p50 and 5 ms on its p95, and 20 % + 60 ms (three frames) on concealed and skipped audio, one underrun.
+// path-chromium (10 ms frames, over WebTransport across bench/netpath.py's 50 ms round trip) came later: its
+// bounds are the figures of the buffer at 962cbe3 (`--old 962cbe3`), with the same margins.
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { dirname, join } from 'node:path';
@@ -18,14 +20,15 @@ const BOUNDS = {
   'jitter-chromium': { playoutP50: 62, playoutP95: 82, concealedMs: 253, skippedMs: 473, underruns: 2 },
   'loopback-chromium': { playoutP50: 41, playoutP95: 43, concealedMs: 229, skippedMs: 337, underruns: 3 },
   'loopback-firefox-receiver': { playoutP50: 37, playoutP95: 41, concealedMs: 204, skippedMs: 273, underruns: 2 },
+  'path-chromium': { playoutP50: 41, playoutP95: 47, concealedMs: 192, skippedMs: 320, underruns: 1 },
   'stalls-chromium': { playoutP50: 38, playoutP95: 45, concealedMs: 445, skippedMs: 859, underruns: 6 },
 };
 
 const traces = readTraces(TRACES);
 
-test('the recorded calls cover a clean link, jitter, stalls, a cut and a Firefox receiver', () => {
+test('the recorded calls cover a clean link, jitter, stalls, a cut, a Firefox receiver and a packet-level path', () => {
   const names = traces.map((trace) => trace.name);
-  for (const kind of ['loopback', 'jitter', 'stalls', 'cut', 'firefox']) {
+  for (const kind of ['loopback', 'jitter', 'stalls', 'cut', 'firefox', 'path']) {
     assert.ok(names.some((name) => name.includes(kind)), `no ${kind} trace in ${names}`);
   }
   assert.deepEqual(Object.keys(BOUNDS).sort(), names.sort(), 'every trace has bounds, and every bound a trace');
@@ -46,7 +49,7 @@ for (const trace of traces) {
 // seeded, without redundancy and with one copy per datagram (static/redundancy.js).
 const LOSSES = { 'random 2 %': { loss: 2, seed: 3 }, 'bursts 2 %': { burstEnter: 0.61, burstExit: 30, seed: 3 } };
 
-for (const name of ['loopback-chromium', 'jitter-chromium']) {
+for (const name of ['loopback-chromium', 'jitter-chromium', 'path-chromium']) {
   const clean = traces.find((trace) => trace.name === name);
   for (const [label, model] of Object.entries(LOSSES)) {
     test(`test_trace_${name}_with_${label.replace(/\W+/g, '_')}_loss_copies_recover_what_was_lost`, (t) => {
