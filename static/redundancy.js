@@ -20,7 +20,7 @@
 // lost): a receiver that counts frames missing says so (loss-watch.js), the server passes it on, and the
 // sender packs copies from then until COPIES_HOLD_MS after the last report. On a clean path, none.
 import { FRAME_HEADER_BYTES, FRAME_MS, FRAME_VERSION, SEQ_MODULO } from './constants.js';
-import { decodeFrame } from './frame.js';
+import { decodeFrame, frameDurationMs } from './frame.js';
 
 /**
  * Copies per frame while they are on. One copy, measured against two and none on recorded calls with 2 % loss
@@ -109,11 +109,14 @@ export function unpackFrames(data) {
     const length = view.getUint16(FRAME_HEADER_BYTES + 2 + COPY_ENTRY_BYTES * i, true);
     if (distance < 1 || distance >= previous || at + length > bytes.byteLength) return null;
     previous = distance;
+    const payload = bytes.subarray(at, at + length);
+    // Frames are 10 or 20 ms (the sender's choice): the copy's own packet says which.
+    const frameMs = frameDurationMs({ ...newest, payload }) ?? FRAME_MS;
     frames.push({
       ...newest,
       seq: (newest.seq - distance + SEQ_MODULO) % SEQ_MODULO,
-      captureTime: newest.captureTime - distance * FRAME_MS,
-      payload: bytes.subarray(at, at + length),
+      captureTime: newest.captureTime - distance * frameMs,
+      payload,
       recovered: true,
     });
     at += length;

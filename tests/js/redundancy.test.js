@@ -31,9 +31,20 @@ test('test_redundancy_one_copy_each_frame_carries_the_previous_payload', () => {
   assert.equal(new Uint8Array(first)[0], 1, 'the first frame has nothing before it: sent as it is');
   const frames = unpackFrames(second);
   assert.deepEqual(frames.map((f) => [f.seq, f.recovered, [...f.payload]]), [[10, true, [10, 7, 7]], [11, false, [11, 7, 7]]]);
-  assert.equal(frames[0].captureTime, 1000 + 10 * FRAME_MS);
   assert.equal(frames[1].captureTime, 1000 + 11 * FRAME_MS);
   assert.equal(frames[0].version, 1, 'each frame unpacked reads as a version 1 frame');
+});
+
+test('test_redundancy_a_copy_is_dated_one_of_its_own_frame_lengths_earlier', () => {
+  // Opus TOC bytes (RFC 6716, 3.1): CELT fullband, one frame of 10 ms (config 30) or 20 ms (config 31).
+  for (const [toc, frameMs] of [[30 << 3, 10], [31 << 3, 20]]) {
+    const sender = new RedundantSender(1);
+    const opus = (seq) => frame(seq, { captureTime: 1000 + seq * frameMs, payload: new Uint8Array([toc, seq]) });
+    sender.pack(opus(10));
+    const [copy, newest] = unpackFrames(sender.pack(opus(11)));
+    assert.equal(newest.captureTime, 1000 + 11 * frameMs);
+    assert.equal(copy.captureTime, 1000 + 10 * frameMs, `${frameMs} ms frames`);
+  }
 });
 
 test('test_redundancy_packet_layout_is_the_newest_header_then_copies_then_payloads', () => {
