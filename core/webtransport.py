@@ -30,7 +30,8 @@ aioquic internals, which is why requirements.txt pins aioquic: the HTTP/3
 SETTINGS come from H3Connection._get_local_settings() (SessionSettingsH3), the
 audio backlog is QuicConnection._datagrams_pending (an unbounded deque that
 only congestion control drains, and from whose front audio too late to send
-is taken), the congestion control is a registered one (AudioCongestion), the control stream's unacknowledged bytes are
+is taken), congestion control is a registered algorithm (AudioCongestion,
+a subclass of aioquic's NewReno), the control stream's unacknowledged bytes are
 its QuicStreamSender's _buffer_stop less _buffer_start (reached through
 QuicConnection._streams), QuicConnectionProtocol._loop times the
 control stream's deadline, and acknowledgements are paced through
