@@ -25,6 +25,7 @@ import errno
 import hashlib
 import json
 import logging
+import math
 import posixpath
 import re
 import signal
@@ -37,6 +38,7 @@ from collections import Counter
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from http import HTTPStatus
 from pathlib import Path
+from typing import TypeVar
 
 from websockets.asyncio.server import Server, ServerConnection, serve, unix_serve
 from websockets.datastructures import Headers
@@ -86,6 +88,7 @@ CONTENT_TYPES = {
 ROOM_PAGE = re.compile("/r/" + ROOM_NAME.pattern)
 # Where a page learns how to open a WebTransport session (static/transport.js asks it).
 OFFER_PATH = "/webtransport.json"
+REFUSAL_PATH = "/refusal.json"  # why the page's last connection was turned away (core.safety.Refusals)
 # A Host header we are willing to echo into the Content-Security-Policy.
 SAFE_HOST = re.compile(r"[A-Za-z0-9.\-]+(:[0-9]{1,5})?|\[[0-9A-Fa-f:.]+\](:[0-9]{1,5})?")
 
@@ -111,8 +114,10 @@ async def session_handler(session: WebTransportSession, lobby: Lobby) -> None:
     unwelcome = await screen_visitor(lobby, visitor)
     if unwelcome is not None:
         lobby.metrics.rejections[unwelcome.label] += 1
+        lobby.safety.refusals.note(visitor.browser, unwelcome.line, unwelcome.retry_after)
         await session.close(1008, unwelcome.line)
         return
+    lobby.safety.refusals.forget(visitor.browser)
     await stay(lobby, session, session.path, session.id, visitor)
 
 
@@ -218,6 +223,8 @@ def make_process_request(
             return respond(request, HTTPStatus.OK, text.encode(), "text/plain; version=0.0.4; charset=utf-8")
         if url.path == OFFER_PATH:
             return offer(request)
+        if url.path == REFUSAL_PATH:
+            return refusal(request)
         if url.path.startswith("/r/") and not ROOM_PAGE.fullmatch(url.path):
             return refuse(request, "bad_room", HTTPStatus.BAD_REQUEST, BAD_ROOM_NAME)
         file = resolve_static(config.static_dir, url.path)
@@ -235,11 +242,23 @@ def make_process_request(
             return refuse(request, "not_found", HTTPStatus.NOT_FOUND, "WebTransport is off here: use the WebSocket.")
         browser = browser_in(request.headers.get("Cookie"))
         fresh, browser = browser is None, browser or new_browser_id()
-        body = json.dumps({**transports.webtransport.offer(), "token": issue_token(lobby.safety.secret, browser)}).encode()
+        seconds = config.id_token_seconds
+        token = issue_token(lobby.safety.secret, browser, seconds)
+        body = json.dumps({**transports.webtransport.offer(), "token": token, "tokenSeconds": seconds}).encode()
         response = respond(request, HTTPStatus.OK, body, "application/json", [("Cache-Control", "no-store")])
         if fresh:
             response.headers["Set-Cookie"] = set_cookie(browser, secure_cookies(config))  # as the page's first load would
         return response
+
+    def refusal(request: Request) -> Response:
+        """Why this browser's last connection was turned away (a ban, a limit, a full server), if it was in the last
+        minute: a browser hides the body of a refused WebSocket handshake from its page, so the page asks here."""
+        turned = lobby.safety.refusals.of(browser_in(request.headers.get("Cookie")))
+        if turned is None:  # not counted among the refusals: a page asks whenever a link did not open
+            return respond(request, HTTPStatus.NOT_FOUND, b"Nothing was refused.\n", "text/plain; charset=utf-8")
+        retry = None if turned.retry_at is None else max(1, math.ceil(turned.retry_at - time.monotonic()))
+        body = json.dumps({"line": turned.line, "retryAfter": retry}).encode()
+        return respond(request, HTTPStatus.OK, body, "application/json", [("Cache-Control", "no-store")])
 
     def gate(connection: ServerConnection, request: Request, query: str) -> Response | Awaitable[Response | None] | None:
         """Let a WebSocket handshake through, or say why not; then admit() its visitor."""
@@ -257,8 +276,10 @@ def make_process_request(
         """Refuse a banned visitor, one past its address's limits, or a bad query; else note the visitor on its connection."""
         unwelcome = await screen_visitor(lobby, visitor) or screen(lobby, query)
         if unwelcome is not None:
+            lobby.safety.refusals.note(visitor.browser, unwelcome.line, unwelcome.retry_after)  # the page asks why
             retry = [] if unwelcome.retry_after is None else [("Retry-After", str(unwelcome.retry_after))]
             return refuse(request, unwelcome.label, unwelcome.status, unwelcome.line, retry)
+        lobby.safety.refusals.forget(visitor.browser)
         connection.visitor = visitor
         return None
 
@@ -425,6 +446,7 @@ def metrics_text(lobby: Lobby, endpoint: Endpoint | None = None) -> str:
     metric("blocks_total", "counter", "Partners blocked (reports included).", [("", m.blocks)])
     metric("reports_total", "counter", "Partners reported.", [("", m.reports)])
     metric("cool_downs_total", "counter", "Nexts made to wait for skipping partners at speed.", [("", m.cool_downs)])
+    metric("loss_reports_total", "counter", "Reports of lost audio passed on to its senders (pages that lose datagrams).", [("", m.loss_reports)])
     if endpoint is not None:
         metric("webtransport_sessions", "gauge", "WebTransport sessions open (in the lobby or opening).", [("", len(endpoint.sessions))])
         metric("webtransport_refused_total", "counter", "WebTransport sessions refused past --max-webtransport-sessions.", [("", endpoint.refused_busy)])
@@ -696,33 +718,29 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     return parser.parse_args(argv)
 
 
-def port_number(text: str) -> int:
-    """Read a port: a whole number from 0 (any free one) to 65535."""
-    try:
-        port = int(text)
-    except ValueError:
-        port = -1
-    if not 0 <= port <= 65535:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a port: give a whole number from 0 to 65535")
-    return port
+Number = TypeVar("Number", int, float)
 
 
-def positive(text: str) -> float:
-    """Read a positive number (days)."""
-    try:
-        value = float(text)
-    except ValueError:
-        value = 0.0
-    if not 0 < value <= 36500:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a positive number")
+def in_range(read: Callable[[str], Number], low: float, high: float, what: str, above: bool = False) -> Callable[[str], Number]:
+    """An argparse type: read(text) (int or float) from low (or above it) to high, else one line: "'TEXT' is not WHAT"."""
+
+    def value(text: str) -> Number:
+        try:
+            number = read(text)
+        except ValueError:
+            number = None
+        if number is None or not (low < number if above else low <= number) or not number <= high:
+            raise argparse.ArgumentTypeError(f"{text!r} is not {what}")
+        return number
+
     return value
 
 
-def whole(text: str) -> int:
-    """Read a whole number from 1 to 100,000."""
-    if not text.isdigit() or not 1 <= int(text) <= 100_000:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number from 1 to 100000")
-    return int(text)
+port_number = in_range(int, 0, 65535, "a port: give a whole number from 0 to 65535")  # 0: any free one
+positive = in_range(float, 0, 36500, "a positive number", above=True)  # days or hours
+whole = in_range(int, 1, 100_000, "a whole number from 1 to 100000")
+room_size = in_range(int, 2, MAX_ROOM_SIZE, f"a room size: give a whole number from 2 to {MAX_ROOM_SIZE}")
+resume_window = in_range(float, 0, 600, "a resume window: give seconds from 0 to 600")
 
 
 def trusted_proxy(text: str) -> str:
@@ -733,28 +751,6 @@ def trusted_proxy(text: str) -> str:
         return plain(str(ipaddress.ip_address(text.strip("[]"))))
     except ValueError:
         raise StartupError(f"--trusted-proxy {text!r} is not an IP address: give the proxy's, e.g. 127.0.0.1") from None
-
-
-def room_size(text: str) -> int:
-    """Read --room-size: a whole number of people, 2 to MAX_ROOM_SIZE."""
-    try:
-        size = int(text)
-    except ValueError:
-        size = 0
-    if not 2 <= size <= MAX_ROOM_SIZE:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a room size: give a whole number from 2 to {MAX_ROOM_SIZE}")
-    return size
-
-
-def resume_window(text: str) -> float:
-    """Read --resume-window: seconds, 0 to 600."""
-    try:
-        seconds = float(text)
-    except ValueError:
-        seconds = -1.0
-    if not 0 <= seconds <= 600:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a resume window: give seconds from 0 to 600")
-    return seconds
 
 
 def public_url(args: argparse.Namespace) -> str | None:

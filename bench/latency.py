@@ -24,14 +24,18 @@ WAV; in Firefox a preload script replaces getUserMedia with a looping AudioBuffe
 (Firefox's own fake device only plays a steady sine). After --warmup s of call, for --seconds s, the bench
 measures per direction and prints one JSON object (with --runs N: every run, then the medians):
 
-  to_output_node_ms acoustic: each tick's onset as the sender's capture worklet saw it (the frame's
-                    capture time from the page's capture clock + the onset's offset in the frame) -> the
-                    same tick's onset in what the receiver plays from its partner (session.partnerOutput),
-                    at the moment the receiver's graph renders it. Includes packetizing into 20 ms frames,
+  to_output_node_ms acoustic: each tick's onset where the sender's microphone enters a reference audio graph (the
+                    bench's own 'interactive' AudioContext in the sender's page: a MediaStreamAudioSourceNode on
+                    the page's microphone stream into a capture worklet; the same for every call, WebRTC's too,
+                    whichever path the page's own capture takes and whatever its context's latencyHint) -> the
+                    same tick's onset in what the receiver plays from its partner (session.partnerOutput), at the
+                    moment the receiver's graph renders it. Includes packetizing into 10 or 20 ms frames,
                     Opus encode, WebSocket send, the server relay, receive, decode, resampling, the jitter
                     buffer and rendering. Excludes the input device's latency and the browser's capture
-                    processing before the audio graph (Chromium's echo canceller runs on its fake device;
-                    Firefox's replaced getUserMedia has none).
+                    processing before the track (Chromium's echo canceller runs on its fake device;
+                    Firefox's replaced getUserMedia has none). A capture that reads the track itself
+                    (Chromium's MediaStreamTrackProcessor, as WebRTC's own capture does) gets a sample
+                    before a graph does; that lead is counted, since the reference is the same for all.
   mouth_to_ear_ms   to_output_node_ms + the output latency the receiving browser reports (Chromium:
                     outputLatency + baseLatency). Firefox's cannot be read without risking the freeze of
                     issue 11, so for a Firefox receiver it is null; output_latency_pulse_ms then gives what
@@ -97,9 +101,10 @@ mix bus and its soft clip. The receiver's jitter-buffer figures are those of the
 
 Both pages run on one machine, so their wall clocks (performance.timeOrigin + performance.now()) agree.
 The bench only observes, through the session's public measuring hook (`session.measure.captured`, `.sent`,
-`.received`, and `session.partnerOutput`, documented in static/audio.js). Its tap after `partnerOutput` is
-a second instance of the page's own capture worklet (its frames carry their context time), so nothing is
-loaded past the page's Content-Security-Policy, in either engine. It changes no audio code.
+`.received`, and `session.partnerOutput`, documented in static/audio.js) and the microphone stream the page's
+getUserMedia returned (kept before Start). Its taps on that stream (in a context of its own) and after
+`partnerOutput` are instances of the page's own capture worklet (their frames carry their context time), so nothing is loaded past the page's
+Content-Security-Policy, in either engine. It changes no audio code.
 """
 
 from __future__ import annotations
@@ -211,34 +216,76 @@ CLICK_MICROPHONE_JS = """() => {
   };
 }"""
 
+# Both calls' taps. tap(node, onsets, frames): onsets in what node outputs, each at the time of its sample in node's
+# context; frames: [context end time, wall arrival]. The tap is the page's own capture worklet (its frames carry their
+# context time): each frame's arrival on the main thread bounds when it was rendered; the smallest (arrival - context
+# time) maps context time to wall time. referenceContext(): the sender's reference, in every call alike: where the
+# microphone enters an audio graph of the bench's own (an 'interactive' AudioContext), not the page's, whose output
+# buffer (latencyHint) moves the moment its graph takes the microphone in (Chromium: by tens of ms between 128-sample
+# and 10 ms callbacks; bench/capture_path.py).
+TAP_JS = """
+function tap(node, onsets, frames) {
+  const ctx = node.context;
+  const detector = new OnsetDetector(ctx.sampleRate);
+  const worklet = new AudioWorkletNode(ctx, 'capture-processor', {
+    numberOfInputs: 1, numberOfOutputs: 1, outputChannelCount: [1], channelCount: 1, channelCountMode: 'explicit',
+  });
+  let tapped = 0;
+  worklet.port.onmessage = (event) => {
+    const data = event.data;
+    if (!data || data.type !== 'frame') return;
+    const arrival = performance.timeOrigin + performance.now();
+    const samples = data.samples;
+    const before = detector.onsets.length;
+    detector.push(samples, tapped);
+    for (const onset of detector.onsets.slice(before)) {
+      onsets.push({time: data.time + (onset.index - tapped) / ctx.sampleRate, peak: onset.peak});
+    }
+    tapped += samples.length;
+    frames.push([data.time + samples.length / ctx.sampleRate, arrival]);
+    worklet.port.postMessage({type: 'recycle', buffer: samples.buffer}, [samples.buffer]);
+  };
+  node.connect(worklet);
+  worklet.connect(ctx.destination);  // outputs silence; keeps the tap pulled
+}
+
+async function referenceContext() {
+  const reference = new AudioContext({latencyHint: 'interactive'});
+  await reference.audioWorklet.addModule('/capture-processor.js');
+  await reference.resume();
+  return reference;
+}
+"""
+
+# Run in each duoduel page before Start: keeps the page's microphone stream where INSTRUMENT_JS taps it.
+KEEP_MICROPHONE_JS = """() => {
+  const media = navigator.mediaDevices;
+  const getUserMedia = media.getUserMedia.bind(media);
+  media.getUserMedia = async (constraints) => (window.__benchMicrophone = await getUserMedia(constraints));
+}"""
+
 # Installed in each page after Start: observes what it sends and what it receives and plays.
 INSTRUMENT_JS = (
     "async () => {"
     + DETECTOR_JS
+    + TAP_JS
     + """
   const s = window.duoduel.session;
   const ctx = s.context;
   const wallNow = () => performance.timeOrigin + performance.now();
   const b = window.__bench = {
-    rate: ctx.sampleRate, sentOnsets: [], heard: [], tapFrames: [], sent: [], toMain: [], frames: [], stats: [],
-    codec: s.codec,
+    rate: ctx.sampleRate, micOnsets: [], micFrames: [], heard: [], tapFrames: [], sent: [], toMain: [], frames: [],
+    stats: [], codec: s.codec,
   };
 
-  // Sender: onsets in the captured samples, timed by the capture time the page gives their frame.
-  const detector = new OnsetDetector(ctx.sampleRate);
-  let captured = 0;
-  s.measure.captured = (samples, captureTime) => {
-    const first = captured;
-    const before = detector.onsets.length;
-    detector.push(samples, first);
-    b.toMain.push({capture: captureTime, t: wallNow()});
-    captured += samples.length;
-    for (const onset of detector.onsets.slice(before)) {
-      b.sentOnsets.push({t: captureTime + (onset.index - first) / ctx.sampleRate * 1000, peak: onset.peak});
-    }
-  };
+  // Sender: onsets where the microphone enters the reference graph (TAP_JS), as for the WebRTC call, whatever
+  // path the page's own capture takes (the capture worklet, or the microphone's track itself).
+  const reference = await referenceContext();
+  tap(reference.createMediaStreamSource(window.__benchMicrophone), b.micOnsets, b.micFrames);
 
-  // Sender, per frame: when the page hands it to the WebSocket, vs its capture time (the encoder's delay).
+  // Sender, per frame: when the main thread got it (capture to main thread), and when the page hands it to the
+  // WebSocket, vs its capture time (the encoder's delay).
+  s.measure.captured = (samples, captureTime) => b.toMain.push({capture: captureTime, t: wallNow()});
   s.measure.sent = (frame, captureTime) => b.sent.push({capture: captureTime, t: wallNow()});
 
   // Receiver, per frame: arrival on the main thread vs the capture time in the header.
@@ -250,30 +297,8 @@ INSTRUMENT_JS = (
     }
   };
 
-  // Receiver, acoustic: onsets in what the page plays from its partner. The tap is the page's own capture
-  // worklet: 20 ms frames with the context time of their first sample. Each frame's arrival on the main
-  // thread bounds when it was rendered; the smallest (arrival - context time) maps context time to wall time.
-  const tapDetector = new OnsetDetector(ctx.sampleRate);
-  const tap = new AudioWorkletNode(ctx, 'capture-processor', {
-    numberOfInputs: 1, numberOfOutputs: 1, outputChannelCount: [1], channelCount: 1, channelCountMode: 'explicit',
-  });
-  let tapped = 0;
-  tap.port.onmessage = (event) => {
-    const data = event.data;
-    if (!data || data.type !== 'frame') return;
-    const arrival = wallNow();
-    const samples = data.samples;
-    const before = tapDetector.onsets.length;
-    tapDetector.push(samples, tapped);
-    for (const onset of tapDetector.onsets.slice(before)) {
-      b.heard.push({time: data.time + (onset.index - tapped) / ctx.sampleRate, peak: onset.peak});
-    }
-    tapped += samples.length;
-    b.tapFrames.push([data.time + samples.length / ctx.sampleRate, arrival]);
-    tap.port.postMessage({type: 'recycle', buffer: samples.buffer}, [samples.buffer]);
-  };
-  s.partnerOutput.connect(tap);
-  tap.connect(ctx.destination);  // outputs silence; keeps the tap pulled
+  // Receiver, acoustic: onsets in what the page plays from its partner.
+  tap(s.partnerOutput, b.heard, b.tapFrames);
 
   // Every text the status line shows, with when: the cut bench finds the reconnection there.
   b.status = [{t: wallNow(), text: document.getElementById('status').textContent}];
@@ -303,6 +328,7 @@ INSTRUMENT_JS = (
 INSTRUMENT_WEBRTC_JS = (
     "async () => {"
     + DETECTOR_JS
+    + TAP_JS
     + """
   const call = window.call;
   const ctx = call.context;
@@ -310,31 +336,8 @@ INSTRUMENT_WEBRTC_JS = (
   await ctx.audioWorklet.addModule('/capture-processor.js');
   const b = window.__bench = {rate: ctx.sampleRate, micOnsets: [], micFrames: [], heard: [], tapFrames: [], stats: []};
 
-  // Onsets in what node outputs, each at the context time of its sample; frames: [context end time, wall arrival].
-  const tap = (node, onsets, frames) => {
-    const detector = new OnsetDetector(ctx.sampleRate);
-    const worklet = new AudioWorkletNode(ctx, 'capture-processor', {
-      numberOfInputs: 1, numberOfOutputs: 1, outputChannelCount: [1], channelCount: 1, channelCountMode: 'explicit',
-    });
-    let tapped = 0;
-    worklet.port.onmessage = (event) => {
-      const data = event.data;
-      if (!data || data.type !== 'frame') return;
-      const arrival = wallNow();
-      const samples = data.samples;
-      const before = detector.onsets.length;
-      detector.push(samples, tapped);
-      for (const onset of detector.onsets.slice(before)) {
-        onsets.push({time: data.time + (onset.index - tapped) / ctx.sampleRate, peak: onset.peak});
-      }
-      tapped += samples.length;
-      frames.push([data.time + samples.length / ctx.sampleRate, arrival]);
-      worklet.port.postMessage({type: 'recycle', buffer: samples.buffer}, [samples.buffer]);
-    };
-    node.connect(worklet);
-    worklet.connect(ctx.destination);  // outputs silence; keeps the tap pulled
-  };
-  tap(ctx.createMediaStreamSource(call.microphone), b.micOnsets, b.micFrames);
+  const reference = await referenceContext();
+  tap(reference.createMediaStreamSource(call.microphone), b.micOnsets, b.micFrames);
   const tapOutput = () => (call.output ? tap(call.output, b.heard, b.tapFrames) : setTimeout(tapOutput, 20));
   tapOutput();
 
@@ -764,6 +767,8 @@ async def run(args: argparse.Namespace, call: str = "duoduel", netpath: NetPath 
                     page = await open_page(engine, name, page_origin, wav, args.period, playwright, pulse, path,
                                            netpath, behind=name == "a")
                     pages.append(page)
+                    if call != "webrtc":
+                        await page.evaluate(KEEP_MICROPHONE_JS)
                     await page.click("#start")
                     if call == "webrtc":
                         await page.wait_for("() => Boolean(window.call)", what="the call")
@@ -816,6 +821,9 @@ async def run(args: argparse.Namespace, call: str = "duoduel", netpath: NetPath 
         except subprocess.TimeoutExpired:
             popen.kill()
     period_ms = args.period * 1000
+    if call != "webrtc":
+        for page in data:  # the ticks sent, at wall-clock ms, as webrtc_direction() times them
+            page["sentOnsets"] = wall_onsets(page["micOnsets"], page["micFrames"])
     if args.room_members > 2:
         result = {"browsers": dict(zip(names, args.browsers)), "room_members": args.room_members,
                   "seconds_per_speaker": args.seconds, "warmup_s": args.warmup, "sample_rate": info[0]["rate"],

@@ -29,6 +29,7 @@ FILES = {
     "/": HERE / "webrtc.html",
     "/capture-processor.js": HERE.parent / "static" / "capture-processor.js",
     "/constants.js": HERE.parent / "static" / "constants.js",
+    "/figures.js": HERE.parent / "static" / "figures.js",
 }
 MAX_MESSAGE_BYTES = 64 * 1024  # an SDP is a few kB
 

@@ -7,6 +7,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
+from core.identity import TOKEN_SECONDS
 from core.webtransport import MAX_SESSIONS as MAX_WEBTRANSPORT_SESSIONS
 
 STATIC_DIR = Path(__file__).resolve().parent.parent / "static"
@@ -56,6 +57,9 @@ COOL_DOWN = 2.0
 MAX_COOL_DOWN = 60.0
 # The largest one-way delay a page may report in its pings (a minute: beyond any call).
 MAX_PATH_MS = 60_000
+# A page that loses audio says so ({"type": "loss"}) at most every 2 s; the server passes on at most one report a
+# second from each client, so that nobody can keep the pages it talks to busy with them.
+LOSS_REPORT_INTERVAL = 1.0
 
 
 class StartupError(Exception):
@@ -104,3 +108,5 @@ class Config:
     webtransport_host: str | None = None  # None: host's
     max_webtransport_sessions: int = MAX_WEBTRANSPORT_SESSIONS
     webtransport_certificate: Any = None
+    # How long the id token of a page's offer names its browser to /wt (the page renews it at half of this).
+    id_token_seconds: float = TOKEN_SECONDS

@@ -27,7 +27,7 @@ from dataclasses import dataclass
 COOKIE_NAME = "duoduel_id"
 BROWSER_ID = re.compile(r"[0-9a-f]{32}")  # 128 bits, hex
 COOKIE_MAX_AGE = 365 * 24 * 3600
-TOKEN_SECONDS = 3600  # a WebTransport token outlives the page's offer by far, and a stolen one not by much
+TOKEN_SECONDS = 3600  # a WebTransport token: the page renews it at half its life; a stolen one is good for an hour at most
 UNIX_PEER = ""  # the peer's address of a connection on a unix socket, as the gate reads it
 IPV6_PREFIX = 64  # one IPv6 subscriber gets a whole /64: count and ban it as one address
 
@@ -71,9 +71,9 @@ def set_cookie(browser: str, secure: bool) -> str:
     return f"{COOKIE_NAME}={browser}; Max-Age={COOKIE_MAX_AGE}; Path=/; HttpOnly; SameSite=Lax" + ("; Secure" if secure else "")
 
 
-def issue_token(secret: bytes, browser: str, now: float | None = None) -> str:
-    """A signed token that carries a browser's id to an endpoint that gets no cookie (WebTransport)."""
-    expires = int((time.time() if now is None else now) + TOKEN_SECONDS)
+def issue_token(secret: bytes, browser: str, seconds: float = TOKEN_SECONDS, now: float | None = None) -> str:
+    """A signed token that carries a browser's id to an endpoint that gets no cookie (WebTransport), for `seconds`."""
+    expires = int((time.time() if now is None else now) + seconds)
     body = f"{browser}.{expires}"
     return f"{body}.{signature(secret, body)}"
 

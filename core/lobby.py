@@ -18,7 +18,7 @@ from collections import Counter, deque
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
-from core.config import MAX_KEY_MESSAGE, MAX_LABEL, Config
+from core.config import LOSS_REPORT_INTERVAL, MAX_KEY_MESSAGE, MAX_LABEL, Config
 from core.safety import Safety, cool_down, report_line, write_report
 
 if TYPE_CHECKING:
@@ -34,6 +34,10 @@ BAD_LABEL = f"label must be text of 1 to {MAX_LABEL} characters"
 KEY_ALONE = "key needs a partner: you are not in a call of two"
 BAD_KEY = f"a key message is at most {MAX_KEY_MESSAGE} characters"
 NOBODY_TO_BLOCK = "block and report work in a call with a stranger from the lobby"
+LOSS = json.dumps({"type": "loss"})
+BAD_LOSS = 'a loss report is {"type": "loss"} and nothing more'
+LOSS_ALONE = "a loss report goes to whoever sends you audio: you are not in a call"
+LOSS_TOO_OFTEN = f"loss reports go on at most once every {LOSS_REPORT_INTERVAL:g} s: this one was not passed on"
 SCAN_WAITERS = 16  # waiters a newcomer looks at before it waits itself: pairing stays O(1)
 
 
@@ -64,6 +68,7 @@ class Client:
     skips: deque[float] = field(default_factory=lambda: deque(maxlen=64))
     cooling: asyncio.Task[None] | None = None  # its cool-down before the next pairing, while one runs
     last_partner: Stranger | None = None  # whom it talked to last: it may still block or report them after the call
+    loss_reported: float = float("-inf")  # when its last loss report was passed on (loop time)
 
 
 @dataclass(frozen=True)
@@ -96,6 +101,7 @@ class Metrics:
     blocks: int = 0
     reports: int = 0
     cool_downs: int = 0
+    loss_reports: int = 0
 
 
 @dataclass(eq=False)
@@ -316,6 +322,28 @@ def pass_key(client: Client, text: str) -> None:
     if len(text) > MAX_KEY_MESSAGE:
         return send_error(client, BAD_KEY)
     client.partner.link.send_text(text)
+
+
+def pass_loss(lobby: Lobby, client: Client, message: dict) -> None:
+    """Tell whoever sends the client audio that some of it is lost on the way: their pages send copies of their frames.
+
+    The senders get the server's own message, never the client's: all they learn is that a receiver loses audio.
+    """
+    if len(message) != 1:
+        return send_error(client, BAD_LOSS)
+    if client.partner is not None:
+        senders: tuple[Client, ...] = (client.partner,)
+    else:
+        senders = () if client.group is None else tuple(member for member in client.group.members if member is not client)
+    if not senders:
+        return send_error(client, LOSS_ALONE)
+    now = asyncio.get_running_loop().time()
+    if now - client.loss_reported < LOSS_REPORT_INTERVAL:
+        return send_error(client, LOSS_TOO_OFTEN)
+    client.loss_reported = now
+    lobby.metrics.loss_reports += 1
+    for sender in senders:
+        sender.link.send_text(LOSS)
 
 
 # Group rooms: every member hears every other. A member holds a slot, the

@@ -42,6 +42,8 @@ MAX_ADDRESSES = 100_000  # addresses whose recent handshakes this process counts
 BAN_POLL = 0.25  # seconds between two looks at the bans (a file's stat, or one Redis GET)
 REASON_CHARS = 200  # of a report's reason
 FOREVER = 32503680000.0  # 3000-01-01: a ban without --hours lasts until it is lifted
+REFUSAL_SECONDS = 60.0  # how long a refused browser's page may ask why
+MAX_REFUSALS = 10_000  # refusals remembered at once (about 200 bytes each)
 
 
 def pair_key(a: str, b: str) -> str:
@@ -122,13 +124,47 @@ def too_many_handshakes(wait: int) -> tuple[str, int]:
     return f"Too many connections from your address in the last minute: try again in {wait} seconds.", wait
 
 
+@dataclass(frozen=True)
+class TurnedAway:
+    """Why a browser's last handshake was turned away: the line, and when it may try again (None: not by waiting)."""
+
+    line: str
+    retry_at: float | None  # time.monotonic()
+    at: float  # time.monotonic()
+
+
+@dataclass
+class Refusals:
+    """The last refusal of each browser, for REFUSAL_SECONDS: the page reads it at /refusal.json, since a browser
+    hides the body of a refused WebSocket handshake. Bounded: the oldest go first past MAX_REFUSALS."""
+
+    last: OrderedDict[str, TurnedAway] = field(default_factory=OrderedDict)
+
+    def note(self, browser: str, line: str, retry_after: int | None) -> None:
+        now = time.monotonic()
+        self.last.pop(browser, None)
+        self.last[browser] = TurnedAway(line, None if retry_after is None else now + retry_after, now)
+        while len(self.last) > MAX_REFUSALS or next(iter(self.last.values())).at < now - REFUSAL_SECONDS:
+            self.last.popitem(last=False)
+
+    def forget(self, browser: str) -> None:
+        """The browser was let in: its last refusal is no longer why anything happens."""
+        self.last.pop(browser, None)
+
+    def of(self, browser: str | None) -> TurnedAway | None:
+        """This browser's refusal of the last REFUSAL_SECONDS, or None."""
+        refusal = self.last.get(browser) if browser is not None else None
+        return refusal if refusal is not None and refusal.at >= time.monotonic() - REFUSAL_SECONDS else None
+
+
 @dataclass
 class Safety:
-    """This process's blocks, bans and per-address counts."""
+    """This process's blocks, bans, per-address counts, and recent refusals."""
 
     blocks: Blocks = field(default_factory=Blocks)
     bans: dict[str, float] = field(default_factory=dict)  # browser id or address -> until (time.time())
     limits: AddressLimits = field(default_factory=AddressLimits)
+    refusals: Refusals = field(default_factory=Refusals)
     # Signs WebTransport tokens (core.identity); with --redis, replaced by the shared lobby's secret.
     secret: bytes = field(default_factory=lambda: secrets.token_bytes(32))
 

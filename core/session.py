@@ -36,7 +36,9 @@ from http import HTTPStatus
 from core.config import MAX_PATH_MS
 from core.identity import Visitor
 from core.link import Link
-from core.lobby import Client, Lobby, block_partner, enter, leave, next_partner, pass_key, send_error, set_label, where
+from core.lobby import (
+    Client, Lobby, block_partner, enter, leave, next_partner, pass_key, pass_loss, send_error, set_label, where,
+)
 from core.resume import forget_token, grant_token, hold, holdable, resume
 from core.safety import FOREVER
 from core.shared import CALL_TOKEN, CALL_UNKNOWN
@@ -220,6 +222,8 @@ async def control(lobby: Lobby, client: Client, text: str) -> None:
         answer_ping(client, message)
     elif kind == "key":
         pass_key(client, text)
+    elif kind == "loss":
+        pass_loss(lobby, client, message)
     else:
         send_error(client, f"unknown message type {kind[:40]!r}")
 

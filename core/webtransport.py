@@ -69,7 +69,7 @@ from aioquic import tls
 from aioquic.asyncio.protocol import QuicConnectionProtocol
 from aioquic.asyncio.server import QuicServer
 from aioquic.buffer import Buffer, BufferReadError, encode_uint_var
-from aioquic.h3.connection import H3_ALPN, H3Connection
+from aioquic.h3.connection import H3_ALPN, ErrorCode, H3Connection
 from aioquic.h3.events import DatagramReceived, DataReceived, H3Event, HeadersReceived, WebTransportStreamDataReceived
 from aioquic.quic.configuration import QuicConfiguration
 from aioquic.quic.congestion.base import register_congestion_control
@@ -140,6 +140,9 @@ CLOSE_GRACE = 1.0
 MAX_REASON_BYTES = 1024
 # The close code of a session whose connection dropped without a close (as a WebSocket's 1006).
 ABNORMAL_CLOSURE = 1006
+# The close code of a session whose page's browser closed the whole connection without closing the session
+# first (as a WebSocket's 1001 when a tab closes).
+GOING_AWAY = 1001
 # Certificates made here: valid 10 days (browsers take at most 14 for a hash), renewed after 7.
 CERTIFICATE_DAYS = 10
 RENEW_AFTER_DAYS = 7
@@ -531,9 +534,25 @@ class WebTransportSession:
         if ended:
             self._end(0, "")  # the CONNECT stream ended without a close capsule: code 0 (draft-ietf-webtrans-http3)
 
-    def connection_lost(self) -> None:
-        """The connection ended: a session not closed by either side dropped."""
-        self._end(ABNORMAL_CLOSURE, "connection lost")
+    def connection_lost(self, event: ConnectionTerminated) -> None:
+        """The connection ended: a session not closed by either side dropped, unless the page's browser closed it."""
+        if closed_by_browser(event):
+            self._end(GOING_AWAY, "connection closed by the browser")
+        else:
+            self._end(ABNORMAL_CLOSURE, "connection lost")
+
+
+def closed_by_browser(event: ConnectionTerminated) -> bool:
+    """Whether the page's browser closed the connection on purpose: HTTP/3's "no error" (H3_NO_ERROR).
+
+    Firefox leaving a page sometimes closes the connection so before the
+    session's close that the page asked for in pagehide goes out (2 of 6
+    leaves in tests/test_webtransport_calls.py here). A lost network sends
+    nothing (the idle timeout ends it), and neither the server nor aioquic
+    closes with H3_NO_ERROR: so a page that is gone is not taken for a drop,
+    and no place is held for it while its partner is told "reconnecting".
+    """
+    return event.frame_type is None and event.error_code == ErrorCode.H3_NO_ERROR
 
 
 class Connection(QuicConnectionProtocol):
@@ -618,7 +637,7 @@ class Connection(QuicConnectionProtocol):
             self.h3 = SessionSettingsH3(self._quic, enable_webtransport=True)
         elif isinstance(event, ConnectionTerminated):
             if self.session is not None:
-                self.session.connection_lost()
+                self.session.connection_lost(event)
             self.settled()
         if self.h3 is not None:
             for http_event in self.h3.handle_event(event):

@@ -13,13 +13,17 @@ import { newRoomKey, roomKeyFromFragment } from './e2ee.js';
 import { Encryption } from './encryption.js';
 import { meterValue, mouthToEar } from './figures.js';
 import { LINK_NAMES, openWebSocketLink } from './link.js';
+import { LossWatch } from './loss-watch.js';
 import { cleanLabel, MAX_LABEL_LENGTH, memberFrame } from './members.js';
+import { OfferKeeper } from './offer.js';
 import { qrMatrix, svgElement } from './qr.js';
-import { COPIES_ON, RedundantSender } from './redundancy.js';
+import { fetchRefusal } from './refusal.js';
+import { COPIES, CopySwitch, RedundantSender } from './redundancy.js';
 import { newRoomName, roomFromLocation, roomUrl, wsUrl } from './room.js';
 import { fetchOffer, offerFor, openLink, parseOffer } from './transport.js';
 
 const STATS_INTERVAL_MS = 500;
+const LOSS_WATCH_INTERVAL_MS = 250; // as often as the playback worklets post their counters
 
 const MESSAGES = {
   micBlocked: 'Microphone blocked: allow it in the address bar, then press Start again.',
@@ -73,11 +77,15 @@ const encryption = new Encryption({ send: sendSealed, deliver, report: (event) =
 let roomKey = null; // the private room's key as its link spells it (the fragment), or null
 const links = new Map(); // link number -> the link the machine opened, until it closes
 const timers = new Map(); // the machine's timers: event type -> setTimeout id
-const redundancy = new RedundantSender(COPIES_ON.webtransport); // copies of our frames, for a link that loses datagrams
+// Copies of our frames, while someone we send audio to loses frames (they say so); and our watch on theirs.
+const redundancy = new RedundantSender(COPIES);
+const copies = new CopySwitch();
+const lossWatch = new LossWatch();
 let session = null; // the audio session, after Start
-// The server's WebTransport offer (transport.js), fetched once at load; null: none (or not yet): the WebSocket.
-let offer = null;
-fetchOffer().then((got) => { offer = got; });
+// The server's WebTransport offer (transport.js), fetched at load and renewed before its id token expires
+// (offer.js); null: none (or not yet): the WebSocket.
+const offers = new OfferKeeper(fetchOffer);
+offers.renew();
 let muted = false;
 let talking = false; // push-to-talk: Space held while muted
 const rows = new Map(); // slot -> the member's row in the list: {li, name, meter, volume, mute, figures}
@@ -118,6 +126,11 @@ function perform(effect) {
     case 'resetPartner':
       if (session) session.resetPartner();
       redundancy.reset(); // no copy of the last call's last frame rides into the next
+      copies.reset(); // and no report about the last call's paths keeps copies on
+      lossWatch.reset();
+      break;
+    case 'lossReported':
+      copies.lossReported(performance.now());
       break;
     case 'addMember':
       if (session) session.addMember(effect.slot);
@@ -144,24 +157,46 @@ function perform(effect) {
  * WebTransport offer of url's process, when the server moved us there and named one (else the page's own serves
  * the page's own /ws).
  */
-function startLink(number, url, movedOffer) {
+function startLink(number, url, movedOffer, renewed = false) {
+  // An id token past half its life (its renewal did not run: a machine asleep) is renewed first, so that the
+  // session is still this browser; the link opens then, if the machine still wants it.
+  if (offers.stale() && !renewed) {
+    offers.renew().then(() => {
+      if (connection.link === number && !links.has(number)) startLink(number, url, movedOffer, true);
+    });
+    return;
+  }
   try {
     const codec = session ? session.codec : undefined; // PCM16 frames are too big for datagrams
+    const offer = offers.offer;
     const linkOffer = movedOffer !== undefined ? parseOffer(movedOffer) : offerFor(url, wsUrl(location), offer);
     const token = offer !== null ? offer.token : null; // our own: a moved URL's process checks it with the shared secret
+    let opened = false;
     links.set(number, openLink({ webSocketUrl: url, offer: linkOffer, token, codec, openWebSocketLink }, {
-      onOpen: () => dispatch({ type: 'linkOpen', link: number }),
+      onOpen: () => {
+        opened = true;
+        dispatch({ type: 'linkOpen', link: number });
+      },
       onText: (text) => dispatch({ type: 'text', link: number, text }),
       onAudio: (buffer) => play(number, buffer),
       onClose: ({ code, reason }) => {
         links.delete(number);
         dispatch({ type: 'linkClosed', link: number, code, reason });
+        // Turned away (the WebSocket's refusal is hidden from us; a WebTransport one closes 1008): ask why.
+        if (!opened || code === 1008) askWhyTurnedAway();
       },
     }));
   } catch (err) {
     // After this dispatch's effects, not in the middle of them.
     queueMicrotask(() => dispatch({ type: 'linkFailed', link: number, text: err.message }));
   }
+}
+
+/** The server's line for why it turned us away (refusal.js), to show while the page waits to try again. */
+function askWhyTurnedAway() {
+  fetchRefusal().then((why) => {
+    if (why !== null) dispatch({ type: 'turnedAway', text: why.line, retryAfterS: why.retryAfterS });
+  });
 }
 
 /** An audio frame from the server: opened, then to the partner's playback, or the member's its slot names. */
@@ -188,10 +223,20 @@ function deliver(source, frame) {
 /** A frame from the encoder: sealed on its way out (nothing leaves without a key). */
 function sendFrame(frame) {
   if (!connection.inCall) return;
-  // A link that loses datagrams carries a copy of the previous frame in each: packed before sealing, so that the
-  // copy is inside the same seal (docs/design.md, Lost datagrams).
-  const link = links.get(connection.link);
-  encryption.seal(link && COPIES_ON[link.kind] > 0 ? redundancy.pack(frame) : frame);
+  // While someone who hears us loses frames, each carries a copy of the previous one: packed before sealing, so
+  // that the copy is inside the same seal (docs/design.md, Lost datagrams).
+  encryption.seal(copies.on(performance.now()) ? redundancy.pack(frame) : frame);
+}
+
+/** Whether frames of those who send us audio went missing: if so, tell them (now and then) to send copies. */
+function watchLoss() {
+  if (!connection.inCall || !session) return;
+  const slots = connection.group.group ? connection.group.members.map((member) => member.slot) : [PARTNER];
+  for (const slot of slots) {
+    const member = session.memberStats(slot);
+    if (member) lossWatch.saw(slot, member.missingFrames);
+  }
+  if (lossWatch.reportDue(performance.now())) dispatch({ type: 'lossSeen' });
 }
 
 function sendSealed(sealed) {
@@ -283,6 +328,7 @@ async function startMicrophone() {
   if (document.activeElement === els.start || document.activeElement === document.body) els.mute.focus();
   requestAnimationFrame(drawMeters);
   setInterval(drawStats, STATS_INTERVAL_MS);
+  setInterval(watchLoss, LOSS_WATCH_INTERVAL_MS);
   dispatch({ type: 'audioStarted' });
 }
 
@@ -628,7 +674,8 @@ function init() {
   window.addEventListener('online', () => dispatch({ type: 'online' }));
   // Into the back/forward cache: leave at once, so the partner hears "Partner left" now, not after a timeout.
   // Unloaded: a WebSocket says goodbye (1001) by itself; a WebTransport session that just vanished would look like
-  // a dropped network, its place held for a resume and the partner told "reconnecting" for the window.
+  // a dropped network, its place held for a resume and the partner told "reconnecting" for the window. (Firefox
+  // sometimes closes the connection before this close leaves; the server takes that as a goodbye too.)
   window.addEventListener('pagehide', (event) => {
     if (event.persisted) dispatch({ type: 'pageHidden' });
     else links.get(connection.link)?.close(1001, 'page closed');
@@ -673,6 +720,13 @@ window.duoduel = {
   },
   get talking() {
     return talking;
+  },
+  /**
+   * Copies of our frames (redundancy.js): on now, frames sent with copies, loss reports taken from those who hear
+   * us, and reports we sent about those we hear.
+   */
+  get copies() {
+    return { on: copies.on(performance.now()), packed: redundancy.packed, reports: copies.reports, reported: lossWatch.reports };
   },
   /** End-to-end encryption's counters: keyed, sealed, opened, failed (not decrypted, dropped), ... */
   get encryption() {

@@ -1,5 +1,5 @@
 // The browser audio pipeline, put together from its parts:
-//   capture.js   microphone -> capture worklet -> 10 or 20 ms frames with their capture time
+//   capture.js   microphone -> its track (Chromium) or the capture worklet -> 10 or 20 ms frames with their capture time
 //   encoder.js   frames -> Opus (WebCodecs) or PCM16 -> binary frames -> onFrame()
 //   partner.js   each remote member's binary frames -> decoder -> jitter buffer (playback worklet)
 //   mix.js       the members' volume, and the soft clip on the mix bus
@@ -14,7 +14,7 @@
 // speakers: identity at speech levels, a soft shoulder when three people talk at once.
 //
 // The binary frame format is in docs/protocol.md (Audio frames) and frame.js.
-import { Capture, openAudio, wallNow } from './capture.js';
+import { captureRate, openAudio, openCapture, wallNow } from './capture.js';
 import { chooseOpusConfig, FrameEncoder, opusRate } from './encoder.js';
 import { outputLatencyMs, RecentLeast } from './figures.js';
 import { MIX_HEADROOM, memberGain, softClipCurve } from './mix.js';
@@ -34,8 +34,9 @@ export const PARTNER = -1;
  */
 export async function startAudio({ onFrame } = {}) {
   const { context, stream } = await openAudio();
-  const opusConfig = await chooseOpusConfig(opusRate(context.sampleRate));
-  return new AudioSession(context, stream, opusConfig, onFrame);
+  const rate = captureRate(context, stream);
+  const opusConfig = await chooseOpusConfig(opusRate(rate));
+  return new AudioSession(context, stream, rate, opusConfig, onFrame);
 }
 
 /** Call fn(...args) if it is a function; a measuring hook's error must not stop the audio. */
@@ -49,8 +50,10 @@ function notify(fn, ...args) {
 }
 
 export class AudioSession {
-  constructor(context, stream, opusConfig, onFrame) {
+  constructor(context, stream, rate, opusConfig, onFrame) {
     this.context = context;
+    /** The rate of the captured frames: the microphone track's (Chromium) or the context's. */
+    this.captureRate = rate;
     this._onFrame = typeof onFrame === 'function' ? onFrame : () => {};
     this._closed = false;
     this._muted = false;
@@ -60,7 +63,7 @@ export class AudioSession {
     /**
      * The measuring hook, for benchmarks and tests (bench/latency.py); the page leaves it empty.
      * Set any member to a function; each is called synchronously and its errors are only logged.
-     *   captured(samples, captureTime)  every captured frame (Float32Array at the context rate, valid
+     *   captured(samples, captureTime)  every captured frame (Float32Array at captureRate, valid
      *                                   only during the call) and the wall-clock ms of its first sample
      *   sent(frame, captureTime)        every binary frame handed to onFrame, and its capture time: the frame
      *                                   in clear, header and all, before the page seals it (encryption.js)
@@ -75,11 +78,12 @@ export class AudioSession {
     this._playbacks = 0; // PartnerPlayback objects made, to number them for measure.arrivals
 
     this._encoder = new FrameEncoder({
-      contextRate: context.sampleRate,
+      contextRate: rate,
       opusConfig,
       onFrame: (frame, captureTime) => this._send(frame, captureTime),
     });
-    this._capture = new Capture(context, stream, {
+    this._capture = openCapture(context, stream, {
+      sampleRate: rate,
       frameMs: this._encoder.frameMs,
       onFrame: (samples, captureTime) => {
         if (this._closed) return;
@@ -89,6 +93,7 @@ export class AudioSession {
       onLevel: (rms) => {
         this._micRms = rms;
       },
+      onGap: (frames) => this._encoder.skip(frames),
     });
 
     // Members' gains -> mix bus (Web Audio sums) -> 1/headroom -> soft clip -> partnerOutput, which the
@@ -234,7 +239,8 @@ export class AudioSession {
    * (partnerCodec, kbpsIn, jitterMs, lostFrames, concealedFrames, droppedFrames, targetMs, underruns,
    * arrivalJitterMs, decoderDrops, playback: the jitter buffer's raw counters), encoderDrops (frames the
    * encoder was too far behind to take, or whose chunk came back unrecognised), dtx and dtxFrames (whether we
-   * leave out frames of silence, and how many we did), and the context's (frameMs: the duration of our frames,
+   * leave out frames of silence, and how many we did), capturePath ('track': from the microphone's track, or
+   * 'worklet': through Web Audio), and the context's (frameMs: the duration of our frames,
    * outputLatencyMs: null where it cannot be read without risk of blocking, sampleRate, muted).
    */
   stats() {
@@ -257,6 +263,7 @@ export class AudioSession {
       dtx: this._encoder.dtx,
       dtxFrames: this._encoder.dtxFrames,
       playback: partner ? partner.playback : null,
+      capturePath: this._capture.path,
       frameMs: this._encoder.frameMs,
       outputLatencyMs: outputLatencyMs(context, navigator.userAgent),
       captureToSendMs: this._captureToSend.least ?? 0,

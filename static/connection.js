@@ -3,10 +3,11 @@
 //
 // The page feeds it events, each with `now` (performance.now() ms): the person's (start, next, name,
 // place: the room the page URL names, and blockAsk, blockCancel, block {reason?}: Block with its confirm),
-// the microphone's (audioStarted, audioFailed), the link's (linkOpen, text, linkClosed, linkFailed), the
+// the microphone's (audioStarted, audioFailed), the link's (linkOpen, text, linkClosed, linkFailed, turnedAway), the
 // browser's (unsupported, notice, online, pageHidden, pageShown), the timers' (pingDue, retryDue,
-// autoNextDue, keyDue, noteDue) and encryption's (keyOut, keyAgreed, keyFailed, keyVerdict). dispatch()
-// returns the effects for the page to perform, in order:
+// autoNextDue, keyDue, noteDue), encryption's (keyOut, keyAgreed, keyFailed, keyVerdict) and the audio's
+// (lossSeen: frames of a sender went missing, loss-watch.js). dispatch() returns the effects for the page to
+// perform, in order:
 //
 //   {type: 'startAudio'}                       start the microphone; answer audioStarted or audioFailed
 //   {type: 'open', link, url[, webtransport]}  open link number `link` to url; its events carry `link`;
@@ -17,6 +18,7 @@
 //   {type: 'cancel', timer}                    forget that timer
 //   {type: 'resetPartner'}                     the audio session forgets whoever played (call starts or ends)
 //   {type: 'addMember' | 'removeMember' | 'restartMember', slot}   a group room's member's playback
+//   {type: 'lossReported'}                     a receiver of our audio loses frames: send copies (redundancy.js)
 //   {type: 'warn', text}                       something odd from the server, for the console
 //
 //   {type: 'callKey', call, op: 'start' | 'receive' | 'resend' | 'end', message}
@@ -252,6 +254,7 @@ function serverEvent({ text, now, link }) {
     case 'pong':
     case 'blocked':
     case 'cooldown':
+    case 'loss':
       return { ...message, now, link };
     case 'key':
       return { type: 'key', message, now, link };
@@ -350,6 +353,7 @@ function dropAbandoned(m, reason) {
 }
 
 function linkOpened(m, e) {
+  if (m.error?.about === 'link') m.error = null; // turned away before, let in now
   m.linkOpen = true;
   m.lastHeard = e.now;
   ping(m, e);
@@ -500,6 +504,16 @@ function noteBlocked(m, e) {
 
 function clearNote(m) {
   m.note = null;
+}
+
+/** Frames of whoever sends us audio went missing: tell them, through the server, so that they send copies. */
+function reportLoss(m) {
+  if (m.inCall) m.send({ type: 'loss' });
+}
+
+/** Someone we send audio to loses frames: the page packs copies with ours for a while. */
+function sendCopies(m) {
+  if (m.inCall) m.emit({ type: 'lossReported' });
 }
 
 /** Skipping at speed: the server pairs us again only after a pause, and says how long. */
@@ -694,6 +708,21 @@ function keyVerdict(m, e) {
   }
 }
 
+/**
+ * The server said why it turned our last link away (refusal.js: a ban, a limit, a full server): show its line, and
+ * try again when it says, or (a ban) not until the page is loaded again.
+ */
+function turnedAway(m, e) {
+  m.error = { text: e.text, about: 'link' };
+  m.cancel('retryDue');
+  if (e.retryAfterS === null) {
+    m.state = 'broken';
+    return;
+  }
+  m.retryInMs = e.retryAfterS * 1000;
+  m.schedule('retryDue', m.retryInMs);
+}
+
 function linkFailed(m, e) {
   forgetLink(m);
   m.error = { text: `Cannot connect to the server (${e.text}): reload the page.`, about: 'link' };
@@ -733,6 +762,8 @@ const LINKED = {
   blocked: noteBlocked,
   cooldown: coolDown,
   noteDue: clearNote,
+  lossSeen: reportLoss,
+  loss: sendCopies,
   key: takeKey,
   keyOut: giveKey,
   keyAgreed,
@@ -755,7 +786,10 @@ const TRANSITIONS = {
   coolingDown: { ...LINKED, next: null },
   // Next waits until the call is back (or is not).
   resuming: { ...LINKED, linkClosed: retryResume, retryDue: openResume, resumeRefused: startAnew, online: retryNow, next: null },
-  retrying: { place: reconnectThere, name: rename, retryDue: connectFresh, online: retryNow, pageHidden: leaveForNow, noteDue: clearNote },
+  retrying: {
+    place: reconnectThere, name: rename, retryDue: connectFresh, online: retryNow, pageHidden: leaveForNow, noteDue: clearNote,
+    turnedAway,
+  },
   roomFull: { place: reconnectThere, name: rename, start: tryRoomAgain, noteDue: clearNote }, // Start says "Try again"
   away: { place: takePlace, name: rename, pageShown: startOver, noteDue: clearNote },
   broken: { place: reconnectThere, name: rename, noteDue: clearNote },

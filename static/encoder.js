@@ -6,8 +6,11 @@
 //   encoder.encode(samples, captureTime);  // every captured frame, muted or not
 //
 // One sequence counter numbers the frames in capture order, muted ones included, so the partner's
-// jitter buffer sees a gap in time, not a burst of late frames, when we unmute. The same counter is the
-// Opus input's media timestamp, which is how an encoded chunk finds its frame again.
+// jitter buffer sees a gap in time, not a burst of late frames, when we unmute. A second counter numbers the
+// frames given to the Opus encoder and is their media timestamp, which is how an encoded chunk finds its frame
+// again: Chromium's encoder times its chunks by the samples it was given since its first input, not by the
+// inputs' timestamps, so the frames we drop (overload) must leave no hole in them (with holes, every chunk after
+// a drop named a frame as many frames earlier: frames went out under older numbers and capture times).
 //
 // DTX: while the person is silent, a frame is sent only now and then (silence-gate.js: decided on the captured
 // samples, because the browsers' Opus DTX cannot be used through WebCodecs). The encoder still codes
@@ -111,8 +114,9 @@ export class FrameEncoder {
     this._frameUs = this.frameMs * 1000; // media timestamps: one frame
     this.muted = false;
     this.codec = 'pcm16';
-    this._frames = 0; // the one counter: wire sequence number (mod 2^16) and Opus media timestamp
-    this._pending = new Map(); // frame number -> {captureTime, send} while a frame is in the encoder
+    this._frames = 0; // the wire's sequence number (mod 2^16): every frame captured
+    this._encoded = 0; // frames given to the Opus encoder: their media timestamps
+    this._pending = new Map(); // encoder input number -> {seq, captureTime, send} while a frame is in the encoder
     this._encoder = null;
     this._encodeRate = 0;
     this._resampler = null; // context rate -> encode rate, when they differ
@@ -163,6 +167,11 @@ export class FrameEncoder {
     }
   }
 
+  /** This many frames were never captured (the capture says so): their numbers go unused, as DTX's do. */
+  skip(frames) {
+    this._frames += frames;
+  }
+
   /**
    * Resample a captured frame to the encoder's rate and encode every whole frame that is ready.
    * The resampler keeps its state across frames, so frames follow the capture clock exactly (at
@@ -205,7 +214,8 @@ export class FrameEncoder {
       this.overloadDrops++; // overloaded: drop rather than add delay
       return;
     }
-    this._pending.set(index, { captureTime, send: this._sends(samples) });
+    const input = this._encoded++;
+    this._pending.set(input, { seq: index, captureTime, send: this._sends(samples) });
     if (this._pending.size > PENDING_LIMIT) this._pending.delete(this._pending.keys().next().value);
     let audio;
     try {
@@ -214,7 +224,7 @@ export class FrameEncoder {
         sampleRate,
         numberOfFrames: samples.length,
         numberOfChannels: 1,
-        timestamp: index * this._frameUs,
+        timestamp: input * this._frameUs,
         data: samples,
       });
       encoder.encode(audio);
@@ -230,16 +240,16 @@ export class FrameEncoder {
     // the first at 0 and then 6.5 ms (the Opus look-ahead) before each frame's: the first frame that starts
     // no more than 1 ms before a chunk's timestamp is the right one in both, at 10 and at 20 ms (rounding to
     // the nearest frame was right at 20 ms only), and the extra chunk at the end matches nothing.
-    const index = chunkFrameIndex(chunk.timestamp, this._frameUs);
-    const info = this._pending.get(index);
-    this._pending.delete(index);
+    const input = chunkFrameIndex(chunk.timestamp, this._frameUs);
+    const info = this._pending.get(input);
+    this._pending.delete(input);
     if (!info) this.unmatchedChunks++;
     if (!info || !info.send) return;
     const payload = new Uint8Array(chunk.byteLength);
     chunk.copyTo(payload);
     // captureTime is that of the frame's first sample, so the encoder's delay counts as latency.
     this._onFrame(encodeFrame({
-      codec: CODEC_OPUS, seq: index, sampleRate: this._encodeRate, captureTime: info.captureTime, payload,
+      codec: CODEC_OPUS, seq: info.seq, sampleRate: this._encodeRate, captureTime: info.captureTime, payload,
     }), info.captureTime);
   }
 

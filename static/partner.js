@@ -8,12 +8,15 @@
 //
 // Nothing here is shared between partners, so a call with several people makes one per member and
 // connects them all to one bus, which mixes them.
+import { SILENT_PEAK } from './concealer.js';
 import { CODEC_NAMES, CODEC_PCM16, FRAME_MS } from './constants.js';
 import { frameDurationMs } from './frame.js';
+import { ArrivalGaps } from './loss-watch.js';
 import { pcm16ToFloat } from './pcm.js';
 import { RateMeter } from './rate-meter.js';
 import { SeenWindow, unpackFrames } from './redundancy.js';
 import { Resampler } from './resampler.js';
+import { isSilent } from './silence-gate.js';
 
 // In ms of frames (3 and 10 frames of 20 ms), so that 10 ms frames may wait as long as 20 ms ones did.
 const MAX_CODEC_QUEUE_MS = 60; // waiting in the decoder before we drop (the jitter buffer conceals)
@@ -42,6 +45,7 @@ export class PartnerPlayback {
     this._decodeIndex = 0;
     this._decodeSeq = new Map(); // decode index -> seq, + RECOVERED_FLAG for a frame recovered from a copy
     this._seen = new SeenWindow(); // which frames came already (a copy and its frame's own message: one plays)
+    this._gaps = new ArrivalGaps(); // frames whose own message did not come: what copies are for
     this._resampler = null;
     this._decoderDrops = 0; // frames dropped because the decoder was MAX_CODEC_QUEUE_MS behind
     this._decoderStarted = false; // the decoder has produced its first output
@@ -75,6 +79,7 @@ export class PartnerPlayback {
     if (!frames) return;
     for (const frame of frames) {
       if (!this._seen.accept(frame.seq)) continue;
+      this._gaps.arrive(frame.seq, frame.recovered);
       this.codec = CODEC_NAMES[frame.codec];
       this.frameMs = frameDurationMs(frame) ?? this.frameMs;
       if (frame.codec === CODEC_PCM16) {
@@ -143,6 +148,7 @@ export class PartnerPlayback {
   }
 
   _play(seq, samples, rate, recovered) {
+    this._gaps.decoded(seq, isSilent(samples, SILENT_PEAK)); // as the playout will take it (concealer.js)
     const target = this.context.sampleRate;
     if (rate !== target) {
       if (!this._resampler || this._resampler.inRate !== rate) this._resampler = new Resampler(rate, target);
@@ -172,6 +178,7 @@ export class PartnerPlayback {
    * played for want of them, lost on the way or late; concealedFrames, droppedFrames, targetMs, underruns,
    * arrivalJitterMs), and
    * decoderDrops (frames dropped before decoding because the decoder fell behind: they count as lost);
+   * missingFrames (frames whose own message did not come: recovered from a copy, or lost on the way);
    * `playback` is the worklet's raw counters (see Playout.stats()).
    */
   stats() {
@@ -188,6 +195,7 @@ export class PartnerPlayback {
       underruns: playback.underruns || 0,
       arrivalJitterMs: playback.arrivalJitterMs || 0,
       decoderDrops: this._decoderDrops,
+      missingFrames: this._gaps.missing,
       playback: this._stats,
     };
   }
@@ -217,3 +225,4 @@ export class PartnerPlayback {
     }
   }
 }
+

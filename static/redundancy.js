@@ -2,8 +2,10 @@
 // also carries the payloads of the frames just before it, so that a frame whose own datagram was lost is
 // recovered from the next one that arrives. Pure: no DOM, node tests it.
 //
-//   const sender = new RedundantSender(COPIES_ON.webtransport);  // one copy: the previous frame's payload
-//   encryption.seal(sender.pack(frame));             // frame: a version 1 frame (frame.js); out: version 2
+//   const sender = new RedundantSender(COPIES);       // one copy: the previous frame's payload
+//   const copies = new CopySwitch();                   // on from a loss report until COPIES_HOLD_MS after the last
+//   copies.lossReported(now);                         // a receiver of our audio loses frames ({"type":"loss"})
+//   encryption.seal(copies.on(now) ? sender.pack(frame) : frame);  // frame: version 1 (frame.js); out: version 2
 //   const window = new SeenWindow();                 // per sender: which sequence numbers came already
 //   for (const f of unpackFrames(message)) if (window.accept(f.seq)) decodeAndPlay(f);  // oldest first
 //
@@ -13,15 +15,26 @@
 // sequence number is the newest's minus its distance and its capture time that many frames earlier. It is
 // the frame format's business, not the link's: the page packs before sealing, so a copy travels inside the
 // same end-to-end seal as the frame it rides with and the server sees one message, as before.
+//
+// Copies go out only while some receiver of our audio loses frames (docs/design.md, Copies where frames are
+// lost): a receiver that counts frames missing says so (loss-watch.js), the server passes it on, and the
+// sender packs copies from then until COPIES_HOLD_MS after the last report. On a clean path, none.
 import { FRAME_HEADER_BYTES, FRAME_MS, FRAME_VERSION, SEQ_MODULO } from './constants.js';
-import { decodeFrame } from './frame.js';
+import { decodeFrame, frameDurationMs } from './frame.js';
 
 /**
- * Copies per frame on each kind of link (link.js): a WebTransport link sends datagrams, which get lost; a
- * WebSocket's TCP resends what it loses. One copy, measured against two and none on recorded calls with 2 %
- * loss (docs/design.md): two recover a few more frames of a burst, and cost their wait in delay.
+ * Copies per frame while they are on. One copy, measured against two and none on recorded calls with 2 % loss
+ * (docs/design.md): two recover a few more frames of a burst, and cost their wait in delay.
  */
-export const COPIES_ON = Object.freeze({ websocket: 0, webtransport: 1 });
+export const COPIES = 1;
+
+/**
+ * How long copies stay on after the last loss report. A receiver that keeps losing reports every 2 s
+ * (loss-watch.js), so this spans the gaps between losses at a fraction of a percent (one lost frame in 30 s
+ * is 0.03 % of 10 ms frames) and keeps a path that lost once covered for the next loss, which tends to come soon
+ * (Wi-Fi, a busy link); a path that has stopped losing is back to no copies within half a minute.
+ */
+export const COPIES_HOLD_MS = 30000;
 
 /** The version byte of a frame that carries copies of the frames before it. */
 export const REDUNDANT_VERSION = 2;
@@ -96,11 +109,14 @@ export function unpackFrames(data) {
     const length = view.getUint16(FRAME_HEADER_BYTES + 2 + COPY_ENTRY_BYTES * i, true);
     if (distance < 1 || distance >= previous || at + length > bytes.byteLength) return null;
     previous = distance;
+    const payload = bytes.subarray(at, at + length);
+    // Frames are 10 or 20 ms (the sender's choice): the copy's own packet says which.
+    const frameMs = frameDurationMs({ ...newest, payload }) ?? FRAME_MS;
     frames.push({
       ...newest,
       seq: (newest.seq - distance + SEQ_MODULO) % SEQ_MODULO,
-      captureTime: newest.captureTime - distance * FRAME_MS,
-      payload: bytes.subarray(at, at + length),
+      captureTime: newest.captureTime - distance * frameMs,
+      payload,
       recovered: true,
     });
     at += length;
@@ -121,6 +137,7 @@ export class RedundantSender {
     if (!Number.isInteger(copies) || copies < 0 || copies > MAX_COPIES) throw new RangeError(`bad copies ${copies}`);
     this.copies = copies;
     this._recent = []; // {seq, codec, sampleRate, payload}, oldest first
+    this.packed = 0; // frames sent with copies
   }
 
   /**
@@ -139,12 +156,41 @@ export class RedundantSender {
     }
     this._recent.push({ seq: decoded.seq, codec: decoded.codec, sampleRate: decoded.sampleRate, payload: decoded.payload.slice() });
     if (this._recent.length > this.copies) this._recent.shift();
-    return copies.length > 0 ? packFrames(frame, copies) : frame;
+    if (copies.length === 0) return frame;
+    this.packed++;
+    return packFrames(frame, copies);
   }
 
   /** A new stream (a new call or link): nothing from before rides with its frames. */
   reset() {
     this._recent = [];
+  }
+}
+
+/**
+ * Whether a sender packs copies now: from a loss report of one of its receivers (relayed by the server) until
+ * holdMs after the last one. Off at the start of a call: see docs/design.md for why it does not start on.
+ */
+export class CopySwitch {
+  constructor(holdMs = COPIES_HOLD_MS) {
+    this.holdMs = holdMs;
+    this.reports = 0; // loss reports taken
+    this._until = -Infinity;
+  }
+
+  /** A receiver of our audio loses frames: copies from now until holdMs after this. */
+  lossReported(nowMs) {
+    this.reports++;
+    this._until = nowMs + this.holdMs;
+  }
+
+  on(nowMs) {
+    return nowMs < this._until;
+  }
+
+  /** A new call or partner: the reports were about someone else's path. */
+  reset() {
+    this._until = -Infinity;
   }
 }
 

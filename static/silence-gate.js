@@ -22,11 +22,11 @@ export const DTX_REFRESH_MS = 400;
 /** A captured frame whose samples all stay under this (-52 dBFS) is silent; 6 dB under the receiver's line. */
 export const DTX_SILENT_PEAK = SILENT_PEAK / 2;
 
-/** Whether every sample of a frame stays under DTX_SILENT_PEAK. */
-export function isSilent(samples) {
+/** Whether every sample of a frame stays under peak (by default DTX_SILENT_PEAK). */
+export function isSilent(samples, peak = DTX_SILENT_PEAK) {
   for (let i = 0; i < samples.length; i++) {
     const v = samples[i];
-    if (v >= DTX_SILENT_PEAK || -v >= DTX_SILENT_PEAK) return false;
+    if (v >= peak || -v >= peak) return false;
   }
   return true;
 }

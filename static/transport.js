@@ -48,8 +48,10 @@ export function offerFor(webSocketUrl, ownWebSocketUrl, offer) {
 
 /**
  * Whether the offer (JSON from OFFER_PATH) is one this page can use. Its token (the page's browser id, signed)
- * is null when it has none or a malformed one: a moved offer has none.
- * @returns {{port: number, path: string, certificateHashes: string[], token: string | null} | null}
+ * is null when it has none or a malformed one: a moved offer has none. tokenSeconds: how long the token names
+ * the browser (offer.js renews it), null if not said.
+ * @returns {{port: number, path: string, certificateHashes: string[], token: string | null,
+ *   tokenSeconds: number | null} | null}
  */
 export function parseOffer(json) {
   if (!json || typeof json !== 'object') return null;
@@ -58,7 +60,8 @@ export function parseOffer(json) {
   if (typeof path !== 'string' || !path.startsWith('/')) return null;
   if (!Array.isArray(certificateHashes) || !certificateHashes.every((h) => /^[0-9a-f]{64}$/.test(h))) return null;
   const token = typeof json.token === 'string' && /^[\w.-]{1,200}$/.test(json.token) ? json.token : null;
-  return { port, path, certificateHashes, token };
+  const tokenSeconds = Number.isFinite(json.tokenSeconds) && json.tokenSeconds > 0 ? json.tokenSeconds : null;
+  return { port, path, certificateHashes, token, tokenSeconds };
 }
 
 /**

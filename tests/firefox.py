@@ -113,6 +113,11 @@ CALL_WRAPPER = """async function (__argJson) {
 }"""
 
 
+# What Firefox logs, as a script error, when a WebSocket handshake is refused (a 403 or 429): the page's onclose
+# handles it, so it is no uncaught error of the page.
+REFUSED_WEBSOCKET = re.compile(r"Firefox can.t establish a connection to the server at wss?://")
+
+
 @dataclass
 class LogEntry:
     """A console message or an uncaught exception (type 'javascript') from the page."""
@@ -265,8 +270,8 @@ class Firefox:
 
     @property
     def errors(self) -> list[str]:
-        """Uncaught exceptions in the page so far."""
-        return [entry.text for entry in self.log if entry.type == "javascript"]
+        """Uncaught exceptions in the page so far (not Firefox's note of a refused WebSocket, which the page handles)."""
+        return [entry.text for entry in self.log if entry.type == "javascript" and not REFUSED_WEBSOCKET.match(entry.text)]
 
     async def close(self) -> None:
         """Close Firefox (politely, then by force) and delete its profile."""

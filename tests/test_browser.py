@@ -71,6 +71,19 @@ async def test_call_each_page_hears_the_other_tone_over_opus(open_page, engines)
     assert await status(ann) == await status(bob) == "Connected"
 
 
+@engines("chromium-chromium", "chromium-firefox")
+async def test_call_from_chromium_captures_from_the_microphone_track_and_is_heard_both_ways(open_page, engines):
+    """A Chromium page captures from its microphone's track (MediaStreamTrackProcessor), not through Web Audio, its
+    meter shows its voice, and each page hears the other's; Firefox keeps the capture worklet."""
+    ann, bob = await start_call(open_page, ("ann", engines[0]), ("bob", engines[1]))
+    await wait_hearing(ann, TONES["bob"])
+    await wait_hearing(bob, TONES["ann"])
+    for page, engine in ((ann, engines[0]), (bob, engines[1])):
+        stats = await page.evaluate("() => window.duoduel.session.stats()")
+        assert stats["capturePath"] == ("track" if engine == "chromium" else "worklet"), stats
+        await page.wait_for("() => window.duoduel.session.levels().mic > 0.01", what="the microphone meter to move")
+
+
 # Whether this browser's Opus encoder takes 10 ms frames (the page then sends them; 20 ms otherwise).
 TAKES_10_MS_JS = """async () => {
   if (typeof AudioEncoder === 'undefined') return false;

@@ -6,20 +6,29 @@ Skipped without the browsers unless DUODUEL_REQUIRE_BROWSER=1 (CI), which fails 
 
 from __future__ import annotations
 
+import asyncio
 import json
 
 import duoduel
 import pytest
-from conftest import engines, health, until
+from conftest import ROOT, engines, health, run_command, until
+from core.identity import TOKEN_SECONDS
 from pages import TONES, Page, wait_hearing, wait_status, wait_status_seen
+
+
+# Id tokens this short expire within a test; the page renews them at half this.
+SHORT_TOKEN_SECONDS = 3
 
 
 @pytest.fixture
 def config(tmp_path, request) -> duoduel.Config:
-    """Reports in a file of the test's own; WebTransport offered when a test asks for it (indirect "config")."""
-    webtransport = getattr(request, "param", "websocket") == "webtransport"
+    """Reports and bans in files of the test's own; WebTransport offered when a test asks for it (indirect "config":
+    "webtransport", or "webtransport-short-tokens" whose offers' tokens last SHORT_TOKEN_SECONDS)."""
+    option = getattr(request, "param", "websocket")
     return duoduel.Config(
-        host="127.0.0.1", port=0, report_log=tmp_path / "reports.jsonl", webtransport=webtransport, webtransport_port=0
+        host="127.0.0.1", port=0, report_log=tmp_path / "reports.jsonl", bans_file=tmp_path / "bans.json",
+        webtransport=option != "websocket",
+        webtransport_port=0, id_token_seconds=SHORT_TOKEN_SECONDS if option == "webtransport-short-tokens" else TOKEN_SECONDS,
     )
 
 
@@ -90,3 +99,48 @@ async def test_report_from_the_page_names_the_id_its_first_load_set(server, open
     assert report["reporter"]["id"] == (await ann.cookies())["duoduel_id"]
     assert report["reported"]["id"] == (await bob.cookies())["duoduel_id"]
     assert report["reason"] == "shouted insults"
+
+
+@engines("chromium-chromium", "firefox-chromium")
+@pytest.mark.parametrize("config", ["webtransport-short-tokens"], indirect=True)
+async def test_block_holds_when_a_page_reconnects_after_its_id_tokens_lifetime(server, open_page, engines):
+    """Ann blocks Bob over WebTransport; after the id token of her page's first offer has expired, her connection
+    drops and her page opens a new session: it carries a renewed token, so she is still her browser, and the two
+    still wait apart (with the expired token she would be a stranger known by address, and paired with Bob)."""
+    ann = await start(open_page, "ann", engines[0])
+    await wait_status(ann, "Waiting for a partner")
+    (anns,) = server.webtransport.sessions
+    bob = await start(open_page, "bob", engines[1])
+    await wait_status(ann, "Connected")
+    await ann.click("#block")
+    await ann.click("#block-yes")
+    await wait_status_seen(bob, "Partner left")
+    await both_waiting_apart(server)
+    await asyncio.sleep(2 * SHORT_TOKEN_SECONDS)  # the token of her first offer expires (her page renews it meanwhile)
+    before = set(server.webtransport.sessions)
+    anns.connection._quic.close(error_code=0, reason_phrase="gone")  # a drop, while she waits alone: no resume
+    anns.connection.transmit()
+    await until(lambda: _closed(anns), "Ann's session to end")
+    await until(lambda: _back_apart(server, before), "a new session of Ann's, waiting apart from Bob")
+    assert await ann.evaluate("() => window.duoduel.link.kind") == "webtransport"
+
+
+async def _closed(session) -> bool:
+    return session.close_code is not None
+
+
+async def _back_apart(server, before: set) -> bool:
+    return bool(set(server.webtransport.sessions) - before) and await _waiting_apart(server)
+
+
+@engines("chromium", "firefox")
+async def test_banned_page_says_why_it_cannot_connect(server, open_page, engines, config):
+    """The operator bans this machine's address; Ann presses Start: her browser hides the 403's line from the page,
+    so the page asks the server why and shows that line (never a generic connection error), and stops trying."""
+    banned = run_command("python", str(ROOT / "duoduel.py"), "ban", "127.0.0.1", "--bans-file", str(config.bans_file))
+    assert banned.returncode == 0, banned.stderr
+    ann = await open_page("ann", engines[0])
+    await ann.click("#start")
+    await ann.wait_for("() => !document.getElementById('error').hidden", what="an error line")
+    assert await ann.text("#error") == "You are banned from this service."
+    await wait_status(ann, "Not connected")

@@ -321,6 +321,32 @@ async def test_handshakes_past_the_rate_get_429_with_when_to_retry(proxied_serve
     assert await refusal(url, new_browser(), **{"X-Forwarded-For": "203.0.113.8"}) is None
 
 
+async def test_refused_browser_reads_why_at_refusal_json(proxied_server):
+    """A browser hides a refused handshake's body from its page, so the page asks /refusal.json with its cookie: it
+    gets the line and when to retry; a browser that was not refused gets 404."""
+    url, there = proxied_server.ws_url(), {"X-Forwarded-For": "203.0.113.9"}
+    for _ in range(3):
+        assert await refusal(url, new_browser(), **there) is None
+    turned = new_browser()
+    refused = await refusal(url, turned, **there)
+    reply = await http_request(proxied_server, "/refusal.json", headers={"Cookie": f"duoduel_id={turned}"})
+    assert reply.status == 200 and reply.headers["cache-control"] == "no-store"
+    why = json.loads(reply.body)
+    assert why["line"] == refused.response.body.decode().strip()
+    assert 1 <= why["retryAfter"] <= int(refused.response.headers["Retry-After"])
+    other = await http_request(proxied_server, "/refusal.json", headers={"Cookie": f"duoduel_id={new_browser()}"})
+    assert other.status == 404
+
+
+async def test_banned_browser_reads_its_ban_at_refusal_json(server, config):
+    """The ban's line, and no time to retry: waiting does not lift a ban."""
+    banned = new_browser()
+    ban("ban", banned, "--bans-file", str(config.bans_file))
+    await until(lambda: refusal(server.ws_url(), banned), "the ban to take effect", timeout=1)
+    reply = await http_request(server, "/refusal.json", headers={"Cookie": f"duoduel_id={banned}"})
+    assert json.loads(reply.body) == {"line": "You are banned from this service.", "retryAfter": None}
+
+
 async def test_connections_past_the_limit_get_429_until_one_closes(proxied_server):
     """A third connection open at once from one address gets 429; once one closes, it enters (and waits)."""
     url, there = proxied_server.ws_url(), {"X-Forwarded-For": "198.51.100.1"}

@@ -448,9 +448,10 @@ async def test_frozen_redis_times_out_into_local_pairing(redis_server, processes
 
 
 async def offer_of(process: Duoduel) -> dict:
-    """The process's WebTransport offer, from its /webtransport.json (less the id token, which names this request's browser)."""
+    """The process's WebTransport offer, from its /webtransport.json (less the id token, which names this request's
+    browser, and its lifetime)."""
     offer = json.loads((await http_request(process.running, "/webtransport.json")).body)
-    del offer["token"]
+    del offer["token"], offer["tokenSeconds"]
     return offer
 
 

@@ -15,6 +15,8 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass
 
 import pytest
+from aioquic.h3.connection import ErrorCode
+from aioquic.quic.packet import QuicErrorCode
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
@@ -235,6 +237,31 @@ async def test_vanished_page_is_a_drop(served):
         await session.line()
         session.drop()
         handled = await asyncio.wait_for(served.echo.handled.get(), 10)
+    assert handled.close_code == webtransport.ABNORMAL_CLOSURE
+
+
+async def test_browser_that_closes_the_connection_is_going_away(served):
+    """A browser that closes the whole connection with HTTP/3's "no error" (Firefox leaving a page, sometimes before
+    the session's close goes out) went away on purpose: its session ends with 1001 at once, not as a drop."""
+    async with open_session(served.port, "/wt", served.certificate) as session:
+        session.send_line('{"type": "ping", "t": 1}')
+        await session.line()
+        session.close_connection(ErrorCode.H3_NO_ERROR)
+        handled = await asyncio.wait_for(served.echo.handled.get(), 1)  # far within the idle timeout
+    assert handled.close_code == webtransport.GOING_AWAY
+
+
+@pytest.mark.parametrize("error_code, transport", [
+    (ErrorCode.H3_INTERNAL_ERROR, False), (QuicErrorCode.INTERNAL_ERROR, True), (0x100, True),
+], ids=["h3-error", "transport-error", "tls-alert"])
+async def test_connection_closed_with_an_error_is_a_drop(served, error_code, transport):
+    """A connection closed with an error (HTTP/3's or QUIC's, even one whose number is H3_NO_ERROR's, a TLS alert
+    in a transport close) is no goodbye: the session ends as a drop (1006), its place held for a resume."""
+    async with open_session(served.port, "/wt", served.certificate) as session:
+        session.send_line('{"type": "ping", "t": 1}')
+        await session.line()
+        session.close_connection(error_code, transport=transport)
+        handled = await asyncio.wait_for(served.echo.handled.get(), 1)
     assert handled.close_code == webtransport.ABNORMAL_CLOSURE
 
 

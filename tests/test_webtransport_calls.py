@@ -107,8 +107,9 @@ async def test_group_room_of_both_transports_hears_everyone(open_page, server, e
 
 @engines("chromium-chromium", "chromium-firefox")
 async def test_leaving_a_webtransport_page_shows_partner_left_at_once(open_page, server, engines):
-    """Bob leaves the page (he goes to another): his session says goodbye, so Ann's page shows "Partner left" (never
-    "reconnecting", as for a dropped network) and looks for someone new; the server holds no place for him."""
+    """Bob leaves the page (he goes to another): his session says goodbye (or Firefox closes his connection before
+    it could), so Ann's page shows "Partner left" (never "reconnecting", as for a dropped network) and looks for
+    someone new; the server holds no place for him."""
     ann, bob = await call(open_page, ("ann", engines[0], "webtransport"), ("bob", engines[1], "webtransport"))
     await wait_over(bob, "webtransport")
     await bob.goto("about:blank")

@@ -6,6 +6,7 @@ missing, forged or expired token leaves the session its address alone, never a r
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import json
 import re
 import secrets
@@ -66,11 +67,12 @@ async def told(session: Session) -> dict:
 
 
 async def test_offer_gives_a_token_naming_the_cookies_browser_id(server):
-    """/webtransport.json, fetched with the id cookie, gives a token that names that id; without one it sets the cookie
-    and names the id it set; never cached."""
+    """/webtransport.json, fetched with the id cookie, gives a token that names that id and says for how long; without
+    one it sets the cookie and names the id it set; never cached."""
     ann = new_browser()
     offer, headers = await offer_for(server, ann)
     assert named(offer["token"]) == ann
+    assert offer["tokenSeconds"] == core.identity.TOKEN_SECONDS  # the page renews it at half of this
     assert "set-cookie" not in headers and headers["cache-control"] == "no-store"
     offer, headers = await offer_for(server, None)
     given = re.match(rf"{COOKIE_NAME}=([0-9a-f]{{32}});", headers["set-cookie"])
@@ -106,6 +108,12 @@ async def test_block_over_webtransport_holds_when_both_come_back(server):
 @pytest.fixture
 async def ban_then_serve(config) -> AsyncIterator[tuple[Running, str]]:
     """A server started after `duoduel.py ban ID` (as an operator runs it), and the banned id."""
+    async with banned_then_served(config) as served:
+        yield served
+
+
+@contextlib.asynccontextmanager
+async def banned_then_served(config: duoduel.Config) -> AsyncIterator[tuple[Running, str]]:
     banned = new_browser()
     done = run_command("python", str(ROOT / "duoduel.py"), "ban", banned, "--bans-file", str(config.bans_file))
     assert done.returncode == 0, done.stderr
@@ -123,16 +131,15 @@ async def test_ban_by_id_closes_the_session_carrying_that_ids_token(ban_then_ser
         assert await told(session) == {"type": "waiting"}
 
 
-async def test_forged_or_expired_token_is_no_id_and_the_call_goes_on(ban_then_serve, monkeypatch):
-    """A token signed with another secret, or past its hour, names nobody: the banned id it claims is not believed,
-    and the two sessions are paired and hear each other as sessions without a token are."""
-    server, banned = ban_then_serve
-    forged = issue_token(secrets.token_bytes(32), banned)
-    monkeypatch.setattr(core.identity, "TOKEN_SECONDS", -60)  # the server issues a token that has already expired
-    expired = await token_for(server, banned)
-    monkeypatch.undo()
-    async with page(server, forged) as a, page(server, expired) as b:
-        assert await told(a) == {"type": "waiting"}
-        assert await told(b) == {"type": "connected"} and await told(a) == {"type": "connected"}
-        a.send_datagram(OPUS)
-        assert await b.datagram() == OPUS
+async def test_forged_or_expired_token_is_no_id_and_the_call_goes_on(config):
+    """A token signed with another secret, or past its lifetime, names nobody: the banned id it claims is not
+    believed, and the two sessions are paired and hear each other as sessions without a token are."""
+    expiring = dataclasses.replace(config, id_token_seconds=-60)  # the server issues tokens that have already expired
+    async with banned_then_served(expiring) as (server, banned):
+        forged = issue_token(secrets.token_bytes(32), banned)
+        expired = await token_for(server, banned)
+        async with page(server, forged) as a, page(server, expired) as b:
+            assert await told(a) == {"type": "waiting"}
+            assert await told(b) == {"type": "connected"} and await told(a) == {"type": "connected"}
+            a.send_datagram(OPUS)
+            assert await b.datagram() == OPUS

@@ -11,9 +11,10 @@ import json
 from collections.abc import AsyncIterator
 
 import pytest
+from aioquic.h3.connection import ErrorCode
 
 import duoduel
-from conftest import FRAME, Running, http_request, join, metric, receive_json, running_server, settle
+from conftest import FRAME, Running, health, http_request, join, metric, receive_json, running_server, settle
 from wt_client import Session, connection, open_session, request
 
 pytestmark = pytest.mark.timeout(60)
@@ -55,12 +56,12 @@ async def refused(server: Running, query: str = "", origin: str | None = None) -
 
 async def test_offer_names_the_udp_port_and_certificate_hash(server):
     """GET /webtransport.json gives the page the UDP port, the path and the SHA-256 of the certificate it pins (and its
-    id token: tests/test_webtransport_identity.py)."""
+    id token and its lifetime: tests/test_webtransport_identity.py)."""
     reply = await http_request(server, "/webtransport.json")
     assert reply.status == 200
     offer = json.loads(reply.body)
     endpoint = server.webtransport
-    assert offer.pop("token")
+    assert offer.pop("token") and offer.pop("tokenSeconds")
     assert offer == {"port": endpoint.port, "path": "/wt", "certificateHashes": [endpoint.certificate.hash.hex()]}
 
 
@@ -163,6 +164,19 @@ async def test_resume_over_webtransport_keeps_the_call(server):
         assert await asyncio.wait_for(ws.recv(), 5) == OPUS
         await ws.send(OPUS[:10])
         assert await back.datagram() == OPUS[:10]
+    await ws.close()
+
+
+async def test_browser_closing_its_connection_leaves_the_call_at_once(server):
+    """A page whose browser closes its QUIC connection without closing the session first (Firefox leaving a page
+    sometimes does) has left, not dropped: its partner is told at once, and no place is held for it."""
+    ws, first = await join(server)
+    async with page(server, "?resumable=1") as leaving:
+        assert (await told(leaving, "connected"))["type"] == "session"
+        assert await receive_json(ws) == {"type": "connected"}
+        leaving.close_connection(ErrorCode.H3_NO_ERROR)
+        assert await receive_json(ws) == {"type": "disconnected"}  # never "reconnecting"
+    assert (await health(server))["held"] == 0
     await ws.close()
 
 

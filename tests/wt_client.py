@@ -159,6 +159,12 @@ class Session:
         self.h3.send_data(self.session_id, capsule, end_stream=True)
         self.connection.transmit()
 
+    def close_connection(self, error_code: int, transport: bool = False) -> None:
+        """Close the whole QUIC connection, not the session first: with an application error code (HTTP/3's) as
+        Firefox does when a page it leaves goes before its session's close, or with a transport error code."""
+        self.connection._quic.close(error_code=error_code, frame_type=0 if transport else None)
+        self.connection.transmit()
+
     def drop(self) -> None:
         """Vanish without a word, as a page whose network went away: the server hears nothing more."""
         self.connection._transport.close()

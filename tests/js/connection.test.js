@@ -897,3 +897,52 @@ test('every_state_has_a_status_line_and_a_start_button', () => {
     assert.equal(typeof page.m.startButton.disabled, 'boolean', state);
   }
 });
+
+// Loss reports (loss-watch.js, redundancy.js).
+
+test('lost_frames_in_a_call_are_reported_to_the_server', () => {
+  const page = inCall();
+  page.do('lossSeen');
+  assert.deepEqual(page.sent('loss'), [{ type: 'loss' }]);
+});
+
+test('lost_frames_outside_a_call_are_reported_to_nobody', () => {
+  const page = started();
+  page.hears({ type: 'waiting' });
+  page.do('lossSeen');
+  assert.deepEqual(page.sent('loss'), []);
+});
+
+test('a_loss_report_from_the_server_turns_copies_on_in_a_call_only', () => {
+  const page = inCall();
+  page.hears({ type: 'loss' });
+  assert.ok(page.has('lossReported'));
+  assert.equal(page.has('warn'), false, 'a known message');
+  page.do('next');
+  page.hears({ type: 'loss' }); // the last partner's, overtaken by our Next
+  assert.equal(page.has('lossReported'), false);
+});
+
+// Turned away: the server's reason (refusal.js), since a browser hides a refused handshake's body.
+
+test('a_page_turned_away_shows_why_and_tries_again_when_the_server_says', () => {
+  const page = started();
+  page.closes(1006); // never opened: the handshake was refused
+  assert.equal(page.m.state, 'retrying');
+  page.do('turnedAway', { text: 'Too many connections from your address in the last minute: try again in 30 seconds.', retryAfterS: 30 });
+  assert.equal(page.m.error.text, 'Too many connections from your address in the last minute: try again in 30 seconds.');
+  assert.equal(page.timers.get('retryDue'), page.now + 30_000);
+  page.later(30_000).fires('retryDue');
+  assert.equal(page.opened, `${PUBLIC}?resumable=1`);
+  page.opens();
+  assert.equal(page.m.error, null, 'let in: the line goes');
+});
+
+test('a_banned_page_shows_the_ban_and_stops_trying', () => {
+  const page = started();
+  page.closes(1006);
+  page.do('turnedAway', { text: 'You are banned from this service.', retryAfterS: null });
+  assert.equal(page.m.state, 'broken');
+  assert.equal(page.m.error.text, 'You are banned from this service.');
+  assert.equal(page.timers.has('retryDue'), false);
+});

@@ -12,6 +12,7 @@ import {
 import { decodeFrame, encodeFrame } from '../../static/frame.js';
 import { EXCHANGE_FAILED, KeyExchange, safetyCode } from '../../static/key-exchange.js';
 import { decodeHeader, nonce, TAG_BYTES } from '../../static/sframe.js';
+import { turn, turnsUntil } from './turns.js';
 
 const hex = (text) => Uint8Array.from(text.match(/../g), (pair) => parseInt(pair, 16));
 const toHex = (bytes) => Buffer.from(bytes instanceof ArrayBuffer ? new Uint8Array(bytes) : bytes).toString('hex');
@@ -23,15 +24,6 @@ function opusFrame(seq) {
     payload: new Uint8Array(70).fill(seq & 0xff) });
 }
 
-const turn = () => new Promise((resolve) => setImmediate(resolve));
-
-/** Resolves once predicate() holds, checking after each turn of the event loop (WebCrypto answers in one). */
-async function turnsUntil(predicate) {
-  for (let turns = 0; !predicate(); turns++) {
-    if (turns > 10000) throw new Error('still waiting after 10,000 turns of the event loop');
-    await turn();
-  }
-}
 
 /** Seal the frames one at a time (a page seals one every 20 ms), each handed on before the next. */
 async function sealInTurn(sealer, sent, frames) {

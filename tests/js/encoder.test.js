@@ -4,8 +4,9 @@ import assert from 'node:assert/strict';
 
 import { OPUS_BITRATE } from '../../static/constants.js';
 import {
-  chooseOpusConfig, chunkFrameIndex, configFrameMs, opusConfigCandidates, opusRate,
+  chooseOpusConfig, chunkFrameIndex, configFrameMs, FrameEncoder, opusConfigCandidates, opusRate,
 } from '../../static/encoder.js';
+import { decodeFrame } from '../../static/frame.js';
 
 test('10 ms frames are tried first, 20 ms after, and for each constant bitrate before variable', () => {
   const candidates = opusConfigCandidates(48000);
@@ -61,4 +62,60 @@ test('Opus gets the context rate when it is native, else 48 kHz', () => {
   assert.equal(opusRate(48000), 48000);
   assert.equal(opusRate(16000), 16000);
   assert.equal(opusRate(44100), 48000);
+});
+
+test('after a frame dropped for overload, each chunk still goes out under its own frame\'s number and time', (t) => {
+  // Chromium's encoder times its chunks by the samples it was given since its first input (observed in Chromium:
+  // inputs at 0, 10, 20, 30, 100 ms gave chunks at 0, 10, 20, 30, 40 ms), whatever the inputs' timestamps say.
+  const encoders = [];
+  globalThis.AudioData = class {
+    constructor(init) {
+      Object.assign(this, init);
+    }
+
+    close() {}
+  };
+  globalThis.AudioEncoder = class {
+    constructor({ output }) {
+      this.output = output;
+      this.state = 'unconfigured';
+      this.encodeQueueSize = 0;
+      this.samples = 0; // given since the first input
+      this.first = null;
+      encoders.push(this);
+    }
+
+    configure(config) {
+      this.state = 'configured';
+      this.rate = config.sampleRate;
+    }
+
+    encode(audio) {
+      if (this.first === null) this.first = audio.timestamp;
+      const timestamp = this.first + Math.round((this.samples * 1e6) / this.rate);
+      this.samples += audio.numberOfFrames;
+      this.output({ timestamp, byteLength: 3, copyTo: (out) => out.set([0xf8, 1, 2]) });
+    }
+
+    close() {
+      this.state = 'closed';
+    }
+  };
+  t.after(() => {
+    delete globalThis.AudioEncoder;
+    delete globalThis.AudioData;
+  });
+  const sent = [];
+  const opusConfig = opusConfigCandidates(48000)[0];
+  const encoder = new FrameEncoder({
+    contextRate: 48000, opusConfig, dtx: false, onFrame: (frame) => sent.push(decodeFrame(frame)),
+  });
+  const frame = new Float32Array(480);
+  for (let k = 0; k < 6; k++) {
+    encoders[0].encodeQueueSize = k === 3 ? 100 : 0; // frame 3 finds the encoder overloaded
+    encoder.encode(frame, 1000 + 10 * k);
+  }
+  assert.equal(encoder.overloadDrops, 1);
+  assert.deepEqual(sent.map((f) => f.seq), [0, 1, 2, 4, 5]);
+  assert.deepEqual(sent.map((f) => f.captureTime), [1000, 1010, 1020, 1040, 1050]);
 });

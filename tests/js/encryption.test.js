@@ -9,6 +9,7 @@ import { roomKeyFromFragment } from '../../static/e2ee.js';
 import { Encryption } from '../../static/encryption.js';
 import { decodeFrame, encodeFrame } from '../../static/frame.js';
 import { decodeHeader } from '../../static/sframe.js';
+import { turn, turnsUntil } from './turns.js';
 
 const ROOM_KEY = roomKeyFromFragment('#ABEiM0RVZneImaq7zN3u_w');
 const OTHER_KEY = roomKeyFromFragment('#ABEiM0RVZneImaq7zN3u_A');
@@ -18,14 +19,6 @@ function opusFrame(seq) {
     payload: new Uint8Array(70).fill(seq & 0xff) });
 }
 
-const turn = () => new Promise((resolve) => setImmediate(resolve));
-
-async function turnsUntil(predicate, what) {
-  for (let turns = 0; !predicate(); turns++) {
-    if (turns > 10000) throw new Error(`still waiting for ${what} after 10,000 turns of the event loop`);
-    await turn();
-  }
-}
 
 /** A page's encryption, recording what it sends, plays and reports; `peer` gets what it sends. */
 class Page {

@@ -2,7 +2,9 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 
-import { isGecko, meterValue, mouthToEar, outputLatencyMs, RecentLeast, RoundTrips } from '../../static/figures.js';
+import {
+  isChromium, isGecko, meterValue, mouthToEar, outputLatencyHint, outputLatencyMs, RecentLeast, RoundTrips,
+} from '../../static/figures.js';
 
 const FIREFOX = 'Mozilla/5.0 (X11; Linux x86_64; rv:153.0) Gecko/20100101 Firefox/153.0';
 const CHROMIUM = 'Mozilla/5.0 (X11; Linux x86_64) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/156.0.0.0 Safari/537.36';
@@ -21,6 +23,14 @@ test('tells Gecko from engines that only say "like Gecko"', () => {
   assert.equal(isGecko(CHROMIUM), false);
   assert.equal(isGecko(SAFARI), false);
   assert.equal(isGecko(undefined), false);
+});
+
+test('Chromium asks for the smallest output buffer, the other engines for the interactive one', () => {
+  assert.equal(isChromium(CHROMIUM), true);
+  assert.equal(outputLatencyHint(CHROMIUM), 0);
+  assert.equal(outputLatencyHint(FIREFOX), 'interactive');
+  assert.equal(outputLatencyHint(SAFARI), 'interactive');
+  assert.equal(outputLatencyHint(undefined), 'interactive');
 });
 
 test('Firefox output latency is never read: its first read can freeze the page', () => {

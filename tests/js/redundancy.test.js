@@ -3,7 +3,9 @@ import assert from 'node:assert/strict';
 
 import { CODEC_OPUS, CODEC_PCM16, FRAME_HEADER_BYTES, FRAME_MS } from '../../static/constants.js';
 import { encodeFrame } from '../../static/frame.js';
-import { MAX_COPIES, REDUNDANT_VERSION, RedundantSender, SeenWindow, packFrames, unpackFrames } from '../../static/redundancy.js';
+import {
+  COPIES, COPIES_HOLD_MS, CopySwitch, MAX_COPIES, REDUNDANT_VERSION, RedundantSender, SeenWindow, packFrames, unpackFrames,
+} from '../../static/redundancy.js';
 
 function frame(seq, overrides = {}) {
   return encodeFrame({
@@ -29,9 +31,20 @@ test('test_redundancy_one_copy_each_frame_carries_the_previous_payload', () => {
   assert.equal(new Uint8Array(first)[0], 1, 'the first frame has nothing before it: sent as it is');
   const frames = unpackFrames(second);
   assert.deepEqual(frames.map((f) => [f.seq, f.recovered, [...f.payload]]), [[10, true, [10, 7, 7]], [11, false, [11, 7, 7]]]);
-  assert.equal(frames[0].captureTime, 1000 + 10 * FRAME_MS);
   assert.equal(frames[1].captureTime, 1000 + 11 * FRAME_MS);
   assert.equal(frames[0].version, 1, 'each frame unpacked reads as a version 1 frame');
+});
+
+test('test_redundancy_a_copy_is_dated_one_of_its_own_frame_lengths_earlier', () => {
+  // Opus TOC bytes (RFC 6716, 3.1): CELT fullband, one frame of 10 ms (config 30) or 20 ms (config 31).
+  for (const [toc, frameMs] of [[30 << 3, 10], [31 << 3, 20]]) {
+    const sender = new RedundantSender(1);
+    const opus = (seq) => frame(seq, { captureTime: 1000 + seq * frameMs, payload: new Uint8Array([toc, seq]) });
+    sender.pack(opus(10));
+    const [copy, newest] = unpackFrames(sender.pack(opus(11)));
+    assert.equal(newest.captureTime, 1000 + 11 * frameMs);
+    assert.equal(copy.captureTime, 1000 + 10 * frameMs, `${frameMs} ms frames`);
+  }
 });
 
 test('test_redundancy_packet_layout_is_the_newest_header_then_copies_then_payloads', () => {
@@ -128,4 +141,35 @@ test('test_redundancy_none_sends_frames_unchanged', () => {
   const f = frame(1);
   assert.equal(sender.pack(f), f);
   assert.equal(sender.pack(frame(2)).byteLength, f.byteLength);
+});
+
+test('test_copy_switch_is_off_until_a_loss_report', () => {
+  const copies = new CopySwitch(30000);
+  assert.equal(copies.on(0), false, 'a call starts without copies');
+  assert.equal(copies.on(60000), false);
+});
+
+test('test_copy_switch_stays_on_for_the_hold_after_the_last_report', () => {
+  const copies = new CopySwitch(30000);
+  copies.lossReported(1000);
+  assert.ok(copies.on(1000) && copies.on(30999));
+  copies.lossReported(20000); // losses go on: so do the copies
+  assert.ok(copies.on(49999));
+  assert.equal(copies.on(50000), false, 'no report for the hold: off');
+  assert.equal(copies.reports, 2);
+});
+
+test('test_copy_switch_reset_turns_copies_off_for_a_new_call', () => {
+  const copies = new CopySwitch(COPIES_HOLD_MS);
+  copies.lossReported(0);
+  copies.reset();
+  assert.equal(copies.on(1), false);
+});
+
+test('test_redundancy_counts_the_frames_sent_with_copies', () => {
+  const sender = new RedundantSender(COPIES);
+  sender.pack(frame(1));
+  sender.pack(frame(2));
+  sender.pack(frame(3));
+  assert.equal(sender.packed, 2, 'the first had nothing before it');
 });

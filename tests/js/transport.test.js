@@ -97,10 +97,13 @@ test('webTransportUrl_carries_the_page_token_as_id', () => {
 });
 
 test('parseOffer_takes_only_a_well_formed_offer', () => {
-  assert.deepEqual(parseOffer(OFFER), { ...OFFER, token: null });
-  assert.deepEqual(parseOffer({ ...OFFER, certificateHashes: [] }), { ...OFFER, certificateHashes: [], token: null });
-  assert.deepEqual(parseOffer({ ...OFFER, token: 'abc.123.x-y_z' }), { ...OFFER, token: 'abc.123.x-y_z' });
+  const none = { token: null, tokenSeconds: null };
+  assert.deepEqual(parseOffer(OFFER), { ...OFFER, ...none });
+  assert.deepEqual(parseOffer({ ...OFFER, certificateHashes: [] }), { ...OFFER, certificateHashes: [], ...none });
+  assert.deepEqual(parseOffer({ ...OFFER, token: 'abc.123.x-y_z', tokenSeconds: 3600 }),
+    { ...OFFER, token: 'abc.123.x-y_z', tokenSeconds: 3600 });
   assert.equal(parseOffer({ ...OFFER, token: 'a&b=c' }).token, null);
+  for (const bad of [0, -1, '3600', Infinity, null]) assert.equal(parseOffer({ ...OFFER, tokenSeconds: bad }).tokenSeconds, null);
   for (const bad of [null, 'x', { ...OFFER, port: 0 }, { ...OFFER, port: '8080' }, { ...OFFER, path: 'wt' },
     { ...OFFER, certificateHashes: ['xyz'] }, { ...OFFER, certificateHashes: HASH }]) {
     assert.equal(parseOffer(bad), null, JSON.stringify(bad));
