@@ -268,16 +268,17 @@ class AudioCongestion(RenoCongestionControl):
     """aioquic's NewReno, with a window that never falls below AUDIO_WINDOW.
 
     The audio's rate is fixed by the pages (a datagram per frame and member,
-    about 70 kbit/s for a call), not by the path: a window cut after a loss
+    about 40 kbit/s a call, 70 with copies), not by the path: a window cut after a loss
     cannot slow it, only hold it back, and audio held back is late. Reno cuts
     its window by half at every loss and to 2,400 bytes after a run of them,
     and aioquic paces every packet as if it were full-size at the window's rate
     (at 2,400 bytes and a 60 ms round trip: a packet each 30 ms, for frames
     every 10 ms). So, as a WebRTC sender does with its audio (never paced, never
-    below the codec's rate), the window keeps room for a group room's audio over
-    a 300 ms round trip with room to spare, and what the path cannot carry is
-    lost there, or dropped here past MAX_DATAGRAM_AGE; the window still bounds
-    what a page that stops acknowledging makes the server keep in flight.
+    below the codec's rate), the window keeps room for what a group room of
+    eight has in flight over a 500 ms round trip (7 senders, 100 datagrams of
+    about 180 bytes a second each), and what the path cannot carry is lost
+    there, or dropped here past MAX_DATAGRAM_AGE; the window still bounds what
+    a page that stops acknowledging makes the server keep in flight.
     """
 
     def __init__(self, *, max_datagram_size: int) -> None:
