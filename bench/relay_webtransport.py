@@ -513,6 +513,13 @@ def parse_variant(text: str) -> Variant:
 # holds (so the backlog bound is off: backlog() is 0) nor aioquic's ACK and timer internals (so aioquic's cuts
 # are off: no ACK delay to set, its own timer handling).
 QH3_PORT = [
+    # aioquic's congestion control, which qh3's core has its own of: the audio's window floor and age bound are off.
+    ("from aioquic.quic.congestion.base import register_congestion_control\n"
+     "from aioquic.quic.congestion.reno import RenoCongestionControl\n",
+     "RenoCongestionControl = object\n"),
+    ('register_congestion_control("duoduel-audio", AudioCongestion)\n', ""),
+    ('        congestion_control_algorithm="duoduel-audio",\n', ""),
+    ("        self._queued_at.append(self.connection._loop.time())\n", ""),
     ("from aioquic import tls\n", "from qh3 import tls\n"),
     ("from aioquic.asyncio.", "from qh3.asyncio."),
     ("from aioquic.buffer import", "from qh3._hazmat import"),
@@ -520,7 +527,6 @@ QH3_PORT = [
     ("from aioquic.quic.", "from qh3.quic."),
     ("event.stream_id == session.session_id:\n                session.datagram_received(",
      "event.flow_id == session.session_id:\n                session.datagram_received("),
-    ("len(quic._datagrams_pending) >= MAX_PENDING_DATAGRAMS", "False"),
     ("sum(len(datagram) for datagram in self.connection._quic._datagrams_pending)", "0"),
     ("quic._ack_delay = ACK_DELAY", "pass"),
     ("quic._datagrams_pending", "False"),

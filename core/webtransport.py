@@ -29,7 +29,9 @@ trusts.
 aioquic internals, which is why requirements.txt pins aioquic: the HTTP/3
 SETTINGS come from H3Connection._get_local_settings() (SessionSettingsH3), the
 audio backlog is QuicConnection._datagrams_pending (an unbounded deque that
-only congestion control drains), the control stream's unacknowledged bytes are
+only congestion control drains, and from whose front audio too late to send
+is taken), congestion control is a registered algorithm (AudioCongestion,
+a subclass of aioquic's NewReno), the control stream's unacknowledged bytes are
 its QuicStreamSender's _buffer_stop less _buffer_start (reached through
 QuicConnection._streams), QuicConnectionProtocol._loop times the
 control stream's deadline, and acknowledgements are paced through
@@ -40,7 +42,9 @@ that calls for nothing at once). tests/test_webtransport.py exercises each
 through a real connection: the settings a client reads, the backlog of a
 receiver that stopped acknowledging, a session closed for want of a control
 stream, the packets a page receives for its echoed audio, a page that sends
-no audio still acknowledged, a page that acknowledges no control message.
+no audio still acknowledged, a page that acknowledges no control message;
+tests/test_webtransport_congestion.py the age of audio after a congestion
+window filled, across a real path.
 """
 
 from __future__ import annotations
@@ -56,7 +60,7 @@ import logging
 import secrets
 import socket
 from collections import deque
-from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -68,6 +72,8 @@ from aioquic.buffer import Buffer, BufferReadError, encode_uint_var
 from aioquic.h3.connection import H3_ALPN, ErrorCode, H3Connection
 from aioquic.h3.events import DatagramReceived, DataReceived, H3Event, HeadersReceived, WebTransportStreamDataReceived
 from aioquic.quic.configuration import QuicConfiguration
+from aioquic.quic.congestion.base import register_congestion_control
+from aioquic.quic.congestion.reno import RenoCongestionControl
 from aioquic.quic.events import ConnectionTerminated, ProtocolNegotiated, QuicEvent
 from aioquic.quic.packet import QuicErrorCode
 from cryptography import x509
@@ -88,9 +94,13 @@ PATH = "/wt"
 MAX_LINE = 4096
 # Control lines read and not yet handled; a page that sends this many before the handler catches up floods.
 MAX_PENDING_LINES = 64
-# Audio datagrams queued in aioquic and not yet sent: beyond these, a new frame is dropped (about 100 ms).
-# The relay's own bound (core.relay.deliver(), through backlog()) usually drops first, and counts the stall.
-MAX_PENDING_DATAGRAMS = 8
+# How long an audio datagram may wait in aioquic's queue (congestion control or pacing holding it) before it
+# is dropped instead of sent: two 10 ms frames. Late audio is worth less than none: the page's jitter buffer
+# would wait for it, and conceal it anyway. The relay's own bound (core.relay.deliver(), through backlog())
+# drops a page's audio first when its queue stays full, and counts the stall.
+MAX_DATAGRAM_AGE = 0.020
+# The least congestion window an audio connection keeps (bytes), whatever losses it sees: see AudioCongestion.
+AUDIO_WINDOW = 64 * 1024
 # The largest audio frame sent as a datagram. A datagram must fit in one QUIC packet of 1,200 bytes (what
 # aioquic sends, and the least any path carries), after a short header with a 20-byte connection ID, the
 # packet number, the AEAD tag and the frame's own header: 1,154 bytes at worst. aioquic keeps one that
@@ -254,6 +264,39 @@ def self_signed(certificate: x509.Certificate) -> bool:
     return True
 
 
+class AudioCongestion(RenoCongestionControl):
+    """aioquic's NewReno, with a window that never falls below AUDIO_WINDOW.
+
+    The audio's rate is fixed by the pages (a datagram per frame and member,
+    about 40 kbit/s a call, 70 with copies), not by the path: a window cut after a loss
+    cannot slow it, only hold it back, and audio held back is late. Reno cuts
+    its window by half at every loss and to 2,400 bytes after a run of them,
+    and aioquic paces every packet as if it were full-size at the window's rate
+    (at 2,400 bytes and a 60 ms round trip: a packet each 30 ms, for frames
+    every 10 ms). So, as a WebRTC sender does with its audio (never paced, never
+    below the codec's rate), the window keeps room for what a group room of
+    eight has in flight over a 500 ms round trip (7 senders, 100 datagrams of
+    about 180 bytes a second each), and what the path cannot carry is lost
+    there, or dropped here past MAX_DATAGRAM_AGE; the window still bounds what
+    a page that stops acknowledging makes the server keep in flight.
+    """
+
+    def __init__(self, *, max_datagram_size: int) -> None:
+        super().__init__(max_datagram_size=max_datagram_size)
+        self.congestion_window = max(self.congestion_window, AUDIO_WINDOW)
+
+    def on_packets_lost(self, *, now: float, packets: Iterable[Any]) -> None:
+        super().on_packets_lost(now=now, packets=packets)
+        self.congestion_window = max(self.congestion_window, AUDIO_WINDOW)
+
+    def on_persistent_congestion(self) -> None:
+        super().on_persistent_congestion()
+        self.congestion_window = max(self.congestion_window, AUDIO_WINDOW)
+
+
+register_congestion_control("duoduel-audio", AudioCongestion)
+
+
 class SessionSettingsH3(H3Connection):
     """aioquic's HTTP/3 connection with the WebTransport settings Safari needs (EXTRA_SETTINGS)."""
 
@@ -284,6 +327,9 @@ class WebTransportSession:
         self._waiter: asyncio.Future[None] | None = None
         self._closed = asyncio.Event()
         self.datagrams_dropped = 0
+        # When each datagram still in aioquic's queue (QuicConnection._datagrams_pending) was handed to it,
+        # oldest first: aioquic sends from the front, so the first len(queue) of these are gone.
+        self._queued_at: deque[float] = deque()
         self.too_big = False  # told the page once that its partner's frames do not fit
 
     def __repr__(self) -> str:
@@ -318,10 +364,10 @@ class WebTransportSession:
     def send_frame(self, frame: bytes) -> bool:
         """Send an audio frame as a datagram now; False if the session is closing.
 
-        A frame is dropped (and counted) rather than queued when aioquic still
-        holds MAX_PENDING_DATAGRAMS unsent, which happens only when congestion
-        control holds them back: late audio is worth less than none. A frame
-        too big for a datagram is dropped too, and the page told once why.
+        aioquic sends it at once unless congestion control or pacing holds it;
+        then it waits at most MAX_DATAGRAM_AGE, and is dropped (and counted)
+        rather than sent later (drop_late_audio). A frame too big for a
+        datagram is dropped too, and the page told once why.
         """
         if self.close_code is not None:
             return False
@@ -332,15 +378,25 @@ class WebTransportSession:
                 self.too_big = True
                 self.send_text(json.dumps({"type": "error", "reason": TOO_BIG.format(size=len(frame), limit=MAX_DATAGRAM_PAYLOAD)}))
             return True
-        quic = self.connection._quic
-        if len(quic._datagrams_pending) >= MAX_PENDING_DATAGRAMS:
-            self.datagrams_dropped += 1
-            endpoint.datagrams_dropped += 1
-            return True
         self.connection.h3.send_datagram(self.session_id, frame)
+        self._queued_at.append(self.connection._loop.time())
         self.connection.transmit()
         endpoint.datagrams_sent += 1
         return True
+
+    def drop_late_audio(self, now: float) -> None:
+        """Take out of aioquic's queue the datagrams that have waited past MAX_DATAGRAM_AGE, counting them."""
+        queued_at, pending = self._queued_at, self.connection._quic._datagrams_pending
+        while len(queued_at) > len(pending):  # those aioquic sent
+            queued_at.popleft()
+        dropped = 0
+        while queued_at and now - queued_at[0] > MAX_DATAGRAM_AGE:
+            queued_at.popleft()
+            pending.popleft()
+            dropped += 1
+        if dropped:
+            self.datagrams_dropped += dropped
+            self.connection.endpoint.datagrams_dropped += dropped
 
     def backlog(self) -> int:
         """Bytes of audio queued for this page and not yet sent."""
@@ -556,8 +612,11 @@ class Connection(QuicConnectionProtocol):
             self.arm_timer()
 
     def transmit(self) -> None:
-        """Send what aioquic holds, an ACK still waiting riding on the audio, and arm the timer."""
+        """Send what aioquic holds but audio too late to play, an ACK still waiting riding on the audio, and arm
+        the timer."""
         quic = self._quic
+        if quic._datagrams_pending and self.session is not None:
+            self.session.drop_late_audio(self._loop.time())
         if quic._datagrams_pending:
             space = quic._spaces[tls.Epoch.ONE_RTT]
             if space.ack_at is not None:
@@ -704,6 +763,7 @@ def quic_configuration(certificate: ServerCertificate, idle_timeout: float) -> Q
         # Control lines are short: a small window bounds what one page can make us buffer.
         max_stream_data=64 * 1024,
         max_data=256 * 1024,
+        congestion_control_algorithm="duoduel-audio",
     )
     configuration.certificate = certificate.chain[0]
     configuration.certificate_chain = list(certificate.chain[1:])

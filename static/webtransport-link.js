@@ -17,8 +17,12 @@
 export const MAX_LINE = 4096;
 /** The close code of a link that dropped without a close (as a WebSocket's). */
 export const ABNORMAL_CLOSURE = 1006;
-/** Audio older than this is not worth sending: the browser drops it instead (where it supports the setting). */
-const OUTGOING_MAX_AGE_MS = 100;
+/**
+ * Audio that has waited this long in the browser's queue (its congestion control holding it) is not worth
+ * sending: the browser drops it instead, where it supports the setting. Two 10 ms frames, as the server's
+ * MAX_DATAGRAM_AGE: a frame later than that is one the receiver's jitter buffer would conceal anyway.
+ */
+const OUTGOING_MAX_AGE_MS = 20;
 /**
  * Datagrams handed to the browser and not yet taken by its network side, beyond which a frame is dropped
  * (about 100 ms of audio). Counted here rather than read from the writer's desiredSize: Firefox takes a

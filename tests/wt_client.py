@@ -16,6 +16,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import hashlib
+import socket
 import ssl
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
@@ -26,6 +27,7 @@ from aioquic.buffer import Buffer, BufferReadError, encode_uint_var
 from aioquic.h3.connection import H3_ALPN, FrameType, H3Connection
 from aioquic.h3.events import DatagramReceived, DataReceived, H3Event, HeadersReceived, WebTransportStreamDataReceived
 from aioquic.quic.configuration import QuicConfiguration
+from aioquic.quic.connection import QuicConnection
 from aioquic.quic.events import ConnectionTerminated, QuicEvent
 from cryptography.hazmat.primitives import serialization
 
@@ -194,10 +196,17 @@ def client_configuration(certificate) -> QuicConfiguration:
 
 
 @contextlib.asynccontextmanager
-async def connection(port: int, certificate, host: str = "127.0.0.1") -> AsyncIterator[ClientConnection]:
-    """A QUIC connection with HTTP/3 to the server, closed at the end."""
+async def connection(port: int, certificate, host: str = "127.0.0.1",
+                     sock: socket.socket | None = None) -> AsyncIterator[ClientConnection]:
+    """A QUIC connection with HTTP/3 to the server, closed at the end.
+
+    sock: a UDP socket to connect from (e.g. one in a network namespace: NetPath.socket()), else a new one.
+    """
     async with asyncio.timeout(TIMEOUT_S):
-        manager = connect(host, port, configuration=client_configuration(certificate), create_protocol=ClientConnection)
+        if sock is None:
+            manager = connect(host, port, configuration=client_configuration(certificate), create_protocol=ClientConnection)
+        else:
+            manager = connect_from(sock, host, port, client_configuration(certificate))
         client = await manager.__aenter__()
     try:
         if isinstance(certificate, str):
@@ -207,6 +216,22 @@ async def connection(port: int, certificate, host: str = "127.0.0.1") -> AsyncIt
     finally:
         with contextlib.suppress(Exception):
             await asyncio.wait_for(manager.__aexit__(None, None, None), TIMEOUT_S)
+
+
+@contextlib.asynccontextmanager
+async def connect_from(sock: socket.socket, host: str, port: int,
+                       configuration: QuicConfiguration) -> AsyncIterator[ClientConnection]:
+    """aioquic's connect(), from a socket made elsewhere."""
+    sock.setblocking(False)
+    _, client = await asyncio.get_running_loop().create_datagram_endpoint(
+        lambda: ClientConnection(QuicConnection(configuration=configuration)), sock=sock)
+    try:
+        client.connect((host, port))
+        await client.wait_connected()
+        yield client
+    finally:
+        client.close()
+        await client.wait_closed()
 
 
 def request(client: ClientConnection, port: int, path: str, origin: str | None = None,
@@ -227,9 +252,9 @@ def request(client: ClientConnection, port: int, path: str, origin: str | None =
 
 @contextlib.asynccontextmanager
 async def open_session(port: int, path: str, certificate, origin: str | None = None,
-                       host: str = "127.0.0.1") -> AsyncIterator[Session]:
+                       host: str = "127.0.0.1", sock: socket.socket | None = None) -> AsyncIterator[Session]:
     """Open a session (the server must accept it: status 200) and yield it."""
-    async with connection(port, certificate, host) as client:
+    async with connection(port, certificate, host, sock) as client:
         session = request(client, port, path, origin)
         status = await asyncio.wait_for(asyncio.shield(session.response), TIMEOUT_S)
         assert status == 200, f"the server refused the session: {status} {session.body!r}"
